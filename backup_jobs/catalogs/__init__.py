@@ -1,0 +1,1 @@
+"""Implementations of the catalog port (``backup_jobs.catalog``)."""

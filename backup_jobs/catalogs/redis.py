@@ -1,0 +1,247 @@
+"""The catalog in Redis: JSON records, a sorted-set job index, leases with fencing tokens.
+
+Leases are ``SET NX PX`` keys holding the job id; acquiring one also increments the item's
+fencing counter, in one Lua script so nobody sees a lease without its token. Fenced writes are
+Lua scripts that compare the counter and write in one step. Redis errors are translated here
+into ``RedisUnavailable``, raised from the original.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from backup_jobs import wire
+from backup_jobs.catalog import Fence, LockResult
+from backup_jobs.errors import LeaseLost, RedisUnavailable
+from backup_jobs.models import VM, Job, VaultConfig
+
+T = TypeVar("T")
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2]), ARGV[1]}
+end
+local holder = redis.call('GET', KEYS[1])
+if not holder then holder = '' end
+return {0, 0, holder}
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] fence counter, KEYS[2] record; ARGV[1] token ('' = unfenced), ARGV[2] JSON.
+_FENCED_SET = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class RedisCatalog:
+    """The catalog port on a Redis (or Valkey) server."""
+
+    def __init__(self, client: redis.Redis, url: str = "redis") -> None:
+        self._redis = client
+        self._url = url
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._fenced_set = client.register_script(_FENCED_SET)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisCatalog:
+        """Connect to ``url`` (nothing is sent until the first call)."""
+        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+        return cls(client, url)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying redis-py client."""
+        return self._redis
+
+    def ping(self) -> None:
+        """Raise ``RedisUnavailable`` unless the server answers."""
+        self._call(self._redis.ping)
+
+    def put_vault(self, vault: VaultConfig) -> None:
+        """Create or replace a vault's configuration."""
+        self._call(lambda: self._redis.set(wire.vault_key(vault.name), _dump(vault.to_dict())))
+
+    def get_vault(self, name: str) -> VaultConfig | None:
+        """A vault's configuration, or None."""
+        raw = self._call(lambda: self._redis.get(wire.vault_key(name)))
+        return VaultConfig.from_dict(json.loads(raw)) if raw else None
+
+    def get_vm(self, vault: str, vm_id: str) -> VM | None:
+        """One VM of a vault, or None."""
+        raw = self._call(lambda: self._redis.get(wire.vm_key(vault, vm_id)))
+        return VM.from_dict(json.loads(raw)) if raw else None
+
+    def list_vms(self, vault: str) -> list[VM]:
+        """Every VM of a vault, sorted by id."""
+        ids = sorted(self._call(lambda: self._redis.smembers(wire.vm_index_key(vault))))
+        if not ids:
+            return []
+        raws = self._call(lambda: self._redis.mget([wire.vm_key(vault, i) for i in ids]))
+        return [VM.from_dict(json.loads(raw)) for raw in raws if raw]
+
+    def put_vm(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
+        """Create or replace a VM, checking the fence atomically."""
+        self._fenced(wire.vm_key(vault, vm.id), vm.to_dict(), fence)
+        self._call(lambda: self._redis.sadd(wire.vm_index_key(vault), vm.id))
+
+    def create_job(self, job: Job) -> bool:
+        """Store a new job unless its id exists, and index it by queue time."""
+
+        def create() -> bool:
+            if not self._redis.set(wire.job_key(job.id), _dump(job.to_dict()), nx=True):
+                return False
+            self._redis.zadd(wire.job_index_key(job.vault), {job.id: job.queued_at.timestamp()})
+            return True
+
+        return self._call(create)
+
+    def get_job(self, job_id: str) -> Job | None:
+        """One job, or None."""
+        raw = self._call(lambda: self._redis.get(wire.job_key(job_id)))
+        return Job.from_dict(json.loads(raw)) if raw else None
+
+    def save_job(self, job: Job, fence: Fence | None = None) -> None:
+        """Replace a job, checking the fence atomically."""
+        self._fenced(wire.job_key(job.id), job.to_dict(), fence)
+
+    def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
+        """The jobs of a vault, newest first."""
+        low = since.timestamp() if since else "-inf"
+        ids = self._call(
+            lambda: self._redis.zrevrangebyscore(wire.job_index_key(vault), "+inf", low)
+        )
+        jobs: list[Job] = []
+        for start in range(0, len(ids), 500):
+            keys = [wire.job_key(i) for i in ids[start : start + 500]]
+            raws = self._call(lambda keys=keys: self._redis.mget(keys))
+            jobs.extend(Job.from_dict(json.loads(raw)) for raw in raws if raw)
+        return jobs
+
+    def acquire_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> LockResult:
+        """Take the lease without blocking; bump the fencing token on success."""
+        keys = [wire.lock_key(vault, item), wire.fence_key(vault, item)]
+        ok, token, current = self._call(
+            lambda: self._acquire(keys=keys, args=[holder, _ms(ttl_seconds)])
+        )
+        return LockResult(bool(ok), int(token), current or None)
+
+    def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
+        """Extend the lease if ``holder`` still holds it."""
+        key = wire.lock_key(vault, item)
+        return bool(self._call(lambda: self._renew(keys=[key], args=[holder, _ms(ttl_seconds)])))
+
+    def release_lock(self, vault: str, item: str, holder: str) -> None:
+        """Free the lease if ``holder`` holds it."""
+        key = wire.lock_key(vault, item)
+        self._call(lambda: self._release(keys=[key], args=[holder]))
+
+    def lock_holder(self, vault: str, item: str) -> str | None:
+        """Who holds the lease now."""
+        return self._call(lambda: self._redis.get(wire.lock_key(vault, item)))
+
+    def invalidate_fence(self, vault: str, item: str) -> None:
+        """Make every token issued so far stale."""
+        self._call(lambda: self._redis.incr(wire.fence_key(vault, item)))
+
+    def schedule_retry(self, job_id: str, at: datetime) -> None:
+        """Put a job in the durable retry set."""
+        self._call(lambda: self._redis.zadd(wire.RETRY_SET_KEY, {job_id: at.timestamp()}))
+
+    def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
+        """Job ids due at ``now``, oldest first."""
+        return self._call(
+            lambda: self._redis.zrangebyscore(
+                wire.RETRY_SET_KEY, "-inf", now.timestamp(), start=0, num=limit
+            )
+        )
+
+    def remove_retry(self, job_id: str) -> bool:
+        """Take a job out of the retry set."""
+        return bool(self._call(lambda: self._redis.zrem(wire.RETRY_SET_KEY, job_id)))
+
+    def add_in_progress(self, job_id: str) -> None:
+        """Index a running job."""
+        self._call(lambda: self._redis.sadd(wire.IN_PROGRESS_KEY, job_id))
+
+    def remove_in_progress(self, job_id: str) -> None:
+        """Drop a job from the index."""
+        self._call(lambda: self._redis.srem(wire.IN_PROGRESS_KEY, job_id))
+
+    def in_progress(self) -> list[str]:
+        """Ids of jobs recorded as running."""
+        return sorted(self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY)))
+
+    def _fenced(self, key: str, record: dict[str, Any], fence: Fence | None) -> None:
+        fence_key = wire.fence_key(fence.vault, fence.item) if fence else key
+        token = str(fence.token) if fence else ""
+        written = self._call(
+            lambda: self._fenced_set(keys=[fence_key, key], args=[token, _dump(record)])
+        )
+        if not written:
+            assert fence is not None
+            raise LeaseLost(fence.item)
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        with translate_redis_errors(self._url):
+            return operation()
+
+
+@contextmanager
+def translate_redis_errors(url: str) -> Iterator[None]:
+    """Turn redis-py's connection and authentication errors into ``RedisUnavailable``."""
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        detail = f"{redact(url)}: authentication failed ({exc})"
+        raise RedisUnavailable(detail=detail) from exc
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            detail = f"{redact(url)}: authentication failed ({exc})"
+            raise RedisUnavailable(detail=detail) from exc
+        raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(detail=f"{redact(url)}: {exc}") from exc
+
+
+def _dump(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))

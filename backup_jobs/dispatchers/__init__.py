@@ -1,0 +1,1 @@
+"""Implementations of the dispatcher port (``backup_jobs.dispatcher``)."""

@@ -1,0 +1,370 @@
+"""The error catalog: every error backup-jobs raises on purpose.
+
+Each error has a stable ``code`` (the wire name, also the class name), a ``kind`` that says
+what the caller should do, a message naming what failed, on which item and why, a recommended
+action, a ``retryable`` flag (only transient errors are retried) and a CLI exit code.
+Messages keep the wording of the seed's troubleshooting table.
+
+    BackupJobsError
+    ├── InvalidInput (exit 2)         ConfigurationError, AmbiguousVMName, RegionMismatch,
+    │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
+    │                                 UnsupportedConfiguration, VMAgentNotInstalled,
+    │                                 GuestAgentCertificateNotFound, InstallAgentTimeout
+    ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound
+    ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost
+    ├── Integrity (exit 5)            VaultIntegrityError
+    ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
+    │                                 SnapshotTimeout, VaultTransferTimeout
+    └── Unavailable (exit 7)          RedisUnavailable
+
+Errors survive a trip through Celery and through the job record: ``to_dict`` gives the JSON
+stored on the job, ``error_from_dict`` rebuilds the right class.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class ErrorKind(StrEnum):
+    """What the caller should do about an error."""
+
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    INTEGRITY = "integrity"
+    TRANSIENT = "transient"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+EXIT_CODES: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_INPUT: 2,
+    ErrorKind.NOT_FOUND: 3,
+    ErrorKind.CONFLICT: 4,
+    ErrorKind.INTEGRITY: 5,
+    ErrorKind.TRANSIENT: 6,
+    ErrorKind.UNAVAILABLE: 7,
+    ErrorKind.INTERNAL: 1,
+}
+
+MIN_AGENT_VERSION = "2.6.1198.718"
+
+
+class BackupJobsError(Exception):
+    """Raised for any failure backup-jobs reports to a user; the base of the catalog."""
+
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
+    retryable: ClassVar[bool] = False
+    template: ClassVar[str] = "An internal error occurred."
+    action: ClassVar[str] = "See the job's details and the worker log."
+
+    def __init__(self, item: str = "", detail: str = "", action: str | None = None) -> None:
+        super().__init__(item, detail, action)
+        self.item = item
+        self.detail = detail
+        message = self.template.format(detail=detail)
+        if detail and "{detail}" not in self.template:
+            message = f"{message} ({detail})"
+        self.message = f"{item}: {message}" if item else message
+        self.recommended_action = action if action is not None else self.action
+
+    @property
+    def code(self) -> str:
+        """The stable wire name of this error."""
+        return type(self).__name__
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code for this error's kind."""
+        return EXIT_CODES[self.kind]
+
+    def __str__(self) -> str:
+        if self.recommended_action and self.recommended_action != "None":
+            return f"{self.message} Recommended action: {self.recommended_action}"
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the job record."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "recommended_action": self.recommended_action,
+            "retryable": self.retryable,
+            "item": self.item,
+            "detail": self.detail,
+        }
+
+
+class InvalidInput(BackupJobsError):
+    """Raised when the request or the item's state makes the operation impossible."""
+
+    kind = ErrorKind.INVALID_INPUT
+
+
+class NotFound(BackupJobsError):
+    """Raised when a named object does not exist."""
+
+    kind = ErrorKind.NOT_FOUND
+
+
+class Conflict(BackupJobsError):
+    """Raised when another operation holds the item."""
+
+    kind = ErrorKind.CONFLICT
+
+
+class Integrity(BackupJobsError):
+    """Raised when stored data fails verification; never retried."""
+
+    kind = ErrorKind.INTEGRITY
+
+
+class Transient(BackupJobsError):
+    """Raised for failures that a later attempt may not meet; the only kind retried."""
+
+    kind = ErrorKind.TRANSIENT
+    retryable = True
+
+
+class Unavailable(BackupJobsError):
+    """Raised when a service backup-jobs needs cannot be reached."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+
+# --- Configuration and inventory -------------------------------------------------------------
+
+
+class ConfigurationError(InvalidInput):
+    """Raised when a setting, a fleet directory or a vm.json is malformed."""
+
+    template = "Invalid configuration: {detail}."
+    action = "Fix the named setting or file and try again."
+
+
+class VMNotFoundInInventory(NotFound):
+    """Raised when a VM name matches no VM known to the vault."""
+
+    template = "No VM with this name is known to the vault.{detail}"
+    action = "Run `backup-jobs vm discover`, then check the name with `backup-jobs vm list`."
+
+
+class AmbiguousVMName(InvalidInput):
+    """Raised when a bare VM name matches VMs in two or more cloud services."""
+
+    template = "The name matches VMs in several cloud services: {detail}."
+    action = "Name the VM as cloud_service/name."
+
+
+class RegionMismatch(InvalidInput):
+    """Raised when a VM is not in the vault's region."""
+
+    template = "The VM is not in the same region as the backup vault ({detail})."
+    action = "Register it with a vault in the VM's region."
+
+
+class AlreadyRegistered(InvalidInput):
+    """Raised when registering a VM that is already registered."""
+
+    template = "The VM is already registered."
+    action = "None"
+
+
+class JobNotFound(NotFound):
+    """Raised when a job id matches no job."""
+
+    template = "No job with this id."
+    action = "List jobs with `backup-jobs job list`."
+
+
+# --- Discovery -------------------------------------------------------------------------------
+
+
+class DiscoveryInternalError(Transient):
+    """Raised when the provider fails while listing VMs."""
+
+    template = (
+        "Failed to discover new items - Backup encountered an internal error. "
+        "Wait for a few minutes and then try the operation again."
+    )
+    action = "Retry the discovery process after 15 minutes."
+
+
+class DiscoveryInProgress(Conflict):
+    """Raised when a discovery starts while another runs on the same vault."""
+
+    template = (
+        "Failed to discover new items - Another Discovery operation is already in progress. "
+        "Please wait until the current Discovery operation has completed."
+    )
+    action = "None"
+
+
+# --- Register --------------------------------------------------------------------------------
+
+
+class VMNotRunning(InvalidInput):
+    """Raised when registering a VM that is not running."""
+
+    template = (
+        "The VM is not in a state to install the extension - Please check if the VM is in "
+        "the Running state. The backup extension requires the VM to be Running."
+    )
+    action = (
+        "Start the virtual machine, and when it is in the running state, "
+        "retry the register operation."
+    )
+
+
+class DataDiskLimitExceeded(InvalidInput):
+    """Raised when a VM has more data disks than the supported limit."""
+
+    template = (
+        "Number of data disks attached to the virtual machine exceeded the supported limit - "
+        "Please detach some data disks on this virtual machine and retry the operation. "
+        "{detail}"
+    )
+    action = "None"
+
+
+class UnsupportedConfiguration(InvalidInput):
+    """Raised when a VM uses premium storage, several NICs or a load balancer."""
+
+    template = (
+        "Backup encountered an internal error - the VM has an unsupported configuration: "
+        "{detail}."
+    )
+    action = "Remove the unsupported configuration."
+
+
+class VMAgentNotInstalled(InvalidInput):
+    """Raised when the VM has no VM agent to install the backup extension through."""
+
+    template = (
+        "Failed to install the backup extension on the selected item - the VM agent is a "
+        "pre-requisite for the backup extension. Please install the VM agent and restart "
+        "the registration operation."
+    )
+    action = "Check that the VM agent is installed and the VM's agent flag is set."
+
+
+class GuestAgentCertificateNotFound(InvalidInput):
+    """Raised when the VM agent is older than the minimum supported version."""
+
+    template = (
+        "VM Guest Agent Certificate not found (VM agent {detail} is older than "
+        + MIN_AGENT_VERSION
+        + ")."
+    )
+    action = f"Install the latest VM agent ({MIN_AGENT_VERSION} or higher)."
+
+
+class InstallAgentTimeout(InvalidInput):
+    """Raised when installing the backup extension exceeds its timeout."""
+
+    template = "Registration failed with Install Agent operation timeout."
+    action = "Check whether the operating system version of the virtual machine is supported."
+
+
+class OperationInProgress(Conflict):
+    """Raised when a job starts on an item another job holds; names the running job."""
+
+    template = (
+        "Command execution failed - Another operation is in progress on this item. "
+        "Please wait until the previous operation is completed, and then retry. {detail}"
+    )
+    action = "Wait for the running job or cancel it."
+
+
+class LeaseLost(Conflict):
+    """Raised when a worker's fencing token is stale: another attempt owns the item now."""
+
+    template = "The job lost its lease on the item; a newer attempt owns it."
+    action = "None: the newer attempt carries on."
+
+
+class WorkerLost(Transient):
+    """Raised (by the reaper) when the worker running an attempt died."""
+
+    template = "The worker running this job stopped responding (its lease expired)."
+    action = "None: the job is retried automatically."
+
+
+# --- Backup (used by later jobs; here so the catalog is whole) -------------------------------
+
+
+class VaultTransferTimeout(Transient):
+    """Raised when copying disks into the vault exceeds its deadline."""
+
+    template = "Copying VHDs from backup vault timed out - Please retry the operation in a few minutes."
+    action = "Too much data to copy; check that the VM has fewer than six data disks."
+
+
+class SnapshotTimeout(Transient):
+    """Raised when the snapshot sub-task exceeds its deadline."""
+
+    template = "Snapshot VM sub task timed out - Please retry the operation in a few minutes."
+    action = "Check the VM agent and its network access."
+
+
+class BackupInternalError(Transient):
+    """Raised when a backup fails for a reason no narrower error names."""
+
+    template = "Backup failed with an internal error - Please retry the operation in a few minutes."
+    action = "Retry; if it persists, see the job's details."
+
+
+class VMNotFound(NotFound):
+    """Raised when a protected VM has been deleted from the provider."""
+
+    template = (
+        "Backup failed with an internal error - the original VM has been deleted, "
+        "so a backup cannot be taken."
+    )
+    action = "Stop protection and keep the data, to keep the recovery points and stop the errors."
+
+
+class VaultIntegrityError(Integrity):
+    """Raised when a chunk, index or manifest in the vault fails verification."""
+
+    template = "Vault data failed verification: {detail}."
+    action = "Run `backup-jobs vault verify`; the next backup stores quarantined chunks again."
+
+
+class InternalError(BackupJobsError):
+    """Raised when an unexpected exception escapes an operation (a bug)."""
+
+    template = "An internal error occurred: {detail}."
+
+
+class RedisUnavailable(Unavailable):
+    """Raised when the Redis server cannot be reached or refuses the credentials."""
+
+    template = "Cannot use Redis at {detail}."
+    action = (
+        "Check that the server is running and reachable, and that BACKUP_JOBS_REDIS_URL "
+        "(including its password) is right; or unset it to use the embedded server."
+    )
+
+
+def _catalog() -> dict[str, type[BackupJobsError]]:
+    found: dict[str, type[BackupJobsError]] = {}
+    pending: list[type[BackupJobsError]] = [BackupJobsError]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def error_class(code: str) -> type[BackupJobsError]:
+    """The catalog class for a code; unknown codes become ``InternalError``."""
+    return _catalog().get(code, InternalError)
+
+
+def error_from_dict(data: dict[str, Any]) -> BackupJobsError:
+    """Rebuild an error from its ``to_dict`` form."""
+    cls = error_class(str(data.get("code", "")))
+    return cls(str(data.get("item", "")), str(data.get("detail", "")), data.get("recommended_action"))

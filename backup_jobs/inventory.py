@@ -1,0 +1,188 @@
+"""Inventory use-cases: discover the fleet's VMs, resolve names, register VMs.
+
+Pure: the catalog, provider and clock come in through ``JobContext``; no Celery, no Redis.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from backup_jobs.catalog import Catalog, Fence
+from backup_jobs.errors import (
+    AlreadyRegistered,
+    AmbiguousVMName,
+    BackupJobsError,
+    DataDiskLimitExceeded,
+    DiscoveryInternalError,
+    GuestAgentCertificateNotFound,
+    InstallAgentTimeout,
+    InternalError,
+    MIN_AGENT_VERSION,
+    RegionMismatch,
+    UnsupportedConfiguration,
+    VMAgentNotInstalled,
+    VMNotFoundInInventory,
+    VMNotRunning,
+)
+from backup_jobs.models import VM, Job, PowerState, RegistrationState, VaultConfig
+from backup_jobs.provider import Provider, ProviderError, ProviderTimeout
+from backup_jobs.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running attempt works with: its job, collaborators, lease and limits."""
+
+    job: Job
+    fence: Fence
+    vault: VaultConfig
+    catalog: Catalog
+    provider: Provider
+    settings: Settings
+    heartbeat: Callable[[], None]
+
+
+def discover(ctx: JobContext) -> dict[str, Any]:
+    """List the fleet into the catalog: new VMs appear, vanished VMs are marked deleted."""
+    vault = ctx.vault.name
+    try:
+        found = {vm.id: vm for vm in ctx.provider.list_vms()}
+    except ProviderError as exc:
+        raise DiscoveryInternalError(vault, str(exc)) from exc
+    known = {vm.id: vm for vm in ctx.catalog.list_vms(vault)}
+    added = deleted = 0
+    for vm_id, vm in found.items():
+        previous = known.get(vm_id)
+        added += previous is None or previous.deleted
+        ctx.catalog.put_vm(vault, _merge(previous, vm))
+        ctx.heartbeat()
+    for vm_id, vm in known.items():
+        if vm_id not in found and not vm.deleted:
+            ctx.catalog.put_vm(vault, replace(vm, deleted=True))
+            deleted += 1
+    return {"vms": len(found), "new": added, "deleted": deleted}
+
+
+def _merge(previous: VM | None, current: VM) -> VM:
+    """Provider properties from ``current``, the vault's own state from ``previous``."""
+    if previous is None:
+        return current
+    return replace(
+        current,
+        registration=previous.registration,
+        last_job_id=previous.last_job_id,
+        last_error=previous.last_error,
+    )
+
+
+def resolve_vm(vms: Iterable[VM], name: str) -> VM:
+    """The one live VM called ``name`` (``cloud_service/name`` or a unique bare name)."""
+    live = [vm for vm in vms if not vm.deleted]
+    if "/" in name:
+        matches = [vm for vm in live if vm.id == name]
+    else:
+        matches = [vm for vm in live if vm.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise AmbiguousVMName(name, ", ".join(sorted(vm.id for vm in matches)))
+    close = difflib.get_close_matches(name, [vm.id for vm in live] + [vm.name for vm in live])
+    hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
+    raise VMNotFoundInInventory(name, hint)
+
+
+def check_submittable(vm: VM, vault: VaultConfig) -> None:
+    """Refuse at submission what the register job would refuse anyway: wrong region, done."""
+    if vm.region != vault.region:
+        raise RegionMismatch(vm.id, f"VM in {vm.region}, vault {vault.name} in {vault.region}")
+    if vm.registration == RegistrationState.REGISTERED:
+        raise AlreadyRegistered(vm.id)
+
+
+def check_registrable(vm: VM, vault: VaultConfig, max_data_disks: int) -> None:
+    """Raise the seed's error for the first reason ``vm`` cannot take the backup extension."""
+    if vm.region != vault.region:
+        raise RegionMismatch(vm.id, f"VM in {vm.region}, vault {vault.name} in {vault.region}")
+    if vm.power_state != PowerState.RUNNING:
+        raise VMNotRunning(vm.id, f"power state: {vm.power_state.value}")
+    if len(vm.data_disks) > max_data_disks:
+        raise DataDiskLimitExceeded(
+            vm.id,
+            f"Backup supports up to {max_data_disks} data disks; this VM has {len(vm.data_disks)}.",
+        )
+    unsupported = [
+        reason
+        for reason, present in (
+            ("premium storage", vm.storage_tier.lower() == "premium"),
+            (f"multiple NICs ({vm.nics})", vm.nics > 1),
+            ("load balancer", vm.load_balancer),
+        )
+        if present
+    ]
+    if unsupported:
+        raise UnsupportedConfiguration(vm.id, ", ".join(unsupported))
+    if not vm.agent_version:
+        raise VMAgentNotInstalled(vm.id)
+    if version_tuple(vm.agent_version) < version_tuple(MIN_AGENT_VERSION):
+        raise GuestAgentCertificateNotFound(vm.id, vm.agent_version)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"2.6.1198.718"`` as ``(2, 6, 1198, 718)``; non-numeric parts count as 0."""
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+
+
+def register(ctx: JobContext) -> dict[str, Any]:
+    """Check the VM, install the backup extension through its agent, mark it Registered."""
+    vault, vm_id = ctx.vault.name, ctx.job.item
+    vm = ctx.provider.get_vm(vm_id)
+    if vm is None:
+        raise VMNotFoundInInventory(vm_id, " It is no longer in the fleet; run discovery.")
+    record = ctx.catalog.get_vm(vault, vm_id)
+    if record is not None and record.registration == RegistrationState.REGISTERED:
+        raise AlreadyRegistered(vm_id)
+    check_registrable(vm, ctx.vault, ctx.settings.max_data_disks)
+    registering = _merge(record, vm)
+    ctx.catalog.put_vm(
+        vault,
+        replace(registering, registration=RegistrationState.REGISTERING, last_job_id=ctx.job.id),
+        ctx.fence,
+    )
+    try:
+        ctx.provider.install_extension(
+            vm_id, ctx.settings.timeouts.install_agent_seconds, ctx.heartbeat
+        )
+    except ProviderTimeout as exc:
+        raise InstallAgentTimeout(vm_id, str(exc)) from exc
+    except ProviderError as exc:
+        raise InternalError(vm_id, str(exc)) from exc
+    registered = replace(
+        registering,
+        extension_installed=True,
+        registration=RegistrationState.REGISTERED,
+        last_job_id=ctx.job.id,
+        last_error=None,
+    )
+    ctx.catalog.put_vm(vault, registered, ctx.fence)
+    return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
+
+
+def register_failed(ctx: JobContext, error: BackupJobsError) -> None:
+    """Put the VM back to NotRegistered with the job's error, if this job still owns it."""
+    vault, vm_id = ctx.vault.name, ctx.job.item
+    record = ctx.catalog.get_vm(vault, vm_id)
+    if record is None or record.registration == RegistrationState.REGISTERED:
+        return
+    ctx.catalog.put_vm(
+        vault,
+        replace(
+            record,
+            registration=RegistrationState.NOT_REGISTERED,
+            last_job_id=ctx.job.id,
+            last_error=error.to_dict(),
+        ),
+        ctx.fence,
+    )

@@ -1,0 +1,304 @@
+"""Values of the domain: VMs, jobs, vaults, and their states.
+
+Persisted records are JSON with a ``version`` field so that ``redis-cli`` can read them and a
+later release can migrate them. ``to_dict``/``from_dict`` are the only codecs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+RECORD_VERSION = 1
+
+
+class Operation(StrEnum):
+    """What a job does; the task name is ``backup_jobs.<value>``."""
+
+    DISCOVERY = "discovery"
+    REGISTER = "register"
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life (DESIGN §3)."""
+
+    QUEUED = "Queued"
+    IN_PROGRESS = "InProgress"
+    WAITING_TO_RETRY = "WaitingToRetry"
+    CANCELLING = "Cancelling"
+    COMPLETED = "Completed"
+    COMPLETED_WITH_WARNINGS = "CompletedWithWarnings"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True once the job will never change again."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+
+class RegistrationState(StrEnum):
+    """Registration of one VM with the vault."""
+
+    NOT_REGISTERED = "NotRegistered"
+    REGISTERING = "Registering"
+    REGISTERED = "Registered"
+
+
+class PowerState(StrEnum):
+    """Power state of a VM as the provider reports it."""
+
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def to_iso(value: datetime | None) -> str | None:
+    """ISO 8601 text for a timestamp, or None."""
+    return value.isoformat() if value else None
+
+
+def from_iso(value: str | None) -> datetime | None:
+    """A timestamp from ISO 8601 text, or None."""
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One disk of a VM: the OS disk or a data disk."""
+
+    name: str
+    size_bytes: int
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class VM:
+    """A VM as the provider describes it, plus the vault's view of it (registration)."""
+
+    name: str
+    cloud_service: str
+    region: str
+    power_state: PowerState = PowerState.RUNNING
+    os_type: str = "Linux"
+    agent_version: str | None = None
+    nics: int = 1
+    load_balancer: bool = False
+    storage_tier: str = "Standard"
+    os_disk: Disk = field(default_factory=lambda: Disk("os", 0))
+    data_disks: tuple[Disk, ...] = ()
+    extension_installed: bool = False
+    registration: RegistrationState = RegistrationState.NOT_REGISTERED
+    deleted: bool = False
+    last_job_id: str | None = None
+    last_error: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        """``cloud_service/name``: unique within a fleet."""
+        return f"{self.cloud_service}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record."""
+        return {
+            "version": RECORD_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "cloud_service": self.cloud_service,
+            "region": self.region,
+            "power_state": self.power_state.value,
+            "os_type": self.os_type,
+            "agent_version": self.agent_version,
+            "nics": self.nics,
+            "load_balancer": self.load_balancer,
+            "storage_tier": self.storage_tier,
+            "os_disk": _disk_dict(self.os_disk),
+            "data_disks": [_disk_dict(d) for d in self.data_disks],
+            "extension_installed": self.extension_installed,
+            "registration": self.registration.value,
+            "deleted": self.deleted,
+            "last_job_id": self.last_job_id,
+            "last_error": self.last_error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VM:
+        """Rebuild from ``to_dict``."""
+        return cls(
+            name=data["name"],
+            cloud_service=data["cloud_service"],
+            region=data["region"],
+            power_state=PowerState(data["power_state"]),
+            os_type=data["os_type"],
+            agent_version=data["agent_version"],
+            nics=data["nics"],
+            load_balancer=data["load_balancer"],
+            storage_tier=data["storage_tier"],
+            os_disk=Disk(**data["os_disk"]),
+            data_disks=tuple(Disk(**d) for d in data["data_disks"]),
+            extension_installed=data["extension_installed"],
+            registration=RegistrationState(data["registration"]),
+            deleted=data["deleted"],
+            last_job_id=data["last_job_id"],
+            last_error=data["last_error"],
+        )
+
+
+def _disk_dict(disk: Disk) -> dict[str, Any]:
+    return {"name": disk.name, "size_bytes": disk.size_bytes, "path": disk.path}
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """A vault: its name, region, and where its provider finds the fleet."""
+
+    name: str
+    region: str
+    provider: str
+    fleet_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record."""
+        return {"version": RECORD_VERSION, **self.__dict__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VaultConfig:
+        """Rebuild from ``to_dict``."""
+        return cls(data["name"], data["region"], data["provider"], data["fleet_dir"])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job: when it ran, on which Celery task, how it ended."""
+
+    number: int
+    started_at: datetime
+    celery_task_id: str = ""
+    ended_at: datetime | None = None
+    status: JobStatus = JobStatus.IN_PROGRESS
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record."""
+        return {
+            "number": self.number,
+            "started_at": to_iso(self.started_at),
+            "celery_task_id": self.celery_task_id,
+            "ended_at": to_iso(self.ended_at),
+            "status": self.status.value,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        """Rebuild from ``to_dict``."""
+        started = from_iso(data["started_at"])
+        assert started is not None
+        return cls(
+            number=data["number"],
+            started_at=started,
+            celery_task_id=data["celery_task_id"],
+            ended_at=from_iso(data["ended_at"]),
+            status=JobStatus(data["status"]),
+            error=data["error"],
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One operation on one item: the source of truth for its status (DESIGN §3)."""
+
+    id: str
+    vault: str
+    operation: Operation
+    item: str
+    item_name: str
+    queued_at: datetime
+    max_attempts: int
+    status: JobStatus = JobStatus.QUEUED
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    attempt: int = 0
+    next_retry_at: datetime | None = None
+    error: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+    properties: dict[str, Any] = field(default_factory=dict)
+    attempts: tuple[Attempt, ...] = ()
+    fencing_token: int = 0
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from the first start to the end, once ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at).total_seconds(), 3)
+
+    @property
+    def celery_task_ids(self) -> list[str]:
+        """One Celery task id per attempt, to find the attempts in Flower."""
+        return [a.celery_task_id for a in self.attempts]
+
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record (readable with ``redis-cli GET``)."""
+        return {
+            "version": RECORD_VERSION,
+            "id": self.id,
+            "vault": self.vault,
+            "operation": self.operation.value,
+            "item": self.item,
+            "item_name": self.item_name,
+            "status": self.status.value,
+            "queued_at": to_iso(self.queued_at),
+            "started_at": to_iso(self.started_at),
+            "ended_at": to_iso(self.ended_at),
+            "duration_seconds": self.duration_seconds,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "next_retry_at": to_iso(self.next_retry_at),
+            "error": self.error,
+            "warnings": list(self.warnings),
+            "properties": self.properties,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "celery_task_ids": self.celery_task_ids,
+            "fencing_token": self.fencing_token,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Rebuild from ``to_dict``."""
+        queued = from_iso(data["queued_at"])
+        assert queued is not None
+        return cls(
+            id=data["id"],
+            vault=data["vault"],
+            operation=Operation(data["operation"]),
+            item=data["item"],
+            item_name=data["item_name"],
+            queued_at=queued,
+            max_attempts=data["max_attempts"],
+            status=JobStatus(data["status"]),
+            started_at=from_iso(data["started_at"]),
+            ended_at=from_iso(data["ended_at"]),
+            attempt=data["attempt"],
+            next_retry_at=from_iso(data["next_retry_at"]),
+            error=data["error"],
+            warnings=tuple(data["warnings"]),
+            properties=data["properties"],
+            attempts=tuple(Attempt.from_dict(a) for a in data["attempts"]),
+            fencing_token=data["fencing_token"],
+        )

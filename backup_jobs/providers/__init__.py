@@ -1,0 +1,1 @@
+"""Implementations of the provider port (``backup_jobs.provider``)."""

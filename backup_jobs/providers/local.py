@@ -1,0 +1,248 @@
+"""The ``local`` provider: a fleet of VMs described on disk, with real (sparse) disk images.
+
+Layout: ``<fleet>/<cloud_service>/<name>/vm.json`` plus the VM's disk image files, and
+``<fleet>/faults.json`` for injected faults. ``LocalFleet`` is the admin side (create, start,
+stop, delete, agents, disks); ``LocalProvider`` is the provider port over it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
+from backup_jobs.models import VM, Disk, PowerState
+from backup_jobs.provider import ProviderError, ProviderTimeout
+from backup_jobs.providers.local_faults import FaultStore
+
+VM_FILE = "vm.json"
+VM_FILE_VERSION = 1
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "cloud_service": str,
+    "region": str,
+    "power_state": str,
+    "os_type": str,
+    "agent_version": (str, type(None)),
+    "nics": int,
+    "load_balancer": bool,
+    "storage_tier": str,
+    "disks": list,
+}
+
+
+class LocalFleet:
+    """A fleet directory: read and change its VMs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.faults = FaultStore(root)
+
+    def exists(self) -> bool:
+        """True if the fleet directory exists."""
+        return self.root.is_dir()
+
+    def require(self) -> None:
+        """Raise a ``ConfigurationError`` saying what to do if the fleet directory is missing."""
+        if not self.exists():
+            raise ConfigurationError(
+                detail=(
+                    f"the fleet directory {self.root} does not exist; create one with "
+                    "`backup-jobs fleet create-demo` or set BACKUP_JOBS_FLEET_DIR"
+                )
+            )
+
+    def vm_files(self) -> list[Path]:
+        """Every ``vm.json`` of the fleet, sorted."""
+        self.require()
+        return sorted(self.root.glob(f"*/*/{VM_FILE}"))
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """Read and check one ``vm.json``; errors name the file and the field."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(detail=f"{path} cannot be read as JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(detail=f"{path} must hold a JSON object")
+        for name, kind in _REQUIRED.items():
+            if name not in data:
+                raise ConfigurationError(detail=f"{path}: field {name!r} is missing")
+            if not isinstance(data[name], kind):
+                raise ConfigurationError(detail=f"{path}: field {name!r} has the wrong type")
+        if data["power_state"] not in {p.value for p in PowerState}:
+            raise ConfigurationError(
+                detail=f"{path}: field 'power_state' must be Running or Stopped"
+            )
+        for disk in data["disks"]:
+            if not isinstance(disk, dict) or not {"name", "file", "kind"} <= disk.keys():
+                raise ConfigurationError(
+                    detail=f"{path}: field 'disks' entries need name, file and kind"
+                )
+        return data
+
+    def vm_dir(self, vm_id: str) -> Path:
+        """The folder of a VM given as ``cloud_service/name``."""
+        if vm_id.count("/") != 1:
+            raise VMNotFoundInInventory(vm_id, " Name fleet VMs as cloud_service/name.")
+        return self.root / vm_id
+
+    def read(self, vm_id: str) -> dict[str, Any]:
+        """The ``vm.json`` of one VM."""
+        path = self.vm_dir(vm_id) / VM_FILE
+        if not path.exists():
+            self.require()
+            raise VMNotFoundInInventory(vm_id, f" The fleet {self.root} has no such VM.")
+        return self.load(path)
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Write one ``vm.json`` atomically."""
+        folder = self.root / data["cloud_service"] / data["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (VM_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, folder / VM_FILE)
+
+    def update(self, vm_id: str, **changes: Any) -> dict[str, Any]:
+        """Change fields of one VM and write it back."""
+        data = self.read(vm_id)
+        data.update(changes)
+        self.write(data)
+        return data
+
+    def create_vm(
+        self,
+        cloud_service: str,
+        name: str,
+        region: str,
+        *,
+        os_type: str = "Linux",
+        agent_version: str | None = "2.7.1198.800",
+        os_disk_bytes: int = 64 << 20,
+        data_disks: int = 0,
+        **properties: Any,
+    ) -> dict[str, Any]:
+        """Create a VM folder with its ``vm.json`` and sparse disk images."""
+        data: dict[str, Any] = {
+            "version": VM_FILE_VERSION,
+            "name": name,
+            "cloud_service": cloud_service,
+            "region": region,
+            "power_state": PowerState.RUNNING.value,
+            "os_type": os_type,
+            "agent_version": agent_version,
+            "nics": 1,
+            "load_balancer": False,
+            "storage_tier": "Standard",
+            "disks": [],
+            "extension": {"installed": False, "version": None},
+            "freeze_command": None,
+            "thaw_command": None,
+        }
+        data.update(properties)
+        self.write(data)
+        self._add_disk(data, "os", "os", os_disk_bytes)
+        for _ in range(data_disks):
+            self._add_disk(data, f"data{len(data['disks'])}", "data", 16 << 20)
+        self.write(data)
+        return data
+
+    def add_data_disks(self, vm_id: str, count: int, size_bytes: int = 16 << 20) -> dict[str, Any]:
+        """Attach ``count`` new sparse data disks."""
+        data = self.read(vm_id)
+        for _ in range(count):
+            self._add_disk(data, f"data{len(data['disks'])}", "data", size_bytes)
+        self.write(data)
+        return data
+
+    def delete_vm(self, vm_id: str) -> None:
+        """Delete a VM and its disks from the fleet."""
+        self.read(vm_id)
+        shutil.rmtree(self.vm_dir(vm_id))
+
+    def _add_disk(self, data: dict[str, Any], name: str, kind: str, size_bytes: int) -> None:
+        folder = self.root / data["cloud_service"] / data["name"]
+        file = f"{name}.img"
+        with open(folder / file, "wb") as image:
+            # A recognisable first sector, then a hole: a real, sparse raw image.
+            image.write(f"{data['cloud_service']}/{data['name']}:{name}".encode().ljust(512, b"\0"))
+            image.truncate(size_bytes)
+        data["disks"].append({"name": name, "file": file, "kind": kind})
+
+
+class LocalProvider:
+    """The provider port over a ``LocalFleet``."""
+
+    def __init__(self, fleet: LocalFleet, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.fleet = fleet
+        self._sleep = sleep
+
+    def list_vms(self) -> list[VM]:
+        """Every VM of the fleet."""
+        fault = self.fleet.faults.consume("discovery-internal-error")
+        if fault is not None:
+            raise ProviderError("injected fault discovery-internal-error")
+        slow = self.fleet.faults.consume("discovery-slow")
+        if slow is not None:
+            self._sleep(slow.seconds)
+        return [self._to_vm(path.parent, self.fleet.load(path)) for path in self.fleet.vm_files()]
+
+    def get_vm(self, vm_id: str) -> VM | None:
+        """One VM, or None if it is gone."""
+        path = self.fleet.vm_dir(vm_id) / VM_FILE
+        if not path.exists():
+            return None
+        return self._to_vm(path.parent, self.fleet.load(path))
+
+    def install_extension(
+        self, vm_id: str, timeout_seconds: float, heartbeat: Callable[[], None]
+    ) -> None:
+        """Install the extension; an injected hang or slowness runs into the deadline."""
+        hang = self.fleet.faults.consume("install-agent-timeout", vm_id)
+        slow = self.fleet.faults.consume("install-slow", vm_id) if hang is None else None
+        duration = float("inf") if hang else (slow.seconds if slow else 0.0)
+        deadline = time.monotonic() + timeout_seconds
+        finish = time.monotonic() + duration
+        while time.monotonic() < finish:
+            heartbeat()
+            if time.monotonic() >= deadline:
+                raise ProviderTimeout(f"install of the backup extension on {vm_id}")
+            self._sleep(min(0.2, max(0.0, min(finish, deadline) - time.monotonic())))
+        data = self.fleet.read(vm_id)
+        data["extension"] = {"installed": True, "version": "1.0.0", "installed_at": time.time()}
+        self.fleet.write(data)
+
+    @staticmethod
+    def _to_vm(folder: Path, data: dict[str, Any]) -> VM:
+        disks = [
+            Disk(d["name"], _size(folder / d["file"]), str(folder / d["file"]))
+            for d in data["disks"]
+        ]
+        os_disks = [d for d, raw in zip(disks, data["disks"], strict=True) if raw["kind"] == "os"]
+        data_disks = [d for d, raw in zip(disks, data["disks"], strict=True) if raw["kind"] != "os"]
+        return VM(
+            name=data["name"],
+            cloud_service=data["cloud_service"],
+            region=data["region"],
+            power_state=PowerState(data["power_state"]),
+            os_type=data["os_type"],
+            agent_version=data["agent_version"],
+            nics=data["nics"],
+            load_balancer=data["load_balancer"],
+            storage_tier=data["storage_tier"],
+            os_disk=os_disks[0] if os_disks else Disk("os", 0),
+            data_disks=tuple(data_disks),
+            extension_installed=bool(data.get("extension", {}).get("installed")),
+        )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise ProviderError(f"disk image {path} is missing") from exc

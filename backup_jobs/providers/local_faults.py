@@ -1,0 +1,117 @@
+"""Fault injection for the local fleet: persistent in ``<fleet>/faults.json``, consumed as it fires.
+
+Several worker processes may consume faults at once; an ``flock`` on a side file serialises
+read-modify-write of the JSON file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from backup_jobs.errors import ConfigurationError
+
+FAULT_KINDS = (
+    "discovery-internal-error",
+    "discovery-slow",
+    "install-agent-timeout",
+    "install-slow",
+    "snapshot-timeout",
+    "transfer-timeout",
+    "backup-internal-error",
+    "freeze-failure",
+)
+FAULTS_FILE = "faults.json"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One armed fault: its kind, the VM it targets (None: any), how often it fires, delay."""
+
+    kind: str
+    vm: str | None = None
+    times: int | None = 1
+    seconds: float = 0.0
+
+    def matches(self, kind: str, vm_id: str | None) -> bool:
+        """True if this fault fires for ``kind`` on ``vm_id``."""
+        if self.kind != kind:
+            return False
+        if self.vm is None or vm_id is None:
+            return True
+        return self.vm in (vm_id, vm_id.split("/", 1)[-1])
+
+
+class FaultStore:
+    """The armed faults of one fleet directory."""
+
+    def __init__(self, fleet_dir: Path) -> None:
+        self._path = fleet_dir / FAULTS_FILE
+        self._lock_path = fleet_dir / ".faults.lock"
+
+    def add(self, fault: Fault) -> None:
+        """Arm a fault."""
+        if fault.kind not in FAULT_KINDS:
+            raise ConfigurationError(
+                detail=f"unknown fault kind {fault.kind!r}; accepted: {', '.join(FAULT_KINDS)}"
+            )
+        with self._locked() as faults:
+            faults.append(fault)
+
+    def list(self) -> list[Fault]:
+        """The armed faults."""
+        with self._locked() as faults:
+            return list(faults)
+
+    def clear(self) -> int:
+        """Disarm every fault; returns how many there were."""
+        with self._locked() as faults:
+            count = len(faults)
+            faults.clear()
+            return count
+
+    def consume(self, kind: str, vm_id: str | None = None) -> Fault | None:
+        """Fire the first fault matching ``kind`` and ``vm_id``, counting it down."""
+        if not self._path.exists():
+            return None
+        with self._locked() as faults:
+            for index, fault in enumerate(faults):
+                if fault.matches(kind, vm_id):
+                    if fault.times is not None:
+                        if fault.times <= 1:
+                            del faults[index]
+                        else:
+                            faults[index] = Fault(fault.kind, fault.vm, fault.times - 1, fault.seconds)
+                    return fault
+        return None
+
+    @contextmanager
+    def _locked(self) -> Iterator[list[Fault]]:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            faults = self._read()
+            before = list(faults)
+            yield faults
+            if faults != before:
+                self._write(faults)
+
+    def _read(self) -> list[Fault]:
+        if not self._path.exists():
+            return []
+        try:
+            data: dict[str, Any] = json.loads(self._path.read_text())
+            return [Fault(**f) for f in data["faults"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(detail=f"{self._path} is malformed: {exc}") from exc
+
+    def _write(self, faults: list[Fault]) -> None:
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": 1, "faults": [asdict(f) for f in faults]}, indent=2))
+        os.replace(tmp, self._path)

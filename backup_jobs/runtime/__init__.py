@@ -1,0 +1,1 @@
+"""Running the service: the embedded server and the worker, beat and Flower processes."""

