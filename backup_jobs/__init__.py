@@ -1,0 +1,62 @@
+"""backup-jobs: policy-driven VM backup as a distributed job queue on Celery and Redis.
+
+The front door: ``Client`` (``Client.from_env()``), job handles, the domain values and the
+error catalog. Submitting work from Python never imports the worker code.
+"""
+
+from backup_jobs.client import Client, JobHandle, JobTimeout
+from backup_jobs.errors import (
+    AlreadyRegistered,
+    AmbiguousVMName,
+    BackupJobsError,
+    ConfigurationError,
+    DataDiskLimitExceeded,
+    DiscoveryInProgress,
+    DiscoveryInternalError,
+    ErrorKind,
+    GuestAgentCertificateNotFound,
+    InstallAgentTimeout,
+    JobNotFound,
+    OperationInProgress,
+    RedisUnavailable,
+    RegionMismatch,
+    UnsupportedConfiguration,
+    VMAgentNotInstalled,
+    VMNotFoundInInventory,
+    VMNotRunning,
+    WorkerLost,
+)
+from backup_jobs.models import VM, Job, JobStatus, Operation, PowerState, RegistrationState
+from backup_jobs.settings import Settings
+
+__all__ = [
+    "VM",
+    "AlreadyRegistered",
+    "AmbiguousVMName",
+    "BackupJobsError",
+    "Client",
+    "ConfigurationError",
+    "DataDiskLimitExceeded",
+    "DiscoveryInProgress",
+    "DiscoveryInternalError",
+    "ErrorKind",
+    "GuestAgentCertificateNotFound",
+    "InstallAgentTimeout",
+    "Job",
+    "JobHandle",
+    "JobNotFound",
+    "JobStatus",
+    "JobTimeout",
+    "Operation",
+    "OperationInProgress",
+    "PowerState",
+    "RedisUnavailable",
+    "RegionMismatch",
+    "RegistrationState",
+    "Settings",
+    "UnsupportedConfiguration",
+    "VMAgentNotInstalled",
+    "VMNotFoundInInventory",
+    "VMNotRunning",
+    "WorkerLost",
+]

@@ -1,0 +1,1 @@
+"""The ``backup-jobs`` command line: ``backup-jobs NOUN VERB``, thin over the client."""

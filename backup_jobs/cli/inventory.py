@@ -1,0 +1,91 @@
+"""``backup-jobs vm ...`` and ``backup-jobs job ...``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+
+from backup_jobs.cli import render
+from backup_jobs.cli.common import client, json_option, parse_since, wait_for, wait_option
+from backup_jobs.models import JobStatus, Operation
+
+
+@click.group("vm")
+def vm_group() -> None:
+    """Discover, list and register the fleet's VMs."""
+
+
+@vm_group.command("discover")
+@wait_option
+@json_option
+def vm_discover(wait: bool, as_json: bool) -> None:
+    """Start a Discovery job: list the fleet's VMs into the vault."""
+    handle = client().discover()
+    _started([handle.id], wait, as_json, lambda: wait_for([handle], as_json))
+
+
+@vm_group.command("list")
+@click.option("--registrable", is_flag=True, help="Only VMs that can be registered now.")
+@click.option("--deleted", "include_deleted", is_flag=True, help="Include VMs gone from the fleet.")
+@json_option
+def vm_list(registrable: bool, include_deleted: bool, as_json: bool) -> None:
+    """List the vault's VMs with their registration state."""
+    c = client()
+    vms = c.vms(registrable=registrable, include_deleted=include_deleted)
+    if as_json:
+        render.emit_json([vm.to_dict() for vm in vms])
+    else:
+        click.echo(render.vm_table(vms, c.vault.region))
+
+
+@vm_group.command("register")
+@click.argument("vms", nargs=-1, required=True)
+@wait_option
+@json_option
+def vm_register(vms: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Start one Register job per VM (cloud_service/name, or a unique name)."""
+    handles = client().register(vms)
+    _started([h.id for h in handles], wait, as_json, lambda: wait_for(handles, as_json))
+
+
+def _started(ids: list[str], wait: bool, as_json: bool, waiter: Callable[[], int]) -> None:
+    if wait:
+        sys.exit(waiter())
+    if as_json:
+        render.emit_json({"job_ids": ids})
+    else:
+        for job_id in ids:
+            click.echo(f"Started job {job_id}; follow it with `backup-jobs job show {job_id}`.")
+
+
+@click.group("job")
+def job_group() -> None:
+    """The jobs page: list and show jobs."""
+
+
+@job_group.command("list")
+@click.option("--operation", type=click.Choice([o.value for o in Operation]), help="Only this operation.")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only this status.")
+@click.option("--since", help="Only jobs queued since: 30m, 24h, 7d or an ISO time.")
+@json_option
+def job_list(operation: str | None, status: str | None, since: str | None, as_json: bool) -> None:
+    """List the vault's jobs, newest first."""
+    jobs = client().jobs(operation=operation, status=status, since=parse_since(since))
+    if as_json:
+        render.emit_json([job.to_dict() for job in jobs])
+    else:
+        click.echo(render.job_table(jobs))
+
+
+@job_group.command("show")
+@click.argument("job_id")
+@json_option
+def job_show(job_id: str, as_json: bool) -> None:
+    """Show one job: status, error with its recommended action, every attempt."""
+    job = client().job(job_id)
+    if as_json:
+        render.emit_json(job.to_dict())
+    else:
+        click.echo(render.job_detail(job))

@@ -1,0 +1,98 @@
+"""Output for people (aligned tables) and for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+
+from backup_jobs.models import VM, Job
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as indented JSON."""
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table; the last column may be long and is not padded."""
+    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def short_time(value: datetime | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, or empty."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def vm_table(vms: Sequence[VM], region: str | None = None) -> str:
+    """VMs with their registration and, when it failed, the error and what to do."""
+    rows = []
+    for vm in vms:
+        state = "Deleted" if vm.deleted else vm.registration.value
+        error = vm.last_error or {}
+        note = ""
+        if region and vm.region != region:
+            note = f"not in the vault's region ({region}): not registrable here"
+        elif error and not vm.deleted:
+            action = error["recommended_action"]
+            note = f"{error['code']}: {error['detail'] if action == 'None' else action}"
+        rows.append(
+            (vm.id, vm.region, vm.power_state.value, vm.os_type, vm.agent_version or "-", state, note)
+        )
+    return table(("vm", "region", "power", "os", "agent", "registration", "error / action"), rows)
+
+
+def job_table(jobs: Sequence[Job]) -> str:
+    """Jobs, newest first, with their attempt and error code."""
+    rows = [
+        (
+            job.id,
+            job.operation.value.capitalize(),
+            job.item_name,
+            job.status.value,
+            f"{job.attempt}/{job.max_attempts}",
+            short_time(job.queued_at),
+            "" if job.duration_seconds is None else f"{job.duration_seconds:.1f}s",
+            (job.error or {}).get("code", ""),
+        )
+        for job in jobs
+    ]
+    return table(("job", "operation", "item", "status", "attempt", "queued (utc)", "duration", "error"), rows)
+
+
+def job_detail(job: Job) -> str:
+    """One job in full: fields, error with its action, and every attempt."""
+    lines = [
+        f"Job {job.id}",
+        f"  operation   {job.operation.value.capitalize()}",
+        f"  item        {job.item_name}",
+        f"  status      {job.status.value}",
+        f"  attempt     {job.attempt} of {job.max_attempts}",
+        f"  queued      {short_time(job.queued_at)}",
+        f"  started     {short_time(job.started_at)}",
+        f"  ended       {short_time(job.ended_at)}",
+    ]
+    if job.next_retry_at:
+        lines.append(f"  next retry  {short_time(job.next_retry_at)}")
+    if job.error:
+        lines += [
+            f"  error       {job.error['code']}",
+            f"  message     {job.error['message']}",
+            f"  action      {job.error['recommended_action']}",
+        ]
+    for key, value in sorted(job.properties.items()):
+        lines.append(f"  {key:<11} {value}")
+    lines.append("  attempts:")
+    for a in job.attempts:
+        code = (a.error or {}).get("code", "")
+        lines.append(
+            f"    #{a.number}  {a.status.value:<12} {short_time(a.started_at)} -> "
+            f"{short_time(a.ended_at)}  {code}  task {a.celery_task_id}"
+        )
+    return "\n".join(lines)
