@@ -1,0 +1,150 @@
+"""Test harness: a real Redis-compatible server and real Celery processes, driven as a user would.
+
+The server is the embedded Valkey, or the one ``BACKUP_JOBS_REDIS_URL`` names (the suite uses
+databases 1-9 of it and flushes them). A ``Cluster`` is one database with its own worker (and
+beat), so a test that kills a worker never disturbs the others.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from backup_jobs.catalogs.redis import RedisCatalog
+from backup_jobs.client import Client, JobHandle
+from backup_jobs.dispatchers.celery import CeleryDispatcher
+from backup_jobs.models import Job, JobStatus
+from backup_jobs.providers.local import LocalFleet
+from backup_jobs.providers.local_demo import create_demo_fleet
+from backup_jobs.runtime import processes
+from backup_jobs.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+REGION = "local-1"
+T = TypeVar("T")
+
+
+def with_db(url: str, db: int) -> str:
+    """``url`` pointing at database ``db``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
+
+
+@dataclass
+class Cluster:
+    """One Redis database with its own worker and, optionally, beat."""
+
+    redis_url: str
+    data_dir: Path
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def settings(self, **changes: Any) -> Settings:
+        """Settings for a client of this cluster."""
+        base = Settings.from_env({"BACKUP_JOBS_REDIS_URL": self.redis_url, **self.env})
+        return replace(base, data_dir=self.data_dir, **changes)
+
+    def child_env(self) -> dict[str, str]:
+        """The environment of this cluster's processes."""
+        return processes.child_environment(self.settings(), self.redis_url, self.env)
+
+    def start(self, name: str, *, beat: bool = False) -> subprocess.Popen[bytes]:
+        """Start a worker (or beat) process named ``name``."""
+        commands = processes.process_commands(self.settings())
+        command = commands["beat"] if beat else commands["worker"]
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            command, env=self.child_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=self.data_dir,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal a process's whole group and wait for it."""
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        """Stop every process (warm shutdown, then kill)."""
+        for name in list(self.procs):
+            self.kill(name, signal.SIGTERM)
+
+    def log(self, name: str) -> str:
+        """What a process has logged so far."""
+        return (self.data_dir / f"{name}.log").read_text(errors="replace")
+
+    def client(self, fleet_dir: Path, vault: str | None = None, **changes: Any) -> Client:
+        """A client on a fresh vault (by default) whose fleet is ``fleet_dir``."""
+        settings = self.settings(
+            vault=vault or f"t-{uuid.uuid4().hex[:10]}", fleet_dir=fleet_dir, region=REGION, **changes
+        )
+        return Client(
+            settings,
+            RedisCatalog.from_url(self.redis_url),
+            CeleryDispatcher.from_url(settings, self.redis_url),
+        )
+
+    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        """Wait until a worker logs that it is ready to take tasks."""
+        eventually(lambda: "ready." in self.log(name), timeout)
+
+
+def wait_for_status(handle: JobHandle, status: JobStatus, timeout: float = 30.0) -> Job:
+    """Poll a job until it reaches ``status`` (not necessarily final) and return that record."""
+
+    def check() -> Job | None:
+        job = handle.job()
+        return job if job.status == status else None
+
+    return eventually(check, timeout, 0.02)
+
+
+def demo_fleet(root: Path) -> LocalFleet:
+    """A fresh demo fleet under ``root``."""
+    return create_demo_fleet(root / "fleet", REGION)
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``backup-jobs ARGS`` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "backup_jobs", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        check=False,
+    )
+
+
+def flush(url: str) -> None:
+    """Empty one test database."""
+    redis.Redis.from_url(url).flushdb()
