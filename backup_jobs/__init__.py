@@ -29,8 +29,7 @@ from backup_jobs.errors import (
 from backup_jobs.models import VM, Job, JobStatus, Operation, PowerState, RegistrationState
 from backup_jobs.settings import Settings
 
-__all__ = [
-    "VM",
+__all__ = [  # noqa: RUF022 - plain sorted order, pinned by a test
     "AlreadyRegistered",
     "AmbiguousVMName",
     "BackupJobsError",
@@ -55,6 +54,7 @@ __all__ = [
     "RegistrationState",
     "Settings",
     "UnsupportedConfiguration",
+    "VM",
     "VMAgentNotInstalled",
     "VMNotFoundInInventory",
     "VMNotRunning",

@@ -125,7 +125,7 @@ class Client:
         for vm in targets:
             inventory.check_submittable(vm, self.vault)
         handles = []
-        for vm in dict.fromkeys(targets):
+        for vm in {vm.id: vm for vm in targets}.values():
             job = jobs.new_job(
                 self.vault.name,
                 Operation.REGISTER,

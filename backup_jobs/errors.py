@@ -233,8 +233,7 @@ class UnsupportedConfiguration(InvalidInput):
     """Raised when a VM uses premium storage, several NICs or a load balancer."""
 
     template = (
-        "Backup encountered an internal error - the VM has an unsupported configuration: "
-        "{detail}."
+        "Backup encountered an internal error - the VM has an unsupported configuration: {detail}."
     )
     action = "Remove the unsupported configuration."
 
@@ -298,7 +297,9 @@ class WorkerLost(Transient):
 class VaultTransferTimeout(Transient):
     """Raised when copying disks into the vault exceeds its deadline."""
 
-    template = "Copying VHDs from backup vault timed out - Please retry the operation in a few minutes."
+    template = (
+        "Copying VHDs from backup vault timed out - Please retry the operation in a few minutes."
+    )
     action = "Too much data to copy; check that the VM has fewer than six data disks."
 
 
@@ -367,4 +368,6 @@ def error_class(code: str) -> type[BackupJobsError]:
 def error_from_dict(data: dict[str, Any]) -> BackupJobsError:
     """Rebuild an error from its ``to_dict`` form."""
     cls = error_class(str(data.get("code", "")))
-    return cls(str(data.get("item", "")), str(data.get("detail", "")), data.get("recommended_action"))
+    return cls(
+        str(data.get("item", "")), str(data.get("detail", "")), data.get("recommended_action")
+    )

@@ -12,6 +12,7 @@ from typing import Any
 
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.errors import (
+    MIN_AGENT_VERSION,
     AlreadyRegistered,
     AmbiguousVMName,
     BackupJobsError,
@@ -20,7 +21,6 @@ from backup_jobs.errors import (
     GuestAgentCertificateNotFound,
     InstallAgentTimeout,
     InternalError,
-    MIN_AGENT_VERSION,
     RegionMismatch,
     UnsupportedConfiguration,
     VMAgentNotInstalled,

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.clock import Clock
-from backup_jobs.dispatcher import Dispatcher, task_id_for
+from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
     BackupJobsError,
     DiscoveryInProgress,
@@ -98,6 +98,8 @@ def begin_attempt(
     )
     catalog.save_job(started, fence)
     catalog.add_in_progress(job.id)
+    # However this attempt was sent, the job no longer waits to be retried.
+    catalog.remove_retry(job.id)
     return Started(started, fence)
 
 
@@ -175,7 +177,9 @@ def reap_lost_jobs(catalog: Catalog, retry_delay_seconds: float, clock: Clock) -
         current = catalog.get_job(job_id)
         if current is None or current.status != JobStatus.IN_PROGRESS:
             continue
-        fail_attempt(catalog, current, WorkerLost(current.item_name), retry_delay_seconds, clock, None)
+        fail_attempt(
+            catalog, current, WorkerLost(current.item_name), retry_delay_seconds, clock, None
+        )
         reaped.append(job_id)
     return reaped
 
@@ -216,7 +220,7 @@ def _end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clo
 
 
 def _save_and_release(catalog: Catalog, job: Job, fence: Fence | None) -> bool:
-    """Save the ended attempt, drop it from the reaper's index, free the item; False if fenced out."""
+    """Save the ended attempt, unindex it, free the item; False if fenced out."""
     try:
         catalog.save_job(job, fence)
     except LeaseLost:

@@ -95,11 +95,13 @@ class Settings:
             provider=env.choice("PROVIDER", DEFAULT_PROVIDER, PROVIDERS),
             fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
             vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
-            retry_delay_seconds=env.number("RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY_SECONDS, int, 0),
+            retry_delay_seconds=env.number(
+                "RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY_SECONDS, int, 0
+            ),
             max_attempts=env.number("MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int, 1),
             max_data_disks=env.number("MAX_DATA_DISKS", DEFAULT_MAX_DATA_DISKS, int, 0),
             lease_ttl_seconds=env.number("LEASE_TTL_SECONDS", DEFAULT_LEASE_TTL_SECONDS, int, 2),
-            tick_seconds=env.number("TICK_SECONDS", DEFAULT_TICK_SECONDS, float, 0.2),
+            tick_seconds=env.number("TICK_SECONDS", float(DEFAULT_TICK_SECONDS), float, 0.2),
             timeouts=Timeouts(
                 discovery_seconds=env.timeout("DISCOVERY", DEFAULT_DISCOVERY_TIMEOUT_SECONDS),
                 install_agent_seconds=env.timeout(
@@ -113,13 +115,11 @@ class Settings:
             flower_password=env.text("FLOWER_PASSWORD", "") or None,
             flower_port=env.number("FLOWER_PORT", DEFAULT_FLOWER_PORT, int, 1),
             flower_address=env.text("FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS),
-            worker_concurrency=env.number(
-                "WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, int, 1
-            ),
+            worker_concurrency=env.number("WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, int, 1),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):
             raise ConfigurationError(
-                detail="BACKUP_JOBS_FLOWER_USER and BACKUP_JOBS_FLOWER_PASSWORD must be set together"
+                detail=f"{PREFIX}FLOWER_USER and {PREFIX}FLOWER_PASSWORD must be set together"
             )
         return settings
 

@@ -7,6 +7,7 @@ beat), so a test that kills a worker never disturbs the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -77,8 +78,12 @@ class Cluster:
         command = commands["beat"] if beat else commands["worker"]
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            command, env=self.child_env(), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.data_dir,
+            command,
+            env=self.child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.data_dir,
         )
         self.procs[name] = proc
         return proc
@@ -86,10 +91,8 @@ class Cluster:
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal a process's whole group and wait for it."""
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -108,7 +111,10 @@ class Cluster:
     def client(self, fleet_dir: Path, vault: str | None = None, **changes: Any) -> Client:
         """A client on a fresh vault (by default) whose fleet is ``fleet_dir``."""
         settings = self.settings(
-            vault=vault or f"t-{uuid.uuid4().hex[:10]}", fleet_dir=fleet_dir, region=REGION, **changes
+            vault=vault or f"t-{uuid.uuid4().hex[:10]}",
+            fleet_dir=fleet_dir,
+            region=REGION,
+            **changes,
         )
         return Client(
             settings,
@@ -136,11 +142,17 @@ def demo_fleet(root: Path) -> LocalFleet:
     return create_demo_fleet(root / "fleet", REGION)
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``backup-jobs ARGS`` as a user would, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "backup_jobs", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
         check=False,
     )
 

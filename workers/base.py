@@ -33,7 +33,9 @@ class Heartbeat:
         self._ttl = ttl_seconds
         self._stop = threading.Event()
         self._lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self._job.id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{self._job.id}", daemon=True
+        )
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -78,7 +80,9 @@ def summary(job: Job | None, **extra: Any) -> dict[str, Any]:
     }
 
 
-def run_job(task: Task[Any, Any], operation: Operation, job_id: str, attempt: int) -> dict[str, Any]:
+def run_job(
+    task: Task[Any, Any], operation: Operation, job_id: str, attempt: int
+) -> dict[str, Any]:
     """Run one attempt of a job under its item's lease and record how it ended."""
     catalog, settings, clock = root.catalog(), root.settings(), root.clock()
     started = jobs.begin_attempt(
@@ -88,12 +92,20 @@ def run_job(task: Task[Any, Any], operation: Operation, job_id: str, attempt: in
         return summary(catalog.get_job(job_id), skipped=True)
     job = started.job
     spec = OPERATIONS[operation]
-    log.info("attempt_started job=%s operation=%s item=%s attempt=%d", job.id, operation, job.item_name, attempt)
+    log.info(
+        "attempt_started job=%s operation=%s item=%s attempt=%d",
+        job.id,
+        operation,
+        job.item_name,
+        attempt,
+    )
     ctx: JobContext | None = None
     with Heartbeat(catalog, started, settings.lease_ttl_seconds) as heartbeat:
         try:
             vault = root.vault(job.vault)
-            ctx = JobContext(job, started.fence, vault, catalog, root.provider(vault), settings, heartbeat.check)
+            ctx = JobContext(
+                job, started.fence, vault, catalog, root.provider(vault), settings, heartbeat.check
+            )
             properties = spec.run(ctx)
         except SoftTimeLimitExceeded:
             error: BackupJobsError = spec.timeout_error(job.item_name)
@@ -107,8 +119,16 @@ def run_job(task: Task[Any, Any], operation: Operation, job_id: str, attempt: in
             log.info("job_completed job=%s item=%s", job.id, job.item_name)
             return summary(done)
         _roll_back(spec, ctx, error)
-        failed = jobs.fail_attempt(catalog, job, error, settings.retry_delay_seconds, clock, started.fence)
-    log.info("attempt_failed job=%s item=%s code=%s status=%s", job.id, job.item_name, error.code, failed.status)
+        failed = jobs.fail_attempt(
+            catalog, job, error, settings.retry_delay_seconds, clock, started.fence
+        )
+    log.info(
+        "attempt_failed job=%s item=%s code=%s status=%s",
+        job.id,
+        job.item_name,
+        error.code,
+        failed.status,
+    )
     return summary(failed)
 
 

@@ -15,19 +15,36 @@ from workers.app import app
 from workers.base import run_job
 
 
-def _limits(operation: Operation) -> dict[str, float]:
-    soft = OPERATIONS[operation].soft_limit_seconds(root.settings())
-    return {"soft_time_limit": soft, "time_limit": soft + CLEANUP_MARGIN_SECONDS}
+def _soft_limit(operation: Operation) -> int:
+    return int(OPERATIONS[operation].soft_limit_seconds(root.settings()))
 
 
-@app.task(name=wire.task_name(Operation.DISCOVERY), bind=True, **_limits(Operation.DISCOVERY))
-def discovery(self: Task[Any, Any], job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+def _hard_limit(operation: Operation) -> int:
+    return _soft_limit(operation) + CLEANUP_MARGIN_SECONDS
+
+
+@app.task(
+    name=wire.task_name(Operation.DISCOVERY),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.DISCOVERY),
+    time_limit=_hard_limit(Operation.DISCOVERY),
+)
+def discovery(
+    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
+) -> dict[str, Any]:
     """Discover the vault's VMs (``shown``: the vault, for Flower)."""
     return run_job(self, Operation.DISCOVERY, job_id, attempt)
 
 
-@app.task(name=wire.task_name(Operation.REGISTER), bind=True, **_limits(Operation.REGISTER))
-def register(self: Task[Any, Any], job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+@app.task(
+    name=wire.task_name(Operation.REGISTER),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.REGISTER),
+    time_limit=_hard_limit(Operation.REGISTER),
+)
+def register(
+    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
+) -> dict[str, Any]:
     """Register one VM (``shown``: the VM and vault, for Flower)."""
     return run_job(self, Operation.REGISTER, job_id, attempt)
 

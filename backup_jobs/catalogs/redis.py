@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -109,7 +110,9 @@ class RedisCatalog:
 
     def list_vms(self, vault: str) -> list[VM]:
         """Every VM of a vault, sorted by id."""
-        ids = sorted(self._call(lambda: self._redis.smembers(wire.vm_index_key(vault))))
+        ids = sorted(
+            str(i) for i in self._call(lambda: self._redis.smembers(wire.vm_index_key(vault)))
+        )
         if not ids:
             return []
         raws = self._call(lambda: self._redis.mget([wire.vm_key(vault, i) for i in ids]))
@@ -143,13 +146,16 @@ class RedisCatalog:
     def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
         """The jobs of a vault, newest first."""
         low = since.timestamp() if since else "-inf"
-        ids = self._call(
-            lambda: self._redis.zrevrangebyscore(wire.job_index_key(vault), "+inf", low)
-        )
+        ids = [
+            str(i)
+            for i in self._call(
+                lambda: self._redis.zrevrangebyscore(wire.job_index_key(vault), "+inf", low)
+            )
+        ]
         jobs: list[Job] = []
         for start in range(0, len(ids), 500):
             keys = [wire.job_key(i) for i in ids[start : start + 500]]
-            raws = self._call(lambda keys=keys: self._redis.mget(keys))
+            raws = self._call(partial(self._redis.mget, keys))
             jobs.extend(Job.from_dict(json.loads(raw)) for raw in raws if raw)
         return jobs
 
@@ -173,7 +179,8 @@ class RedisCatalog:
 
     def lock_holder(self, vault: str, item: str) -> str | None:
         """Who holds the lease now."""
-        return self._call(lambda: self._redis.get(wire.lock_key(vault, item)))
+        holder = self._call(lambda: self._redis.get(wire.lock_key(vault, item)))
+        return str(holder) if holder else None
 
     def invalidate_fence(self, vault: str, item: str) -> None:
         """Make every token issued so far stale."""
@@ -185,11 +192,12 @@ class RedisCatalog:
 
     def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
         """Job ids due at ``now``, oldest first."""
-        return self._call(
+        due = self._call(
             lambda: self._redis.zrangebyscore(
                 wire.RETRY_SET_KEY, "-inf", now.timestamp(), start=0, num=limit
             )
         )
+        return [str(job_id) for job_id in due]
 
     def remove_retry(self, job_id: str) -> bool:
         """Take a job out of the retry set."""
@@ -205,7 +213,9 @@ class RedisCatalog:
 
     def in_progress(self) -> list[str]:
         """Ids of jobs recorded as running."""
-        return sorted(self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY)))
+        return sorted(
+            str(i) for i in self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY))
+        )
 
     def _fenced(self, key: str, record: dict[str, Any], fence: Fence | None) -> None:
         fence_key = wire.fence_key(fence.vault, fence.item) if fence else key

@@ -59,7 +59,10 @@ def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:
                 job = handle.job()
                 if seen.get(job_id) != job.status and not as_json:
                     seen[job_id] = job.status
-                    click.echo(f"{render.short_time(utcnow())}  {job.item_name:<24} {job.status.value}", err=True)
+                    click.echo(
+                        f"{render.short_time(utcnow())}  {job.item_name:<24} {job.status.value}",
+                        err=True,
+                    )
                 if job.status.is_final:
                     finished.append(job)
                     del pending[job_id]

@@ -52,7 +52,9 @@ def fleet_list(as_json: bool) -> None:
         )
         for vm in vms
     ]
-    click.echo(render.table(("vm", "region", "power", "os", "agent", "data disks", "extension"), rows))
+    click.echo(
+        render.table(("vm", "region", "power", "os", "agent", "data disks", "extension"), rows)
+    )
 
 
 def _set(vm: str, message: str, **changes: object) -> None:
@@ -115,9 +117,13 @@ def fault_group() -> None:
 @fault_group.command("set")
 @click.argument("kind", type=click.Choice(FAULT_KINDS))
 @click.option("--vm", help="Only for this VM (cloud_service/name or name); default: any.")
-@click.option("--times", type=click.IntRange(1), default=1, show_default=True, help="How often it fires.")
+@click.option(
+    "--times", type=click.IntRange(1), default=1, show_default=True, help="How often it fires."
+)
 @click.option("--forever", is_flag=True, help="Fire every time until cleared.")
-@click.option("--seconds", type=click.FloatRange(0), default=0.0, help="Delay, for the -slow kinds.")
+@click.option(
+    "--seconds", type=click.FloatRange(0), default=0.0, help="Delay, for the -slow kinds."
+)
 def fault_set(kind: str, vm: str | None, times: int, forever: bool, seconds: float) -> None:
     """Arm a fault."""
     fault = Fault(kind, vm, None if forever else times, seconds)
@@ -129,11 +135,14 @@ def fault_set(kind: str, vm: str | None, times: int, forever: bool, seconds: flo
 @json_option
 def fault_list(as_json: bool) -> None:
     """List armed faults."""
-    faults = _fleet().faults.list()
+    faults = _fleet().faults.armed()
     if as_json:
         render.emit_json([asdict(f) for f in faults])
         return
-    rows = [(f.kind, f.vm or "any", "forever" if f.times is None else f.times, f.seconds) for f in faults]
+    rows = [
+        (f.kind, f.vm or "any", "forever" if f.times is None else f.times, f.seconds)
+        for f in faults
+    ]
     click.echo(render.table(("kind", "vm", "times left", "seconds"), rows))
 
 

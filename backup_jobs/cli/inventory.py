@@ -66,7 +66,9 @@ def job_group() -> None:
 
 
 @job_group.command("list")
-@click.option("--operation", type=click.Choice([o.value for o in Operation]), help="Only this operation.")
+@click.option(
+    "--operation", type=click.Choice([o.value for o in Operation]), help="Only this operation."
+)
 @click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only this status.")
 @click.option("--since", help="Only jobs queued since: 30m, 24h, 7d or an ISO time.")
 @json_option

@@ -19,9 +19,13 @@ def emit_json(value: Any) -> None:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain aligned text table; the last column may be long and is not padded."""
-    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h).upper() for h in headers]] + [
+        ["" if c is None else str(c) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -43,7 +47,15 @@ def vm_table(vms: Sequence[VM], region: str | None = None) -> str:
             action = error["recommended_action"]
             note = f"{error['code']}: {error['detail'] if action == 'None' else action}"
         rows.append(
-            (vm.id, vm.region, vm.power_state.value, vm.os_type, vm.agent_version or "-", state, note)
+            (
+                vm.id,
+                vm.region,
+                vm.power_state.value,
+                vm.os_type,
+                vm.agent_version or "-",
+                state,
+                note,
+            )
         )
     return table(("vm", "region", "power", "os", "agent", "registration", "error / action"), rows)
 
@@ -63,7 +75,9 @@ def job_table(jobs: Sequence[Job]) -> str:
         )
         for job in jobs
     ]
-    return table(("job", "operation", "item", "status", "attempt", "queued (utc)", "duration", "error"), rows)
+    return table(
+        ("job", "operation", "item", "status", "attempt", "queued (utc)", "duration", "error"), rows
+    )
 
 
 def job_detail(job: Job) -> str:

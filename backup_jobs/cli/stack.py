@@ -43,12 +43,14 @@ def _terminate_as_interrupt() -> Iterator[None]:
 @click.command("up")
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 def up(no_flower: bool) -> None:
-    """Start the embedded server (unless BACKUP_JOBS_REDIS_URL is set), a worker, beat and Flower."""
+    """Start the embedded server (unless BACKUP_JOBS_REDIS_URL is set), worker, beat, Flower."""
     settings = Settings.from_env()
     stack = processes.start_stack(settings, with_flower=not no_flower)
     with _terminate_as_interrupt():
         try:
-            click.echo(f"Redis:  {redact(stack.redis_url)}" + ("" if settings.redis_url else " (embedded)"))
+            click.echo(
+                f"Redis:  {redact(stack.redis_url)}" + ("" if settings.redis_url else " (embedded)")
+            )
             if not no_flower:
                 click.echo(f"Flower: {stack.flower_url}")
             click.echo(f"Logs:   {stack.log_dir.resolve()}")
@@ -70,7 +72,9 @@ def server() -> None:
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     running, process = embedded.start(settings.data_dir)
-    click.echo(f"Embedded server at {running.url} (data in {settings.data_dir.resolve() / 'valkey'})")
+    click.echo(
+        f"Embedded server at {running.url} (data in {settings.data_dir.resolve() / 'valkey'})"
+    )
     with _terminate_as_interrupt():
         try:
             process.wait()
@@ -99,7 +103,10 @@ def demo(vault: str | None, stay_up: bool) -> None:
     stack = processes.start_stack(settings, extra_env=extra)
     with _terminate_as_interrupt():
         try:
-            click.echo(f"Started worker, beat and Flower ({stack.flower_url}); Redis {redact(stack.redis_url)}")
+            click.echo(
+                f"Started worker, beat and Flower ({stack.flower_url}); "
+                f"Redis {redact(stack.redis_url)}"
+            )
             client = Client(
                 settings,
                 RedisCatalog.from_url(stack.redis_url),

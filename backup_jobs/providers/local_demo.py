@@ -18,7 +18,12 @@ DEMO_VMS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("cs-db", "shared01", "same name in two cloud services", {}),
     ("cs-app", "stopped01", "VMNotRunning", {"power_state": "Stopped"}),
     ("cs-db", "disks06", "DataDiskLimitExceeded", {"data_disks": 6}),
-    ("cs-db", "premium01", "UnsupportedConfiguration: premium storage", {"storage_tier": "Premium"}),
+    (
+        "cs-db",
+        "premium01",
+        "UnsupportedConfiguration: premium storage",
+        {"storage_tier": "Premium"},
+    ),
     ("cs-app", "multinic01", "UnsupportedConfiguration: multiple NICs", {"nics": 2}),
     ("cs-web", "lb01", "UnsupportedConfiguration: load balancer", {"load_balancer": True}),
     ("cs-app", "noagent01", "VMAgentNotInstalled", {"agent_version": None}),

@@ -64,7 +64,7 @@ class FaultStore:
         with self._locked() as faults:
             faults.append(fault)
 
-    def list(self) -> list[Fault]:
+    def armed(self) -> list[Fault]:
         """The armed faults."""
         with self._locked() as faults:
             return list(faults)
@@ -87,7 +87,9 @@ class FaultStore:
                         if fault.times <= 1:
                             del faults[index]
                         else:
-                            faults[index] = Fault(fault.kind, fault.vm, fault.times - 1, fault.seconds)
+                            faults[index] = Fault(
+                                fault.kind, fault.vm, fault.times - 1, fault.seconds
+                            )
                     return fault
         return None
 

@@ -6,6 +6,7 @@ its own process group so that stopping the stack leaves nothing running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,17 +41,24 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     return {
         "worker": celery_command(
             "worker",
-            "--queues", ",".join(wire.QUEUES),
+            "--queues",
+            ",".join(wire.QUEUES),
             # Time limits need the prefork pool (DESIGN §5).
-            "--pool", "prefork",
-            "--concurrency", str(settings.worker_concurrency),
-            "--hostname", f"backup-jobs-{uuid.uuid4().hex[:8]}@%h",
-            "--loglevel", "INFO",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--hostname",
+            f"backup-jobs-{uuid.uuid4().hex[:8]}@%h",
+            "--loglevel",
+            "INFO",
         ),
         "beat": celery_command(
             "beat",
-            "--schedule", str(settings.data_dir.resolve() / "celerybeat-schedule"),
-            "--loglevel", "INFO",
+            "--schedule",
+            str(settings.data_dir.resolve() / "celerybeat-schedule"),
+            "--loglevel",
+            "INFO",
         ),
         "flower": celery_command("flower", f"--conf={flower_config_path()}"),
     }
@@ -77,7 +85,9 @@ class Stack:
         return self.settings.data_dir / "logs"
 
 
-def child_environment(settings: Settings, redis_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def child_environment(
+    settings: Settings, redis_url: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment of worker, beat and Flower: this one, pinned to the server and dirs."""
     env = dict(os.environ)
     env.update(
@@ -162,7 +172,5 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass

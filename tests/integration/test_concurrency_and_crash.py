@@ -10,7 +10,9 @@ from backup_jobs.providers.local_faults import Fault
 from tests.harness import Cluster, demo_fleet, eventually, flush, wait_for_status, with_db
 
 
-def test_second_register_of_locked_vm_fails_with_operation_in_progress(cluster: Cluster, tmp_path: Path) -> None:
+def test_second_register_of_locked_vm_fails_with_operation_in_progress(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     fleet = demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -27,11 +29,15 @@ def test_second_register_of_locked_vm_fails_with_operation_in_progress(cluster: 
     assert loser.error is not None and loser.error["code"] == "OperationInProgress"
     assert "Another operation is in progress on this item" in loser.error["message"]
     assert f"Running job: {winner.id}" in loser.error["message"]
-    assert {v.id: v for v in client.vms()}["cs-app/app01"].registration == RegistrationState.REGISTERED
+    assert {v.id: v for v in client.vms()}[
+        "cs-app/app01"
+    ].registration == RegistrationState.REGISTERED
     assert client.catalog.lock_holder(client.vault.name, "cs-app/app01") is None
 
 
-def test_two_discoveries_together_one_fails_with_discovery_in_progress(cluster: Cluster, tmp_path: Path) -> None:
+def test_two_discoveries_together_one_fails_with_discovery_in_progress(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     fleet = demo_fleet(tmp_path)
     fleet.faults.add(Fault("discovery-slow", times=1, seconds=2))
     client = cluster.client(tmp_path / "fleet")
@@ -85,7 +91,9 @@ def test_killed_worker_job_is_reaped_retried_on_a_new_worker_and_completes(
     assert job.fencing_token > running.fencing_token + 1  # the reaper invalidated the old token
     assert client.catalog.lock_holder(client.vault.name, "cs-app/app01") is None
     assert client.catalog.in_progress() == []
-    assert {v.id: v for v in client.vms()}["cs-app/app01"].registration == RegistrationState.REGISTERED
+    assert {v.id: v for v in client.vms()}[
+        "cs-app/app01"
+    ].registration == RegistrationState.REGISTERED
 
 
 def test_lease_is_free_while_a_job_waits_to_retry(cluster: Cluster, tmp_path: Path) -> None:

@@ -12,26 +12,55 @@ from backup_jobs.providers.local_faults import Fault
 from tests.harness import Cluster, demo_fleet, wait_for_status
 
 REGISTER_ROWS = [
-    ("cs-app/stopped01", "VMNotRunning", "Please check if the VM is in the Running state",
-     "Start the virtual machine"),
+    (
+        "cs-app/stopped01",
+        "VMNotRunning",
+        "Please check if the VM is in the Running state",
+        "Start the virtual machine",
+    ),
     ("cs-db/disks06", "DataDiskLimitExceeded", "Backup supports up to 5 data disks", "None"),
-    ("cs-db/premium01", "UnsupportedConfiguration", "premium storage",
-     "Remove the unsupported configuration."),
-    ("cs-app/multinic01", "UnsupportedConfiguration", "multiple NICs",
-     "Remove the unsupported configuration."),
-    ("cs-web/lb01", "UnsupportedConfiguration", "load balancer",
-     "Remove the unsupported configuration."),
-    ("cs-app/noagent01", "VMAgentNotInstalled", "the VM agent is a pre-requisite",
-     "Check that the VM agent is installed"),
-    ("cs-app/oldagent01", "GuestAgentCertificateNotFound",
-     "VM Guest Agent Certificate not found (VM agent 2.6.1000.0 is older than 2.6.1198.718)",
-     "Install the latest VM agent (2.6.1198.718 or higher)."),
-    ("cs-app/hung01", "InstallAgentTimeout", "Registration failed with Install Agent operation timeout",
-     "Check whether the operating system version"),
+    (
+        "cs-db/premium01",
+        "UnsupportedConfiguration",
+        "premium storage",
+        "Remove the unsupported configuration.",
+    ),
+    (
+        "cs-app/multinic01",
+        "UnsupportedConfiguration",
+        "multiple NICs",
+        "Remove the unsupported configuration.",
+    ),
+    (
+        "cs-web/lb01",
+        "UnsupportedConfiguration",
+        "load balancer",
+        "Remove the unsupported configuration.",
+    ),
+    (
+        "cs-app/noagent01",
+        "VMAgentNotInstalled",
+        "the VM agent is a pre-requisite",
+        "Check that the VM agent is installed",
+    ),
+    (
+        "cs-app/oldagent01",
+        "GuestAgentCertificateNotFound",
+        "VM Guest Agent Certificate not found (VM agent 2.6.1000.0 is older than 2.6.1198.718)",
+        "Install the latest VM agent (2.6.1198.718 or higher).",
+    ),
+    (
+        "cs-app/hung01",
+        "InstallAgentTimeout",
+        "Registration failed with Install Agent operation timeout",
+        "Check whether the operating system version",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("vm", "code", "message", "action"), REGISTER_ROWS, ids=[r[0] for r in REGISTER_ROWS])
+@pytest.mark.parametrize(
+    ("vm", "code", "message", "action"), REGISTER_ROWS, ids=[r[0] for r in REGISTER_ROWS]
+)
 def test_register_row_fails_with_the_seed_error_and_its_action(
     cluster: Cluster, tmp_path: Path, vm: str, code: str, message: str, action: str
 ) -> None:
@@ -56,7 +85,9 @@ def test_register_row_fails_with_the_seed_error_and_its_action(
     assert client.catalog.lock_holder(client.vault.name, vm) is None
 
 
-def test_healthy_vms_register_and_the_extension_is_recorded_in_vm_json(cluster: Cluster, tmp_path: Path) -> None:
+def test_healthy_vms_register_and_the_extension_is_recorded_in_vm_json(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     fleet = demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -86,19 +117,27 @@ def test_discovery_internal_error_fails_the_attempt_then_retries_after_the_delay
     assert waiting.attempt == 1
     assert waiting.next_retry_at is not None
     assert waiting.error is not None and waiting.error["code"] == "DiscoveryInternalError"
-    assert "Failed to discover new items - Backup encountered an internal error" in waiting.error["message"]
+    assert (
+        "Failed to discover new items - Backup encountered an internal error"
+        in waiting.error["message"]
+    )
     assert waiting.error["recommended_action"] == "Retry the discovery process after 15 minutes."
     assert waiting.error["retryable"] is True
     assert job.status == JobStatus.COMPLETED
     assert job.attempt == 2
     assert [a.status for a in job.attempts] == [JobStatus.FAILED, JobStatus.COMPLETED]
-    assert job.attempts[0].error is not None and job.attempts[0].error["code"] == "DiscoveryInternalError"
+    assert (
+        job.attempts[0].error is not None
+        and job.attempts[0].error["code"] == "DiscoveryInternalError"
+    )
     assert (job.attempts[1].started_at - job.attempts[0].ended_at).total_seconds() >= 2  # type: ignore[operator]
     assert len(set(job.celery_task_ids)) == 2
     assert len(client.vms()) == 13
 
 
-def test_discovery_that_keeps_failing_stops_after_max_attempts(cluster: Cluster, tmp_path: Path) -> None:
+def test_discovery_that_keeps_failing_stops_after_max_attempts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     fleet = demo_fleet(tmp_path)
     fleet.faults.add(Fault("discovery-internal-error", times=None))
     client = cluster.client(tmp_path / "fleet")
@@ -111,7 +150,9 @@ def test_discovery_that_keeps_failing_stops_after_max_attempts(cluster: Cluster,
     assert client.catalog.due_retries(job.ended_at) == []  # type: ignore[arg-type]
 
 
-def test_discovery_marks_vms_gone_from_the_fleet_deleted_and_keeps_them(cluster: Cluster, tmp_path: Path) -> None:
+def test_discovery_marks_vms_gone_from_the_fleet_deleted_and_keeps_them(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     fleet = demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -129,7 +170,9 @@ def test_discovery_marks_vms_gone_from_the_fleet_deleted_and_keeps_them(cluster:
     assert "cs-new/fresh01" in {v.id for v in client.vms(registrable=True)}
 
 
-def test_registrable_lists_only_unregistered_vms_of_the_vaults_region(cluster: Cluster, tmp_path: Path) -> None:
+def test_registrable_lists_only_unregistered_vms_of_the_vaults_region(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -142,7 +185,9 @@ def test_registrable_lists_only_unregistered_vms_of_the_vaults_region(cluster: C
     assert "cs-app/app01" in names
 
 
-def test_bare_name_shared_by_two_cloud_services_is_refused_with_the_choices(cluster: Cluster, tmp_path: Path) -> None:
+def test_bare_name_shared_by_two_cloud_services_is_refused_with_the_choices(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -154,7 +199,9 @@ def test_bare_name_shared_by_two_cloud_services_is_refused_with_the_choices(clus
     assert client.jobs(operation="register") == []
 
 
-def test_unknown_name_is_refused_with_close_matches_and_no_job_is_created(cluster: Cluster, tmp_path: Path) -> None:
+def test_unknown_name_is_refused_with_close_matches_and_no_job_is_created(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -166,7 +213,9 @@ def test_unknown_name_is_refused_with_close_matches_and_no_job_is_created(cluste
     assert client.jobs(operation="register") == []
 
 
-def test_vm_in_another_region_and_registered_vm_are_refused_at_submission(cluster: Cluster, tmp_path: Path) -> None:
+def test_vm_in_another_region_and_registered_vm_are_refused_at_submission(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     demo_fleet(tmp_path)
     client = cluster.client(tmp_path / "fleet")
     client.discover().wait(30)
@@ -178,7 +227,9 @@ def test_vm_in_another_region_and_registered_vm_are_refused_at_submission(cluste
         client.register(["cs-app/app01"])
 
 
-def test_missing_fleet_directory_fails_discovery_naming_the_directory(cluster: Cluster, tmp_path: Path) -> None:
+def test_missing_fleet_directory_fails_discovery_naming_the_directory(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     client = cluster.client(tmp_path / "nowhere")
 
     job = client.discover().wait(30)
@@ -189,7 +240,9 @@ def test_missing_fleet_directory_fails_discovery_naming_the_directory(cluster: C
     assert "fleet create-demo" in job.error["message"]
 
 
-def test_malformed_vm_json_fails_discovery_naming_the_file_and_field(cluster: Cluster, tmp_path: Path) -> None:
+def test_malformed_vm_json_fails_discovery_naming_the_file_and_field(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     fleet = demo_fleet(tmp_path)
     path = fleet.root / "cs-app" / "app01" / "vm.json"
     path.write_text(path.read_text().replace('"nics": 1', '"nics": "one"'))
@@ -200,4 +253,3 @@ def test_malformed_vm_json_fails_discovery_naming_the_file_and_field(cluster: Cl
     assert job.status == JobStatus.FAILED
     assert job.error is not None and job.error["code"] == "ConfigurationError"
     assert str(path) in job.error["message"] and "'nics'" in job.error["message"]
-

@@ -1,0 +1,217 @@
+"""The CLI driven as a user drives it: subprocesses, real server, real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from backup_jobs.runtime import embedded
+from tests.harness import REPO, Cluster, eventually, run_cli
+
+
+def _env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    return {
+        **cluster.child_env(),
+        "BACKUP_JOBS_VAULT": f"cli-{uuid.uuid4().hex[:8]}",
+        "BACKUP_JOBS_FLEET_DIR": str(tmp_path / "fleet"),
+        "BACKUP_JOBS_REGION": "local-1",
+    }
+
+
+def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _env(cluster, tmp_path)
+    assert run_cli("fleet", "create-demo", env=env).returncode == 0
+    assert run_cli("fleet", "stop", "cs-app/app01", env=env).returncode == 0
+    assert run_cli("fleet", "add-disks", "cs-web/web01", "--count", "6", env=env).returncode == 0
+    discovered = run_cli("vm", "discover", "--wait", env=env)
+    assert discovered.returncode == 0, discovered.stderr
+
+    stopped = run_cli("vm", "register", "cs-app/app01", "--wait", "--json", env=env)
+    disks = run_cli("vm", "register", "cs-web/web01", "--wait", env=env)
+    listing = run_cli("vm", "list", env=env)
+
+    assert stopped.returncode == 2
+    [job] = json.loads(stopped.stdout)
+    assert job["error"]["code"] == "VMNotRunning"
+    assert job["error"]["recommended_action"].startswith("Start the virtual machine")
+    assert disks.returncode == 2 and "DataDiskLimitExceeded" in disks.stdout
+    assert (
+        "cs-app/app01" in listing.stdout
+        and "VMNotRunning: Start the virtual machine" in listing.stdout
+    )
+
+    assert run_cli("fleet", "start", "cs-app/app01", env=env).returncode == 0
+    assert run_cli("vm", "discover", "--wait", env=env).returncode == 0
+    again = run_cli("vm", "register", "cs-app/app01", "--wait", env=env)
+    assert again.returncode == 0, again.stderr
+    jobs = json.loads(run_cli("job", "list", "--operation", "register", "--json", env=env).stdout)
+    assert [j["status"] for j in jobs] == ["Completed", "Failed", "Failed"]
+    failed = run_cli("job", "list", "--status", "Failed", "--since", "1h", env=env)
+    assert failed.stdout.count("Register") == 2
+    shown = run_cli("job", "show", jobs[2]["id"], env=env)
+    assert "VMNotRunning" in shown.stdout and "action" in shown.stdout and "#1" in shown.stdout
+
+
+def test_fault_commands_arm_list_and_clear(cluster: Cluster, tmp_path: Path) -> None:
+    env = _env(cluster, tmp_path)
+    run_cli("fleet", "create-demo", env=env)
+    run_cli("fleet", "fault", "clear", env=env)
+    armed = run_cli("fleet", "fault", "set", "discovery-internal-error", "--times", "1", env=env)
+    listed = json.loads(run_cli("fleet", "fault", "list", "--json", env=env).stdout)
+    waiting = run_cli("vm", "discover", "--json", env=env)
+    job_id = json.loads(waiting.stdout)["job_ids"][0]
+
+    def retried() -> dict[str, object] | None:
+        job = json.loads(run_cli("job", "show", job_id, "--json", env=env).stdout)
+        return job if job["status"] == "Completed" else None
+
+    job = eventually(retried, 60, 0.5)
+    assert armed.returncode == 0
+    assert listed == [{"kind": "discovery-internal-error", "vm": None, "times": 1, "seconds": 0.0}]
+    assert [a["status"] for a in job["attempts"]] == ["Failed", "Completed"]  # type: ignore[index]
+    assert json.loads(run_cli("fleet", "fault", "list", "--json", env=env).stdout) == []
+
+
+def test_unknown_vm_name_prints_close_matches_and_exit_code_3(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _env(cluster, tmp_path)
+    run_cli("fleet", "create-demo", env=env)
+    run_cli("vm", "discover", "--wait", env=env)
+
+    result = run_cli("vm", "register", "web1", env=env)
+
+    assert result.returncode == 3
+    assert "VMNotFoundInInventory" in result.stderr and "Did you mean: web01" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_setting_names_the_variable_and_accepted_values(tmp_path: Path) -> None:
+    env = {**os.environ, "BACKUP_JOBS_MAX_ATTEMPTS": "many", "BACKUP_JOBS_DATA_DIR": str(tmp_path)}
+
+    result = run_cli("vm", "list", env=env)
+
+    assert result.returncode == 2
+    assert "BACKUP_JOBS_MAX_ATTEMPTS='many' is not valid; accepted: a number >= 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_redis_is_one_line_without_the_password(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BACKUP_JOBS_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
+        "BACKUP_JOBS_DATA_DIR": str(tmp_path),
+    }
+
+    result = run_cli("vm", "list", env=env)
+
+    assert result.returncode == 7
+    assert "redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+    assert "Check that the server is running" in result.stderr
+
+
+def test_password_protected_redis_without_password_says_authentication_failed(
+    tmp_path: Path,
+) -> None:
+    port = embedded._free_port()
+    server = subprocess.Popen(
+        [
+            str(embedded.server_binary()),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            "pw",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        env = {
+            **os.environ,
+            "BACKUP_JOBS_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "BACKUP_JOBS_DATA_DIR": str(tmp_path),
+        }
+        result = run_cli("vm", "list", env=env)
+    finally:
+        server.terminate()
+        server.wait()
+
+    assert result.returncode == 7
+    assert "authentication failed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_fleet_directory_is_a_clear_error_for_fleet_commands(tmp_path: Path) -> None:
+    env = {**os.environ, "BACKUP_JOBS_FLEET_DIR": str(tmp_path / "none")}
+
+    result = run_cli("fleet", "list", env=env)
+
+    assert result.returncode == 2
+    assert str(tmp_path / "none") in result.stderr and "fleet create-demo" in result.stderr
+
+
+def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _env(cluster, tmp_path)
+    run_cli("fleet", "create-demo", env=env)
+    run_cli("vm", "discover", "--wait", env=env)
+    run_cli(
+        "fleet", "fault", "set", "install-slow", "--vm", "cs-app/app01", "--seconds", "2", env=env
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "backup_jobs", "vm", "register", "cs-app/app01", "--wait"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=30)
+
+    assert waiting.returncode == 130
+    assert "Stopped waiting; the jobs go on" in err and "backup-jobs job show" in err
+    job_id = err.split("(IDs: ")[1].split(")")[0].strip()
+    finished = eventually(
+        lambda: (
+            json.loads(run_cli("job", "show", job_id, "--json", env=env).stdout)["status"]
+            == "Completed"
+        ),
+        30,
+        0.5,
+    )
+    assert finished
+
+
+def test_celery_command_works_from_the_checkout_and_from_an_installed_package(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = cluster.child_env()
+    for cwd in (REPO, tmp_path):
+        result = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "workers", "inspect", "ping", "--timeout", "5"],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "pong" in result.stdout

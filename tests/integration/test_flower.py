@@ -1,0 +1,75 @@
+"""Flower, started as `backup-jobs up` starts it, shows our tasks by name with their arguments."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backup_jobs.runtime import processes
+from tests.harness import Cluster, demo_fleet, eventually
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **cluster.child_env(),
+        "BACKUP_JOBS_FLOWER_USER": "admin",
+        "BACKUP_JOBS_FLOWER_PASSWORD": "s3cret",
+        "BACKUP_JOBS_FLOWER_PORT": str(port),
+        "BACKUP_JOBS_DATA_DIR": str(tmp_path),
+    }
+    command = processes.process_commands(cluster.settings())["flower"]
+    with open(tmp_path / "flower.log", "wb") as log:
+        flower = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert processes.wait_for_http(base, 60)
+        eventually(lambda: _get(f"{base}/api/workers?refresh=1", ("admin", "s3cret")), 30, 0.5)
+        demo_fleet(tmp_path)
+        client = cluster.client(tmp_path / "fleet")
+        client.discover().wait(30)
+        job = client.register(["cs-app/app01"])[0].wait(30)
+
+        def registered_task() -> dict[str, Any] | None:
+            tasks = _get(f"{base}/api/tasks?taskname=backup_jobs.register", ("admin", "s3cret"))
+            return tasks.get(f"{job.id}.1")
+
+        task = eventually(registered_task, 30, 0.5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{base}/api/tasks")
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
+
+    assert task["name"] == "backup_jobs.register"
+    assert job.id in task["kwargs"] and "cs-app/app01" in task["kwargs"]
+    assert task["state"] == "SUCCESS"
+    assert "Completed" in str(task["result"])
+    assert refused.value.code == 401

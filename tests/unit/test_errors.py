@@ -1,0 +1,77 @@
+"""The error catalog: codes, messages, actions, exit codes, and the trip through JSON."""
+
+from __future__ import annotations
+
+import pytest
+
+from backup_jobs import errors
+
+CATALOG = [
+    cls for cls in errors._catalog().values() if cls.__doc__ and cls.__module__ == errors.__name__
+]
+LEAVES = [cls for cls in CATALOG if not cls.__subclasses__() and cls is not errors.BackupJobsError]
+
+
+@pytest.mark.parametrize("cls", LEAVES, ids=[c.__name__ for c in LEAVES])
+def test_every_error_names_the_item_and_survives_a_round_trip(
+    cls: type[errors.BackupJobsError],
+) -> None:
+    error = cls("cs1/web01", "some detail")
+
+    rebuilt = errors.error_from_dict(error.to_dict())
+
+    assert type(rebuilt) is cls
+    assert rebuilt.message == error.message
+    assert rebuilt.recommended_action == error.recommended_action
+    assert error.message.startswith("cs1/web01: ")
+    assert error.recommended_action
+    assert cls.__doc__ and cls.__doc__.startswith("Raised")
+
+
+def test_only_transient_errors_are_retryable() -> None:
+    retryable = sorted(cls.__name__ for cls in LEAVES if cls.retryable)
+
+    assert retryable == [
+        "BackupInternalError",
+        "DiscoveryInternalError",
+        "SnapshotTimeout",
+        "VaultTransferTimeout",
+        "WorkerLost",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cls", "exit_code"),
+    [
+        (errors.ConfigurationError, 2),
+        (errors.VMNotFoundInInventory, 3),
+        (errors.OperationInProgress, 4),
+        (errors.VaultIntegrityError, 5),
+        (errors.DiscoveryInternalError, 6),
+        (errors.RedisUnavailable, 7),
+        (errors.InternalError, 1),
+    ],
+)
+def test_exit_codes_follow_the_kind(cls: type[errors.BackupJobsError], exit_code: int) -> None:
+    assert cls().exit_code == exit_code
+
+
+def test_seed_messages_are_kept_word_for_word() -> None:
+    assert errors.DiscoveryInProgress("v").message == (
+        "v: Failed to discover new items - Another Discovery operation is already in progress. "
+        "Please wait until the current Discovery operation has completed."
+    )
+    assert (
+        errors.InstallAgentTimeout().message
+        == "Registration failed with Install Agent operation timeout."
+    )
+    assert (
+        "older than 2.6.1198.718"
+        in errors.GuestAgentCertificateNotFound("vm", "2.6.1000.0").message
+    )
+
+
+def test_unknown_codes_rebuild_as_internal_error() -> None:
+    rebuilt = errors.error_from_dict({"code": "NoSuchThing", "item": "x", "detail": "d"})
+
+    assert isinstance(rebuilt, errors.InternalError)

@@ -1,0 +1,141 @@
+"""Registration checks, name resolution and discovery, on in-memory adapters."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from backup_jobs import errors, inventory, jobs
+from backup_jobs.models import (
+    VM,
+    Disk,
+    JobStatus,
+    Operation,
+    PowerState,
+    RegistrationState,
+    VaultConfig,
+)
+from backup_jobs.settings import Settings
+from backup_jobs.testing import FrozenClock, MemoryCatalog, MemoryProvider
+
+VAULT = VaultConfig("v", "r1", "local", "/fleet")
+HEALTHY = VM("web01", "cs1", "r1", agent_version="2.7.0.0")
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"region": "r2"}, errors.RegionMismatch),
+        ({"power_state": PowerState.STOPPED}, errors.VMNotRunning),
+        ({"data_disks": tuple(Disk(f"d{i}", 1) for i in range(6))}, errors.DataDiskLimitExceeded),
+        ({"storage_tier": "Premium"}, errors.UnsupportedConfiguration),
+        ({"nics": 2}, errors.UnsupportedConfiguration),
+        ({"load_balancer": True}, errors.UnsupportedConfiguration),
+        ({"agent_version": None}, errors.VMAgentNotInstalled),
+        ({"agent_version": "2.6.1198.717"}, errors.GuestAgentCertificateNotFound),
+    ],
+)
+def test_each_unregistrable_vm_gets_its_seed_error(
+    changes: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        inventory.check_registrable(replace(HEALTHY, **changes), VAULT, max_data_disks=5)
+
+
+def test_unsupported_configuration_names_everything_found() -> None:
+    vm = replace(HEALTHY, storage_tier="Premium", nics=3, load_balancer=True)
+
+    with pytest.raises(errors.UnsupportedConfiguration) as raised:
+        inventory.check_registrable(vm, VAULT, max_data_disks=5)
+
+    assert "premium storage, multiple NICs (3), load balancer" in raised.value.message
+
+
+def test_five_data_disks_and_the_minimum_agent_are_accepted() -> None:
+    vm = replace(
+        HEALTHY, data_disks=tuple(Disk(f"d{i}", 1) for i in range(5)), agent_version="2.6.1198.718"
+    )
+
+    inventory.check_registrable(vm, VAULT, max_data_disks=5)
+
+
+def test_version_comparison_is_numeric_not_textual() -> None:
+    assert inventory.version_tuple("2.10.0.0") > inventory.version_tuple("2.9.9999.9999")
+
+
+def test_resolve_accepts_unique_bare_names_and_refuses_ambiguous_ones() -> None:
+    vms = [HEALTHY, VM("db01", "cs1", "r1"), VM("db01", "cs2", "r1")]
+
+    assert inventory.resolve_vm(vms, "web01") is HEALTHY
+    assert inventory.resolve_vm(vms, "cs2/db01").cloud_service == "cs2"
+    with pytest.raises(errors.AmbiguousVMName, match="cs1/db01, cs2/db01"):
+        inventory.resolve_vm(vms, "db01")
+    with pytest.raises(errors.VMNotFoundInInventory, match="Did you mean: web01"):
+        inventory.resolve_vm(vms, "web1")
+
+
+def test_deleted_vms_do_not_resolve() -> None:
+    with pytest.raises(errors.VMNotFoundInInventory):
+        inventory.resolve_vm([replace(HEALTHY, deleted=True)], "web01")
+
+
+def _context(
+    catalog: MemoryCatalog, provider: MemoryProvider, operation: Operation, item: str
+) -> inventory.JobContext:
+    clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
+    job = jobs.new_job("v", operation, item, item, 3, clock)
+    catalog.create_job(job)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    assert started is not None
+    return inventory.JobContext(
+        started.job, started.fence, VAULT, catalog, provider, Settings(), lambda: None
+    )
+
+
+def test_discovery_keeps_registration_state_and_marks_vanished_vms_deleted() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY, VM("gone", "cs1", "r1")])
+    catalog.put_vm("v", replace(HEALTHY, registration=RegistrationState.REGISTERED))
+    del provider.vms["cs1/gone"]
+    catalog.put_vm("v", VM("gone", "cs1", "r1"))
+
+    result = inventory.discover(_context(catalog, provider, Operation.DISCOVERY, "vault"))
+
+    assert result == {"vms": 1, "new": 0, "deleted": 1}
+    assert catalog.get_vm("v", "cs1/web01").registration == RegistrationState.REGISTERED  # type: ignore[union-attr]
+    assert catalog.get_vm("v", "cs1/gone").deleted  # type: ignore[union-attr]
+
+
+def test_provider_failure_during_discovery_is_a_discovery_internal_error() -> None:
+    provider = MemoryProvider([HEALTHY])
+    provider.fail_listing = True
+
+    with pytest.raises(errors.DiscoveryInternalError):
+        inventory.discover(_context(MemoryCatalog(), provider, Operation.DISCOVERY, "vault"))
+
+
+def test_register_installs_the_extension_and_marks_the_vm_registered() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", HEALTHY)
+
+    inventory.register(_context(catalog, provider, Operation.REGISTER, HEALTHY.id))
+
+    assert provider.installed == [HEALTHY.id]
+    assert catalog.get_vm("v", HEALTHY.id).registration == RegistrationState.REGISTERED  # type: ignore[union-attr]
+
+
+def test_register_timeout_is_install_agent_timeout_and_rolls_the_vm_back() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", HEALTHY)
+    provider.install_hangs = True
+    ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
+
+    with pytest.raises(errors.InstallAgentTimeout) as raised:
+        inventory.register(ctx)
+    inventory.register_failed(ctx, raised.value)
+
+    record = catalog.get_vm("v", HEALTHY.id)
+    assert record is not None and record.registration == RegistrationState.NOT_REGISTERED
+    assert record.last_error is not None and record.last_error["code"] == "InstallAgentTimeout"
+    assert ctx.job.status == JobStatus.IN_PROGRESS

@@ -1,0 +1,132 @@
+"""The life of a job on the in-memory catalog, with a frozen clock."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from backup_jobs import errors, jobs
+from backup_jobs.models import Job, JobStatus, Operation
+from backup_jobs.testing import FrozenClock, MemoryCatalog, RecordingDispatcher
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(T0)
+
+
+def _submit(catalog: MemoryCatalog, clock: FrozenClock, item: str = "cs/vm") -> Job:
+    job = jobs.new_job("v", Operation.REGISTER, item, item, 3, clock)
+    jobs.submit(catalog, RecordingDispatcher(), job)
+    return job
+
+
+def test_attempt_takes_the_lease_and_records_its_fencing_token(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+
+    started = jobs.begin_attempt(catalog, job.id, 1, "task-1", 60, clock)
+
+    assert started is not None
+    assert started.job.status == JobStatus.IN_PROGRESS
+    assert started.job.fencing_token == started.fence.token == 1
+    assert catalog.lock_holder("v", "cs/vm") == job.id
+    assert catalog.in_progress() == [job.id]
+
+
+def test_duplicate_delivery_of_a_running_or_finished_attempt_does_nothing(
+    clock: FrozenClock,
+) -> None:
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    assert started is not None
+
+    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock) is None
+    jobs.complete(catalog, started, {"ok": 1}, clock)
+    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock) is None
+    assert catalog.get_job(job.id).status == JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_job_on_a_held_item_fails_at_once_naming_the_running_job(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    first, second = _submit(catalog, clock), _submit(catalog, clock)
+    jobs.begin_attempt(catalog, first.id, 1, "t", 60, clock)
+
+    assert jobs.begin_attempt(catalog, second.id, 1, "t", 60, clock) is None
+
+    failed = catalog.get_job(second.id)
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert failed.error is not None and failed.error["code"] == "OperationInProgress"
+    assert f"Running job: {first.id} (register, InProgress)" in failed.error["message"]
+    assert catalog.lock_holder("v", "cs/vm") == first.id
+
+
+def test_retryable_failure_waits_without_the_lease_and_is_dispatched_when_due(
+    clock: FrozenClock,
+) -> None:
+    catalog, dispatcher = MemoryCatalog(), RecordingDispatcher()
+    job = _submit(catalog, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    assert started is not None
+
+    waiting = jobs.fail_attempt(
+        catalog, started.job, errors.WorkerLost("cs/vm"), 900, clock, started.fence
+    )
+    clock.advance(899)
+    early = jobs.dispatch_due_retries(catalog, dispatcher, clock)
+    clock.advance(1)
+    due = jobs.dispatch_due_retries(catalog, dispatcher, clock)
+
+    assert waiting.status == JobStatus.WAITING_TO_RETRY
+    assert waiting.next_retry_at == datetime(2026, 3, 1, 12, 15, tzinfo=UTC)
+    assert catalog.lock_holder("v", "cs/vm") is None
+    assert early == [] and due == [job.id]
+    assert dispatcher.sent == [(job.id, 2)]
+    assert catalog.due_retries(clock.now()) == []
+
+
+def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+    for attempt in (1, 2, 3):
+        started = jobs.begin_attempt(catalog, job.id, attempt, "t", 60, clock)
+        assert started is not None
+        last = jobs.fail_attempt(
+            catalog, started.job, errors.WorkerLost("x"), 0, clock, started.fence
+        )
+
+    assert last.status == JobStatus.FAILED
+    assert [a.status for a in last.attempts] == [JobStatus.FAILED] * 3
+    assert catalog.due_retries(clock.now()) == []
+
+
+def test_reaper_fails_expired_attempts_and_fences_out_the_lost_worker(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 0.01, clock)
+    assert started is not None
+    time.sleep(0.02)
+    reaped = jobs.reap_lost_jobs(catalog, 900, clock)
+    late = jobs.complete(catalog, started, {}, clock)
+
+    assert reaped == [job.id]
+    record = catalog.get_job(job.id)
+    assert record is not None and record.status == JobStatus.WAITING_TO_RETRY
+    assert record.attempts[0].error is not None and record.attempts[0].error["code"] == "WorkerLost"
+    assert late.status == JobStatus.COMPLETED  # what the zombie believed...
+    assert catalog.get_job(job.id).status == JobStatus.WAITING_TO_RETRY  # type: ignore[union-attr]  # ...was refused
+    assert catalog.in_progress() == []
+
+
+def test_reaper_leaves_attempts_with_a_live_lease_alone(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+    jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+
+    assert jobs.reap_lost_jobs(catalog, 900, clock) == []
+    assert catalog.get_job(job.id).status == JobStatus.IN_PROGRESS  # type: ignore[union-attr]

@@ -1,0 +1,111 @@
+"""The local provider: fleet files, malformed vm.json, faults consumed as they fire."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
+from backup_jobs.models import PowerState
+from backup_jobs.provider import ProviderError, ProviderTimeout
+from backup_jobs.providers.local import LocalFleet, LocalProvider
+from backup_jobs.providers.local_demo import DEMO_VMS, create_demo_fleet
+from backup_jobs.providers.local_faults import Fault
+
+
+def test_demo_fleet_has_a_vm_for_every_seed_row_with_sparse_disks(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+    vms = {vm.id: vm for vm in LocalProvider(fleet).list_vms()}
+
+    assert len(vms) == len(DEMO_VMS)
+    assert vms["cs-app/stopped01"].power_state == PowerState.STOPPED
+    assert len(vms["cs-db/disks06"].data_disks) == 6
+    assert vms["cs-far/remote01"].region != "r1"
+    assert {vms["cs-web/shared01"].name, vms["cs-db/shared01"].name} == {"shared01"}
+    image = Path(vms["cs-app/app01"].os_disk.path)
+    assert image.stat().st_size == 64 << 20
+    assert image.stat().st_blocks * 512 < 1 << 20  # sparse
+    assert image.read_bytes()[:12] == b"cs-app/app01"
+
+
+@pytest.mark.parametrize(
+    ("mangle", "expected"),
+    [
+        (lambda d: d.pop("region"), "field 'region' is missing"),
+        (lambda d: d.update(nics="two"), "field 'nics' has the wrong type"),
+        (lambda d: d.update(power_state="Paused"), "'power_state' must be Running or Stopped"),
+    ],
+)
+def test_malformed_vm_json_names_the_file_and_the_field(
+    tmp_path: Path, mangle, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    fleet = create_demo_fleet(tmp_path, "r1")
+    path = tmp_path / "cs-app" / "app01" / "vm.json"
+    data = json.loads(path.read_text())
+    mangle(data)
+    path.write_text(json.dumps(data))
+
+    with pytest.raises(ConfigurationError) as raised:
+        LocalProvider(fleet).list_vms()
+
+    assert str(path) in raised.value.message and expected in raised.value.message
+
+
+def test_unparseable_vm_json_is_a_configuration_error(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+    (tmp_path / "cs-app" / "app01" / "vm.json").write_text("{not json")
+
+    with pytest.raises(ConfigurationError, match="cannot be read as JSON"):
+        LocalProvider(fleet).list_vms()
+
+
+def test_faults_fire_for_their_vm_and_count_down(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path)
+    fleet.faults.add(Fault("install-agent-timeout", vm="cs/a", times=2))
+
+    assert fleet.faults.consume("install-agent-timeout", "cs/b") is None
+    assert fleet.faults.consume("install-agent-timeout", "cs/a") is not None
+    assert fleet.faults.armed()[0].times == 1
+    assert fleet.faults.consume("install-agent-timeout", "cs/a") is not None
+    assert fleet.faults.armed() == []
+
+
+def test_unknown_fault_kind_lists_the_accepted_kinds(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="discovery-internal-error"):
+        LocalFleet(tmp_path).faults.add(Fault("disk-on-fire"))
+
+
+def test_injected_discovery_error_and_install_hang(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+    provider = LocalProvider(fleet)
+    fleet.faults.add(Fault("discovery-internal-error"))
+
+    with pytest.raises(ProviderError):
+        provider.list_vms()
+    assert provider.list_vms()
+    with pytest.raises(ProviderTimeout):
+        provider.install_extension("cs-app/hung01", 0.3, lambda: None)
+    provider.install_extension("cs-app/hung01", 0.3, lambda: None)
+    assert fleet.read("cs-app/hung01")["extension"]["installed"] is True
+
+
+def test_admin_verbs_change_the_vm(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    fleet.update("cs-app/app01", power_state="Stopped", agent_version=None)
+    fleet.add_data_disks("cs-app/app01", 2)
+    fleet.delete_vm("cs-web/web01")
+
+    vm = LocalProvider(fleet).get_vm("cs-app/app01")
+    assert vm is not None and vm.power_state == PowerState.STOPPED and vm.agent_version is None
+    assert len(vm.data_disks) == 2
+    assert LocalProvider(fleet).get_vm("cs-web/web01") is None
+    with pytest.raises(VMNotFoundInInventory):
+        fleet.read("cs-web/web01")
+
+
+def test_missing_fleet_directory_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="fleet create-demo"):
+        LocalProvider(LocalFleet(tmp_path / "none")).list_vms()

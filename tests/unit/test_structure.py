@@ -1,0 +1,97 @@
+"""The architecture, checked: layering, the wire contract, the front door, the Procfile."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import backup_jobs
+from backup_jobs import wire
+from backup_jobs.models import Operation
+from backup_jobs.runtime.processes import process_commands
+from backup_jobs.settings import Settings
+from tests.harness import REPO
+
+# Domain modules: neither celery nor redis may be imported, even indirectly.
+DOMAIN_MODULES = [
+    "backup_jobs.errors",
+    "backup_jobs.settings",
+    "backup_jobs.models",
+    "backup_jobs.wire",
+    "backup_jobs.clock",
+    "backup_jobs.catalog",
+    "backup_jobs.provider",
+    "backup_jobs.dispatcher",
+    "backup_jobs.jobs",
+    "backup_jobs.inventory",
+    "backup_jobs.operations",
+    "backup_jobs.client",
+    "backup_jobs.testing",
+    "backup_jobs.providers.local",
+    "backup_jobs.providers.local_demo",
+    "backup_jobs",
+]
+
+
+def test_domain_modules_import_neither_celery_nor_redis() -> None:
+    code = (
+        "import sys\n"
+        f"for name in {DOMAIN_MODULES!r}: __import__(name)\n"
+        "top = {m.split('.')[0] for m in sys.modules}\n"
+        "print(','.join(sorted(top & {'celery', 'redis', 'kombu', 'workers'})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == ""
+
+
+def test_backup_jobs_never_imports_workers() -> None:
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in (REPO / "backup_jobs").rglob("*.py")
+        if "from workers" in path.read_text() or "import workers" in path.read_text()
+    ]
+
+    assert offenders == []
+
+
+def test_wire_names_are_pinned() -> None:
+    assert [wire.task_name(op) for op in Operation] == [
+        "backup_jobs.discovery",
+        "backup_jobs.register",
+    ]
+    assert wire.TASK_DISPATCH_RETRIES == "backup_jobs.tick.dispatch_retries"
+    assert wire.TASK_REAP == "backup_jobs.tick.reap_lost_jobs"
+    assert wire.QUEUES == ("control", "backup", "maintenance")
+    assert wire.job_key("j") == "bj:job:j"
+    assert wire.vm_key("v", "cs/n") == "bj:vm:v:cs/n"
+    assert wire.lock_key("v", "cs/n") == "bj:lock:v:cs/n"
+    assert wire.fence_key("v", "cs/n") == "bj:fence:v:cs/n"
+    assert wire.RETRY_SET_KEY == "bj:retries"
+
+
+def test_front_door_all_is_sorted_and_complete() -> None:
+    assert backup_jobs.__all__ == sorted(backup_jobs.__all__)
+    assert all(hasattr(backup_jobs, name) for name in backup_jobs.__all__)
+    assert "Client" in backup_jobs.__all__
+
+
+def test_procfile_runs_the_same_processes_as_backup_jobs_up() -> None:
+    procfile = dict(
+        line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip()
+    )
+    commands = process_commands(Settings.from_env({}))
+
+    assert set(procfile) == {"server", *commands}
+    for name, command in commands.items():
+        celery_args = command[command.index("workers") + 1 :]
+        shown = procfile[name].split()
+        assert shown[:3] == ["celery", "-A", "workers"]
+        assert shown[3] == celery_args[0]
+        # Same options; `up` adds a unique --hostname so that several machines never clash.
+        options = {arg.split("=")[0] for arg in celery_args if arg.startswith("--")} - {
+            "--hostname"
+        }
+        assert options == {arg.split("=")[0] for arg in shown if arg.startswith("--")}
