@@ -70,7 +70,11 @@ class Catalog(Protocol):
         ...
 
     def save_job(self, job: Job, fence: Fence | None = None) -> None:
-        """Replace a job; with a fence, raise ``LeaseLost`` if it is stale."""
+        """Replace a job; ``LeaseLost`` if fenced out.
+
+        The catalog keeps what follows from the status in the same atomic write: the
+        in-progress index, and the release of the item's lease once the job is not running.
+        """
         ...
 
     def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
@@ -109,14 +113,6 @@ class Catalog(Protocol):
         """Take a job out of the retry set; True if it was there."""
         ...
 
-    def add_in_progress(self, job_id: str) -> None:
-        """Index a running job for the reaper."""
-        ...
-
-    def remove_in_progress(self, job_id: str) -> None:
-        """Drop a job from the reaper's index."""
-        ...
-
     def in_progress(self) -> list[str]:
-        """Ids of jobs recorded as running."""
+        """Ids of jobs saved as ``InProgress``: an index every job save keeps, for the reaper."""
         ...

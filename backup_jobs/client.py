@@ -120,8 +120,8 @@ class Client:
 
     def register(self, vms: Iterable[str]) -> list[JobHandle]:
         """Start one Register job per VM; every name is checked before any job is created."""
-        known = self.catalog.list_vms(self.vault.name)
-        targets = [inventory.resolve_vm(known, name) for name in vms]
+        index = inventory.VMIndex(self.catalog.list_vms(self.vault.name))
+        targets = [index.resolve(name) for name in vms]
         for vm in targets:
             inventory.check_submittable(vm, self.vault)
         handles = []

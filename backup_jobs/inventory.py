@@ -80,18 +80,33 @@ def _merge(previous: VM | None, current: VM) -> VM:
 
 def resolve_vm(vms: Iterable[VM], name: str) -> VM:
     """The one live VM called ``name`` (``cloud_service/name`` or a unique bare name)."""
-    live = [vm for vm in vms if not vm.deleted]
-    if "/" in name:
-        matches = [vm for vm in live if vm.id == name]
-    else:
-        matches = [vm for vm in live if vm.name == name]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise AmbiguousVMName(name, ", ".join(sorted(vm.id for vm in matches)))
-    close = difflib.get_close_matches(name, [vm.id for vm in live] + [vm.name for vm in live])
-    hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
-    raise VMNotFoundInInventory(name, hint)
+    return VMIndex(vms).resolve(name)
+
+
+class VMIndex:
+    """Live VMs by id and by bare name, so resolving many names costs one pass."""
+
+    def __init__(self, vms: Iterable[VM]) -> None:
+        self.live = [vm for vm in vms if not vm.deleted]
+        self.by_id = {vm.id: vm for vm in self.live}
+        self.by_name: dict[str, list[VM]] = {}
+        for vm in self.live:
+            self.by_name.setdefault(vm.name, []).append(vm)
+
+    def resolve(self, name: str) -> VM:
+        """The one live VM called ``name`` (``cloud_service/name`` or a unique bare name)."""
+        if "/" in name:
+            found = self.by_id.get(name)
+            matches = [found] if found else []
+        else:
+            matches = self.by_name.get(name, [])
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise AmbiguousVMName(name, ", ".join(sorted(vm.id for vm in matches)))
+        close = difflib.get_close_matches(name, [*self.by_id, *self.by_name])
+        hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
+        raise VMNotFoundInInventory(name, hint)
 
 
 def check_submittable(vm: VM, vault: VaultConfig) -> None:

@@ -97,9 +97,9 @@ def begin_attempt(
         attempts=(*job.attempts, Attempt(attempt, now, task_id)),
     )
     catalog.save_job(started, fence)
-    catalog.add_in_progress(job.id)
-    # However this attempt was sent, the job no longer waits to be retried.
-    catalog.remove_retry(job.id)
+    if job.status == JobStatus.WAITING_TO_RETRY:
+        # However this attempt was sent, the job no longer waits to be retried.
+        catalog.remove_retry(job.id)
     return Started(started, fence)
 
 
@@ -119,7 +119,7 @@ def complete(
         warnings=started.job.warnings + warnings,
         properties={**started.job.properties, **properties},
     )
-    _save_and_release(catalog, job, started.fence)
+    _save_ended(catalog, job, started.fence)
     return job
 
 
@@ -139,11 +139,11 @@ def fail_attempt(
         failed = failed.evolve(
             status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at, error=error.to_dict()
         )
-        if _save_and_release(catalog, failed, fence):
+        if _save_ended(catalog, failed, fence):
             catalog.schedule_retry(job.id, retry_at)
         return failed
     failed = failed.evolve(status=JobStatus.FAILED, ended_at=now, error=error.to_dict())
-    _save_and_release(catalog, failed, fence)
+    _save_ended(catalog, failed, fence)
     return failed
 
 
@@ -169,7 +169,6 @@ def reap_lost_jobs(catalog: Catalog, retry_delay_seconds: float, clock: Clock) -
     for job_id in catalog.in_progress():
         job = catalog.get_job(job_id)
         if job is None or job.status != JobStatus.IN_PROGRESS:
-            catalog.remove_in_progress(job_id)
             continue
         if catalog.lock_holder(job.vault, job.item) == job.id:
             continue
@@ -219,14 +218,11 @@ def _end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clo
     return job.evolve(attempts=(*job.attempts[:-1], ended))
 
 
-def _save_and_release(catalog: Catalog, job: Job, fence: Fence | None) -> bool:
-    """Save the ended attempt, unindex it, free the item; False if fenced out."""
+def _save_ended(catalog: Catalog, job: Job, fence: Fence | None) -> bool:
+    """Save the ended attempt (which frees the item's lease); False if fenced out."""
     try:
         catalog.save_job(job, fence)
     except LeaseLost:
         # The reaper took this attempt over; its record wins and the item is no longer ours.
         return False
-    catalog.remove_in_progress(job.id)
-    if fence is not None:
-        catalog.release_lock(job.vault, job.item, job.id)
     return True

@@ -17,6 +17,8 @@ from backup_jobs.settings import Settings
 
 # Under a Procfile runner the embedded server may start a moment after the worker.
 EMBEDDED_SERVER_WAIT_SECONDS = 15.0
+# A vault's configuration is re-read this often by each worker process.
+VAULT_CACHE_SECONDS = 5.0
 
 
 @functools.cache
@@ -49,13 +51,23 @@ def clock() -> Clock:
     return SystemClock()
 
 
+_vaults: dict[str, tuple[float, VaultConfig]] = {}
+
+
 def vault(name: str) -> VaultConfig:
-    """A vault's configuration as its clients recorded it; else this worker's settings."""
+    """A vault's configuration as its clients recorded it (else this worker's settings).
+
+    Cached for a few seconds: it is read by every job and changes only by hand.
+    """
+    cached = _vaults.get(name)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
     found = catalog().get_vault(name)
-    if found is not None:
-        return found
-    s = settings()
-    return VaultConfig(name, s.region, s.provider, str(Path(s.fleet_dir).resolve()))
+    if found is None:
+        s = settings()
+        found = VaultConfig(name, s.region, s.provider, str(Path(s.fleet_dir).resolve()))
+    _vaults[name] = (time.monotonic() + VAULT_CACHE_SECONDS, found)
+    return found
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.errors import LeaseLost
-from backup_jobs.models import VM, Job, VaultConfig
+from backup_jobs.models import VM, Job, JobStatus, VaultConfig
 
 
 class MemoryCatalog:
@@ -68,6 +68,12 @@ class MemoryCatalog:
         with self._mutex:
             self._check(fence)
             self._jobs[job.id] = job
+            if job.status == JobStatus.IN_PROGRESS:
+                self._in_progress.add(job.id)
+                return
+            self._in_progress.discard(job.id)
+            if self._live_holder((job.vault, job.item)) == job.id:
+                del self._locks[(job.vault, job.item)]
 
     def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
         """The jobs of a vault, newest first."""
@@ -131,16 +137,6 @@ class MemoryCatalog:
         """Take a job out of the retry set."""
         with self._mutex:
             return self._retries.pop(job_id, None) is not None
-
-    def add_in_progress(self, job_id: str) -> None:
-        """Index a running job."""
-        with self._mutex:
-            self._in_progress.add(job_id)
-
-    def remove_in_progress(self, job_id: str) -> None:
-        """Drop a job from the index."""
-        with self._mutex:
-            self._in_progress.discard(job_id)
 
     def in_progress(self) -> list[str]:
         """Ids of jobs recorded as running."""

@@ -21,7 +21,7 @@ import redis
 from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.errors import LeaseLost, RedisUnavailable
-from backup_jobs.models import VM, Job, VaultConfig
+from backup_jobs.models import VM, Job, JobStatus, VaultConfig
 
 T = TypeVar("T")
 
@@ -48,12 +48,37 @@ end
 return 0
 """
 
-# KEYS[1] fence counter, KEYS[2] record; ARGV[1] token ('' = unfenced), ARGV[2] JSON.
-_FENCED_SET = """
+# KEYS[1] fence counter, KEYS[2] VM record, KEYS[3] the vault's VM index;
+# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] VM id.
+_PUT_VM = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+"""
+
+# KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress index, KEYS[4] item lease;
+# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] job id, ARGV[4] '1' if in progress.
+_SAVE_JOB = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[3])
+else
+  redis.call('SREM', KEYS[3], ARGV[3])
+  if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+end
+return 1
+"""
+
+# KEYS[1] job record, KEYS[2] the vault's job index; ARGV[1] JSON, ARGV[2] score, ARGV[3] id.
+_CREATE_JOB = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -77,7 +102,9 @@ class RedisCatalog:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._fenced_set = client.register_script(_FENCED_SET)
+        self._put_vm = client.register_script(_PUT_VM)
+        self._create_job = client.register_script(_CREATE_JOB)
+        self._save_job = client.register_script(_SAVE_JOB)
 
     @classmethod
     def from_url(cls, url: str) -> RedisCatalog:
@@ -119,20 +146,18 @@ class RedisCatalog:
         return [VM.from_dict(json.loads(raw)) for raw in raws if raw]
 
     def put_vm(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
-        """Create or replace a VM, checking the fence atomically."""
-        self._fenced(wire.vm_key(vault, vm.id), vm.to_dict(), fence)
-        self._call(lambda: self._redis.sadd(wire.vm_index_key(vault), vm.id))
+        """Create or replace a VM and index it, checking the fence atomically."""
+        key = wire.vm_key(vault, vm.id)
+        keys = [_fence_key(fence, key), key, wire.vm_index_key(vault)]
+        args = [_token(fence), _dump(vm.to_dict()), vm.id]
+        if not self._call(lambda: self._put_vm(keys=keys, args=args)):
+            raise LeaseLost(vm.id)
 
     def create_job(self, job: Job) -> bool:
-        """Store a new job unless its id exists, and index it by queue time."""
-
-        def create() -> bool:
-            if not self._redis.set(wire.job_key(job.id), _dump(job.to_dict()), nx=True):
-                return False
-            self._redis.zadd(wire.job_index_key(job.vault), {job.id: job.queued_at.timestamp()})
-            return True
-
-        return self._call(create)
+        """Store a new job unless its id exists, and index it by queue time (one round trip)."""
+        keys = [wire.job_key(job.id), wire.job_index_key(job.vault)]
+        args: list[str | float] = [_dump(job.to_dict()), job.queued_at.timestamp(), job.id]
+        return bool(self._call(lambda: self._create_job(keys=keys, args=args)))
 
     def get_job(self, job_id: str) -> Job | None:
         """One job, or None."""
@@ -140,8 +165,14 @@ class RedisCatalog:
         return Job.from_dict(json.loads(raw)) if raw else None
 
     def save_job(self, job: Job, fence: Fence | None = None) -> None:
-        """Replace a job, checking the fence atomically."""
-        self._fenced(wire.job_key(job.id), job.to_dict(), fence)
+        """Replace a job, checking the fence; a job no longer running also frees its lease."""
+        key = wire.job_key(job.id)
+        lease = wire.lock_key(job.vault, job.item)
+        keys = [_fence_key(fence, key), key, wire.IN_PROGRESS_KEY, lease]
+        running = "1" if job.status == JobStatus.IN_PROGRESS else "0"
+        args = [_token(fence), _dump(job.to_dict()), job.id, running]
+        if not self._call(lambda: self._save_job(keys=keys, args=args)):
+            raise LeaseLost(job.item_name)
 
     def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
         """The jobs of a vault, newest first."""
@@ -203,29 +234,11 @@ class RedisCatalog:
         """Take a job out of the retry set."""
         return bool(self._call(lambda: self._redis.zrem(wire.RETRY_SET_KEY, job_id)))
 
-    def add_in_progress(self, job_id: str) -> None:
-        """Index a running job."""
-        self._call(lambda: self._redis.sadd(wire.IN_PROGRESS_KEY, job_id))
-
-    def remove_in_progress(self, job_id: str) -> None:
-        """Drop a job from the index."""
-        self._call(lambda: self._redis.srem(wire.IN_PROGRESS_KEY, job_id))
-
     def in_progress(self) -> list[str]:
         """Ids of jobs recorded as running."""
         return sorted(
             str(i) for i in self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY))
         )
-
-    def _fenced(self, key: str, record: dict[str, Any], fence: Fence | None) -> None:
-        fence_key = wire.fence_key(fence.vault, fence.item) if fence else key
-        token = str(fence.token) if fence else ""
-        written = self._call(
-            lambda: self._fenced_set(keys=[fence_key, key], args=[token, _dump(record)])
-        )
-        if not written:
-            assert fence is not None
-            raise LeaseLost(fence.item)
 
     def _call(self, operation: Callable[[], T]) -> T:
         with translate_redis_errors(self._url):
@@ -251,6 +264,16 @@ def translate_redis_errors(url: str) -> Iterator[None]:
 
 def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+def _fence_key(fence: Fence | None, record_key: str) -> str:
+    """The fencing counter to check; unfenced writes pass the record's own key (unused)."""
+    return wire.fence_key(fence.vault, fence.item) if fence else record_key
+
+
+def _token(fence: Fence | None) -> str:
+    """The token a fenced script compares; '' means unfenced."""
+    return str(fence.token) if fence else ""
 
 
 def _ms(seconds: float) -> int:

@@ -12,7 +12,7 @@ from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.memory import MemoryCatalog
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.errors import LeaseLost
-from backup_jobs.models import VM, Job, Operation, VaultConfig
+from backup_jobs.models import VM, Job, JobStatus, Operation, VaultConfig
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -102,9 +102,26 @@ def test_retry_set_returns_due_jobs_oldest_first(catalog: Catalog) -> None:
     assert catalog.due_retries(T0 + timedelta(seconds=30)) == ["late"]
 
 
-def test_in_progress_index(catalog: Catalog) -> None:
-    catalog.add_in_progress("b")
-    catalog.add_in_progress("a")
-    catalog.remove_in_progress("b")
+def test_in_progress_index_follows_every_job_save(catalog: Catalog) -> None:
+    for job_id in ("a", "b"):
+        catalog.create_job(_job(job_id))
+        catalog.save_job(_job(job_id).evolve(status=JobStatus.IN_PROGRESS))
+    catalog.save_job(_job("b").evolve(status=JobStatus.COMPLETED))
 
     assert catalog.in_progress() == ["a"]
+
+
+def test_saving_a_job_that_no_longer_runs_frees_its_lease_and_only_its_own(
+    catalog: Catalog,
+) -> None:
+    catalog.create_job(_job("a"))
+    catalog.acquire_lock("v", "vault", "a", 30)
+    catalog.save_job(_job("a").evolve(status=JobStatus.IN_PROGRESS))
+    assert catalog.lock_holder("v", "vault") == "a"
+
+    catalog.save_job(_job("a").evolve(status=JobStatus.WAITING_TO_RETRY))
+    assert catalog.lock_holder("v", "vault") is None
+
+    catalog.acquire_lock("v", "vault", "b", 30)
+    catalog.save_job(_job("a").evolve(status=JobStatus.FAILED))
+    assert catalog.lock_holder("v", "vault") == "b"
