@@ -7,15 +7,18 @@ Messages keep the wording of the seed's troubleshooting table.
 
     BackupJobsError
     ├── InvalidInput (exit 2)         ConfigurationError, AmbiguousVMName, RegionMismatch,
+    │                                 InvalidRestoreTarget,
     │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
     │                                 UnsupportedConfiguration, VMAgentNotInstalled,
     │                                 GuestAgentCertificateNotFound, InstallAgentTimeout
-    ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound
+    ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound,
+    │                                 RecoveryPointNotFound
     ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost
     ├── Integrity (exit 5)            VaultIntegrityError
     ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
     │                                 SnapshotTimeout, VaultTransferTimeout
-    └── Unavailable (exit 7)          RedisUnavailable
+    ├── Unavailable (exit 7)          RedisUnavailable
+    └── (exit 1)                      Cancelled, InternalError
 
 Errors survive a trip through Celery and through the job record: ``to_dict`` gives the JSON
 stored on the job, ``error_from_dict`` rebuilds the right class.
@@ -332,6 +335,27 @@ class VaultIntegrityError(Integrity):
 
     template = "Vault data failed verification: {detail}."
     action = "Run `backup-jobs vault verify`; the next backup stores quarantined chunks again."
+
+
+class InvalidRestoreTarget(InvalidInput):
+    """Raised when a restore target is outside the allowed root or would overwrite a file."""
+
+    template = "Cannot restore there: {detail}."
+    action = "Choose an empty target inside the allowed restore root, or ask to overwrite."
+
+
+class RecoveryPointNotFound(NotFound):
+    """Raised when a recovery point id matches no committed manifest."""
+
+    template = "No such recovery point."
+    action = "List recovery points with `backup-jobs recovery-point list VM`."
+
+
+class Cancelled(BackupJobsError):
+    """Raised inside a job when its cancel flag is seen; the job ends Cancelled."""
+
+    template = "The operation was cancelled; nothing partial was kept."
+    action = "None"
 
 
 class InternalError(BackupJobsError):

@@ -1,0 +1,66 @@
+"""The chunk store port: blobs by digest, written once, with GC's garbage and verify's quarantine.
+
+Implementations: ``chunkstores.filesystem`` (a local or shared file system) and
+``chunkstores.memory`` (tests). Digests are 64-hex strings here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class ChunkMissing(LookupError):
+    """Raised when a blob is neither in the store nor in its garbage."""
+
+
+class ChunkStore(Protocol):
+    """Stores blobs by digest; a blob once written is never modified."""
+
+    def exists(self, digest: str) -> bool:
+        """True if the blob is in the store (garbage not counted)."""
+        ...
+
+    def put(self, digest: str, blob: bytes) -> bool:
+        """Store a blob durably unless it exists; True if this call wrote it."""
+        ...
+
+    def get(self, digest: str) -> bytes:
+        """A blob, from the store or else from garbage; ``ChunkMissing`` if neither has it."""
+        ...
+
+    def touch(self, digest: str) -> None:
+        """Mark a blob as just used (its mtime), so GC's cutoff keeps it."""
+        ...
+
+    def chunks(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob with its mtime (seconds since the epoch)."""
+        ...
+
+    def condemn(self, digest: str) -> None:
+        """Move a blob to garbage, stamped with the time of condemnation."""
+        ...
+
+    def garbage(self) -> Iterator[tuple[str, float]]:
+        """Every condemned blob with the time it was condemned."""
+        ...
+
+    def rescue(self, digest: str) -> None:
+        """Move a condemned blob back into the store."""
+        ...
+
+    def purge(self, digest: str) -> None:
+        """Delete a condemned blob for good."""
+        ...
+
+    def quarantine(self, digest: str) -> None:
+        """Move a corrupt blob out of the store, keeping it for inspection."""
+        ...
+
+    def remove_temporaries(self, older_than: float) -> int:
+        """Delete leftovers of interrupted writes older than ``older_than``; how many."""
+        ...
+
+    def sync(self) -> None:
+        """Make every completed ``put`` durable (directory entries included)."""
+        ...

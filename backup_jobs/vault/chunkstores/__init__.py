@@ -1,0 +1,1 @@
+"""Implementations of the chunk store port (``backup_jobs.vault.chunkstore``)."""

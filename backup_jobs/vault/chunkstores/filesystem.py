@@ -1,0 +1,174 @@
+"""Chunk store on a local or shared file system (docs/design.md §2, §4, §5).
+
+Blobs are written to a temp name in their final directory, fsynced, then ``link``ed to the
+final name: ``link`` fails if the name exists, so a blob is never rewritten, and two writers of
+the same chunk (on one machine or several) both succeed. Directories are fsynced by ``sync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from backup_jobs.vault.chunkstore import ChunkMissing
+
+FANOUT_HEX = 4
+TEMP_SUFFIX = ".tmp"
+
+
+def _no_fault(step: str) -> None:
+    """The default crash hook: nothing happens."""
+
+
+class FilesystemChunkStore:
+    """Blobs under ``<vault>/chunks/<4 hex>/<digest>``; garbage and quarantine beside them."""
+
+    def __init__(self, vault_root: Path, fault: Callable[[str], None] = _no_fault) -> None:
+        self.root = vault_root / "chunks"
+        self.garbage_root = vault_root / "garbage"
+        self.quarantine_root = vault_root / "quarantine"
+        self._fault = fault
+        self._dirty: set[Path] = set()
+        self._dirty_lock = threading.Lock()
+        self._made: set[Path] = set()
+
+    def path(self, digest: str) -> Path:
+        """Where a blob lives."""
+        return self.root / digest[:FANOUT_HEX] / digest
+
+    def exists(self, digest: str) -> bool:
+        """True if the blob is stored."""
+        return os.path.exists(self.path(digest))
+
+    def put(self, digest: str, blob: bytes) -> bool:
+        """Write temp, fsync, link to the final name; False if it already existed."""
+        final = self.path(digest)
+        folder = final.parent
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        temp = folder / f".{digest}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb", closefd=True) as out:
+                out.write(blob)
+                out.flush()
+                os.fsync(out.fileno())
+            self._fault("chunk_temp_written")
+            try:
+                os.link(temp, final)
+            except FileExistsError:
+                return False
+            self._fault("chunk_linked")
+            with self._dirty_lock:
+                self._dirty.add(folder)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+    def get(self, digest: str) -> bytes:
+        """From the store, else from garbage."""
+        for path in (self.path(digest), self._garbage_path(digest)):
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                continue
+        raise ChunkMissing(digest)
+
+    def touch(self, digest: str) -> None:
+        """Set the blob's mtime to now (GC's cutoff then keeps it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path(digest))
+
+    def chunks(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob and its mtime; temp files are skipped."""
+        yield from _walk(self.root)
+
+    def condemn(self, digest: str) -> None:
+        """Move to garbage and stamp the time of condemnation."""
+        target = self._garbage_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(digest), target)
+        os.utime(target)
+
+    def garbage(self) -> Iterator[tuple[str, float]]:
+        """Condemned blobs and when they were condemned."""
+        yield from _walk(self.garbage_root)
+
+    def rescue(self, digest: str) -> None:
+        """Back into the store (a link, so a blob written meanwhile is kept as it is)."""
+        source = self._garbage_path(digest)
+        self.path(digest).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.link(source, self.path(digest))
+        os.unlink(source)
+
+    def purge(self, digest: str) -> None:
+        """Delete a condemned blob."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._garbage_path(digest))
+
+    def quarantine(self, digest: str) -> None:
+        """Move a corrupt blob to ``quarantine/``."""
+        self.quarantine_root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path(digest), self.quarantine_root / digest)
+
+    def remove_temporaries(self, older_than: float) -> int:
+        """Delete temp files of interrupted writes older than ``older_than``."""
+        removed = 0
+        if not self.root.exists():
+            return 0
+        for folder in os.scandir(self.root):
+            for entry in os.scandir(folder.path):
+                if entry.name.endswith(TEMP_SUFFIX) and entry.stat().st_mtime < older_than:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def sync(self) -> None:
+        """fsync every fan-out directory that got a new blob, and the chunks directory."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        for folder in (*dirty, self.root):
+            if folder.exists():
+                fsync_dir(folder)
+
+    def _garbage_path(self, digest: str) -> Path:
+        return self.garbage_root / digest[:FANOUT_HEX] / digest
+
+
+def _walk(root: Path) -> Iterator[tuple[str, float]]:
+    if not root.exists():
+        return
+    for folder in os.scandir(root):
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder.path):
+            if entry.name.startswith("."):
+                continue
+            try:
+                yield entry.name, entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def now() -> float:
+    """Wall-clock seconds, the unit of mtimes."""
+    return time.time()

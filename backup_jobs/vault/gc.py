@@ -1,0 +1,88 @@
+"""Garbage collection: mark, rescue, purge, condemn (docs/design.md §7); safe while backups run.
+
+Nothing is deleted on first sight: an unreferenced blob older than the cutoff is *condemned*
+(moved to ``garbage/``), and only a later run that still finds it unreferenced and condemned
+before its own cutoff deletes it. The cutoff never passes the start of a live backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass
+
+from backup_jobs.errors import VaultIntegrityError
+from backup_jobs.vault.format import ZERO_DIGEST
+from backup_jobs.vault.repository import Vault
+
+# Absorbs clock skew between the machines that share a vault.
+DEFAULT_MARGIN_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What one GC run did."""
+
+    cutoff: float
+    live_chunks: int
+    rescued: int
+    purged: int
+    condemned: int
+    temporaries_removed: int
+    orphan_indexes_removed: int
+    unreadable_manifests: tuple[str, ...]
+
+
+def collect_garbage(
+    vault: Vault, margin_seconds: float = DEFAULT_MARGIN_SECONDS, now: float | None = None
+) -> GcReport:
+    """One mark-and-sweep pass over the vault."""
+    started = time.time() if now is None else now
+    cutoff = min([started, *vault.live_writer_starts(started)]) - margin_seconds
+    live, committed, unreadable = _mark(vault)
+    orphans = _remove_orphan_indexes(vault, committed, cutoff)
+    rescued = purged = 0
+    for digest, condemned_at in list(vault.store.garbage()):
+        if digest in live:
+            vault.store.rescue(digest)
+            rescued += 1
+        elif condemned_at < cutoff:
+            vault.store.purge(digest)
+            purged += 1
+    condemned = 0
+    if not unreadable:  # never condemn on a partial mark
+        for digest, mtime in list(vault.store.chunks()):
+            if digest not in live and mtime < cutoff:
+                vault.store.condemn(digest)
+                condemned += 1
+    temporaries = vault.store.remove_temporaries(cutoff)
+    return GcReport(cutoff, len(live), rescued, purged, condemned, temporaries, orphans, unreadable)
+
+
+def _mark(vault: Vault) -> tuple[set[str], set[str], tuple[str, ...]]:
+    live: set[str] = set()
+    committed: set[str] = set()
+    unreadable: list[str] = []
+    for path in sorted((vault.root / "manifests").glob("*.json")):
+        committed.add(path.stem)
+        try:
+            manifest = vault.manifest(path.stem)
+            for disk in manifest.disks:
+                index = vault.read_index(manifest, disk)
+                live.update(d.hex() for d in index.digests if d != ZERO_DIGEST)
+        except VaultIntegrityError:
+            unreadable.append(path.stem)
+    return live, committed, tuple(unreadable)
+
+
+def _remove_orphan_indexes(vault: Vault, committed: set[str], cutoff: float) -> int:
+    removed = 0
+    for folder in (vault.root / "indexes").iterdir():
+        if folder.name in committed:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if folder.stat().st_mtime < cutoff and not vault.manifest_path(folder.name).exists():
+                shutil.rmtree(folder)
+                removed += 1
+    return removed
