@@ -137,11 +137,10 @@ def _backup_disk(
             if data == (zero if length == chunk_size else bytes(length)):
                 return ZERO_DIGEST, 0
             digest = vault.codec.digest(data)
-            if digest in known:
-                return digest, 0
             name = digest.hex()
-            if vault.store.exists(name):
-                vault.store.touch(name)
+            if vault.store.exists(name):  # checked even when known: verify may have quarantined it
+                if digest not in known:  # a committed index keeps known chunks alive already
+                    vault.store.touch(name)
                 return digest, 0
             blob = vault.codec.encode(data, digest)
             return digest, len(blob) if vault.store.put(name, blob) else 0

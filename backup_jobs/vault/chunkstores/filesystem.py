@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -127,8 +126,11 @@ class FilesystemChunkStore:
             return 0
         for folder in os.scandir(self.root):
             for entry in os.scandir(folder.path):
-                if entry.name.endswith(TEMP_SUFFIX) and entry.stat().st_mtime < older_than:
-                    with contextlib.suppress(FileNotFoundError):
+                if not entry.name.endswith(TEMP_SUFFIX):
+                    continue
+                # A writer removes its own temp file at any moment: vanishing is normal here.
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < older_than:
                         os.unlink(entry.path)
                         removed += 1
         return removed
@@ -167,8 +169,3 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def now() -> float:
-    """Wall-clock seconds, the unit of mtimes."""
-    return time.time()

@@ -1,0 +1,200 @@
+"""Crashes at every step of a backup, GC racing backups, and corruption of every kind."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_jobs.errors import VaultIntegrityError
+from backup_jobs.vault import Vault, collect_garbage, prune, verify
+from backup_jobs.vault.format import ZERO_DIGEST
+from backup_jobs.vault.retention import RetentionPolicy
+from tests.vault.conftest import SMALL_CHUNK, back_up, restored_bytes, write_image
+
+CRASH_STEPS = [
+    "chunk_temp_written",
+    "chunk_linked",
+    "idx_temp_written",
+    "indexes_written",
+    "json_temp_written",
+    "manifest_committed",
+]
+
+
+class Crash(Exception):
+    """A simulated crash at one step."""
+
+
+@pytest.mark.parametrize("step", CRASH_STEPS)
+def test_crash_at_any_step_leaves_a_vault_that_verifies_and_a_next_backup_that_succeeds(
+    tmp_path: Path, step: str
+) -> None:
+    Vault.create(tmp_path / "vault", chunk_size=SMALL_CHUNK)
+    image = write_image(tmp_path / "os.raw", [("data", 6 * SMALL_CHUNK), ("hole", SMALL_CHUNK)])
+    fired = []
+
+    def crash(at: str) -> None:
+        if at == step and not fired:
+            fired.append(at)
+            raise Crash(at)
+
+    crashing = Vault.open(tmp_path / "vault", fault=crash)
+    with pytest.raises(Crash):
+        back_up(crashing, image)
+
+    vault = Vault.open(tmp_path / "vault")
+    committed = vault.manifests()
+    assert fired == [step]
+    assert len(committed) == (1 if step == "manifest_committed" else 0)
+    assert verify(vault).ok
+    manifest = back_up(vault, image)
+    assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
+    collect_garbage(vault, margin_seconds=0, now=time.time() + 1)
+    collect_garbage(vault, margin_seconds=0, now=time.time() + 2)
+    assert verify(vault).ok
+    assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
+    assert not list((vault.root / "chunks").rglob("*.tmp"))
+
+
+def test_gc_concurrent_with_backups_never_loses_a_chunk_a_manifest_references(
+    tmp_path: Path,
+) -> None:
+    vault = Vault.create(tmp_path / "vault", chunk_size=SMALL_CHUNK)
+    images = [
+        write_image(tmp_path / f"{i}.raw", [("data", 12 * SMALL_CHUNK)], seed=i % 2)
+        for i in range(6)
+    ]
+    stop = threading.Event()
+    runs = [0]
+
+    def gc_loop() -> None:
+        while not stop.is_set():
+            # No margin, and a clock in the future: the harshest cutoff GC can pick.
+            collect_garbage(vault, margin_seconds=0, now=time.time() + 5)
+            prune(vault, "cs/churn", RetentionPolicy(keep_last=1))
+            runs[0] += 1
+
+    def slow(at: str) -> None:
+        if at == "chunk_linked":
+            time.sleep(0.002)
+
+    slow_vault = Vault.open(vault.root, fault=slow)
+    collector = threading.Thread(target=gc_loop)
+    collector.start()
+    try:
+        manifests = [
+            back_up(slow_vault, image, vm="cs/churn" if i % 2 else "cs/keep")
+            for i, image in enumerate(images)
+        ]
+    finally:
+        stop.set()
+        collector.join()
+
+    assert runs[0] > 3
+    kept = [m for m in manifests if m.vm == "cs/keep"] + vault.manifests("cs/churn")
+    for manifest in kept:
+        assert (
+            restored_bytes(vault, manifest.id, tmp_path)
+            == images[manifests.index(manifest)].read_bytes()
+        )
+    collect_garbage(vault, margin_seconds=0)
+    for manifest in kept:
+        for disk in manifest.disks:
+            for digest in vault.read_index(manifest, disk).digests:
+                assert digest == ZERO_DIGEST or vault.store.exists(digest.hex())
+    assert verify(vault).ok
+
+
+def test_gc_frees_what_pruned_points_alone_referenced_in_two_runs(
+    vault: Vault, tmp_path: Path
+) -> None:
+    old = back_up(vault, write_image(tmp_path / "a.raw", [("data", 3 * SMALL_CHUNK)], seed=1))
+    new = back_up(vault, write_image(tmp_path / "a.raw", [("data", 3 * SMALL_CHUNK)], seed=2))
+    selection = prune(vault, "cs/vm", RetentionPolicy(keep_last=1))
+
+    first = collect_garbage(vault, margin_seconds=0, now=time.time() + 1)
+    second = collect_garbage(vault, margin_seconds=0, now=time.time() + 2)
+
+    assert selection.remove == (old.id,)
+    assert (first.condemned, first.purged, first.orphan_indexes_removed) == (3, 0, 1)
+    assert second.purged == 3
+    assert len(list(vault.store.chunks())) == 3
+    assert restored_bytes(vault, new.id, tmp_path) == (tmp_path / "a.raw").read_bytes()
+
+
+def _one_chunk_path(vault: Vault) -> Path:
+    return next(p for p in (vault.root / "chunks").rglob("*") if p.is_file())
+
+
+def test_flipped_byte_is_found_by_verify_quarantined_and_stored_again_by_the_next_backup(
+    vault: Vault, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)])
+    manifest = back_up(vault, image)
+    chunk = _one_chunk_path(vault)
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+    with pytest.raises(VaultIntegrityError) as raised:
+        restored_bytes(vault, manifest.id, tmp_path)
+    report = verify(vault)
+    healed = back_up(vault, image)
+
+    assert chunk.name in raised.value.message and manifest.id in raised.value.message
+    assert list(report.bad_chunks) == [chunk.name] and "CRC32" in report.bad_chunks[chunk.name]
+    assert report.missing_chunks == {chunk.name: [manifest.id]}
+    assert (vault.root / "quarantine" / chunk.name).exists()
+    assert healed.disks[0].stored_chunks == 1
+    assert verify(vault).ok
+    assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_deleted_chunk_is_reported_missing_by_verify_and_restore(
+    vault: Vault, tmp_path: Path
+) -> None:
+    manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    chunk = _one_chunk_path(vault)
+    chunk.unlink()
+
+    report = verify(vault)
+
+    assert report.missing_chunks == {chunk.name: [manifest.id]}
+    with pytest.raises(
+        VaultIntegrityError, match=f"{chunk.name} of recovery point {manifest.id} is missing"
+    ):
+        restored_bytes(vault, manifest.id, tmp_path)
+
+
+def test_truncated_index_is_found_by_verify_and_restore(vault: Vault, tmp_path: Path) -> None:
+    manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    index = vault.root / manifest.disks[0].index
+    index.write_bytes(index.read_bytes()[:-7])
+
+    report = verify(vault)
+
+    assert (
+        manifest.id in report.bad_indexes
+        and "does not match the manifest" in report.bad_indexes[manifest.id]
+    )
+    with pytest.raises(VaultIntegrityError, match="index of disk os"):
+        restored_bytes(vault, manifest.id, tmp_path)
+
+
+def test_swapped_encrypted_blob_fails_authentication(tmp_path: Path, encrypted_vault) -> None:  # type: ignore[no-untyped-def]
+    vault, _ = encrypted_vault
+    back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    first, second = sorted(p for p in (vault.root / "chunks").rglob("*") if p.is_file())
+    first_bytes = first.read_bytes()
+    os.replace(second, first)
+    second.write_bytes(first_bytes)
+
+    report = verify(vault)
+
+    assert set(report.bad_chunks) == {first.name, second.name}
+    assert all("decrypt" in why for why in report.bad_chunks.values())
