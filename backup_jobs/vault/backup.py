@@ -26,8 +26,9 @@ from backup_jobs.vault.pipeline import bounded_map
 from backup_jobs.vault.repository import Vault
 from backup_jobs.vault.sparse import ExtentMap, data_extents
 
-# Hashing, zstd and AES release the GIL: a few threads per backup keep the disk busy.
-DEFAULT_THREADS = max(2, min(8, os.cpu_count() or 2))
+# Hashing, zstd and AES release the GIL, and every new chunk waits on an fsync: more threads
+# than cores keep both the CPUs and the disk busy.
+DEFAULT_THREADS = max(4, min(8, 2 * (os.cpu_count() or 2)))
 
 Progress = Callable[[int, int], None]
 
@@ -143,7 +144,8 @@ def _backup_disk(
                     vault.store.touch(name)
                 return digest, 0
             blob = vault.codec.encode(data, digest)
-            return digest, len(blob) if vault.store.put(name, blob) else 0
+            stored = sum(len(part) for part in blob)
+            return digest, stored if vault.store.put(name, blob) else 0
 
         def check_cancel() -> None:
             if request.should_cancel():

@@ -6,7 +6,7 @@ Implementations: ``chunkstores.filesystem`` (a local or shared file system) and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 
@@ -21,8 +21,8 @@ class ChunkStore(Protocol):
         """True if the blob is in the store (garbage not counted)."""
         ...
 
-    def put(self, digest: str, blob: bytes) -> bool:
-        """Store a blob durably unless it exists; True if this call wrote it."""
+    def put(self, digest: str, blob: Sequence[bytes]) -> bool:
+        """Store a blob (given in parts) durably unless it exists; True if this call wrote it."""
         ...
 
     def get(self, digest: str) -> bytes:

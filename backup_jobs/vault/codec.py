@@ -40,24 +40,25 @@ class ChunkCodec:
         """True if blobs are encrypted and digests keyed."""
         return self._keys is not None
 
-    def digest(self, data: bytes) -> bytes:
+    def digest(self, data: bytes | memoryview) -> bytes:
         """The chunk's name: SHA-256, or HMAC-SHA-256 with the id key when encrypted."""
         if self._keys is None:
             return plain_digest(data)
         return hmac.digest(self._keys.id_key, data, "sha256")
 
-    def encode(self, data: bytes, digest: bytes) -> bytes:
-        """The blob for a chunk: zstd if smaller, then AES-GCM when encrypted."""
+    def encode(self, data: bytes, digest: bytes) -> list[bytes]:
+        """The blob for a chunk, in parts: zstd if smaller, then AES-GCM when encrypted."""
         compressed = self._compressor().compress(data)
         flags, payload = (FLAG_COMPRESSED, compressed) if len(compressed) < len(data) else (0, data)
-        if self._aead is not None:
-            nonce = os.urandom(NONCE_SIZE)
-            payload = nonce + self._aead.encrypt(nonce, payload, digest)
-            flags |= FLAG_ENCRYPTED
-        return pack_blob(flags, len(data), payload)
+        del compressed
+        if self._aead is None:
+            return pack_blob(flags, len(data), [payload])
+        nonce = os.urandom(NONCE_SIZE)
+        sealed = self._aead.encrypt(nonce, payload, digest)
+        return pack_blob(flags | FLAG_ENCRYPTED, len(data), [nonce, sealed])
 
-    def decode(self, blob: bytes, digest: bytes) -> bytes:
-        """The verified chunk of a blob; ``FormatError`` says what failed."""
+    def decode(self, blob: bytes, digest: bytes) -> bytes | memoryview:
+        """The verified chunk of a blob (a view into it when stored raw); ``FormatError`` if bad."""
         header, payload = unpack_blob(blob)
         if header.flags & FLAG_ENCRYPTED:
             if self._aead is None:
@@ -70,13 +71,12 @@ class ChunkCodec:
                 )
             except InvalidTag as exc:
                 raise FormatError("blob does not decrypt (wrong key or altered data)") from exc
+        data: bytes | memoryview = payload
         if header.flags & FLAG_COMPRESSED:
             try:
                 data = self._decompressor().decompress(payload, max_output_size=header.raw_length)
             except zstandard.ZstdError as exc:
                 raise FormatError(f"blob does not decompress: {exc}") from exc
-        else:
-            data = bytes(payload)
         if len(data) != header.raw_length:
             raise FormatError(f"chunk is {len(data)} bytes, its header says {header.raw_length}")
         if not hmac.compare_digest(self.digest(data), digest):

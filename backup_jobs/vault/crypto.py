@@ -62,6 +62,6 @@ class Keys:
         return keys
 
 
-def plain_digest(data: bytes) -> bytes:
+def plain_digest(data: bytes | memoryview) -> bytes:
     """SHA-256 of a chunk (unencrypted vaults)."""
     return hashlib.sha256(data).digest()

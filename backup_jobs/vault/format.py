@@ -10,6 +10,7 @@ import json
 import secrets
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,9 +52,12 @@ class BlobHeader:
         )
 
 
-def pack_blob(flags: int, raw_length: int, payload: bytes) -> bytes:
-    """Header plus payload, with the CRC32 of the payload."""
-    return BlobHeader(flags, raw_length, zlib.crc32(payload)).pack() + payload
+def pack_blob(flags: int, raw_length: int, payload: Sequence[bytes]) -> list[bytes]:
+    """Header and payload parts, with the CRC32 of the payload (kept in parts: no copies)."""
+    crc = 0
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+    return [BlobHeader(flags, raw_length, crc).pack(), *payload]
 
 
 def unpack_blob(blob: bytes) -> tuple[BlobHeader, memoryview]:

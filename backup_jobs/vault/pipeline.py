@@ -22,12 +22,12 @@ def bounded_map(
     window: int | None = None,
     before_each: Callable[[], None] | None = None,
 ) -> Iterator[tuple[T, R]]:
-    """``(item, fn(item))`` in order, computed by ``threads`` threads, ``window`` at a time.
+    """``(item, fn(item))`` in order, by ``threads`` threads, ``window`` (threads + 2) at a time.
 
     ``before_each`` runs before each item is submitted (the cancel check); if it raises, the
     items in flight are finished or cancelled and the exception propagates.
     """
-    limit = window or threads * 2
+    limit = window or threads + 2
     pending: deque[tuple[T, Future[R]]] = deque()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vault") as pool:
         try:

@@ -83,16 +83,14 @@ def _restore_disk(
         os.ftruncate(fd, index.image_size)
         wanted = [i for i, d in enumerate(index.digests) if d != ZERO_DIGEST]
 
-        def write_chunk(i: int) -> int:
+        def read_chunk(i: int) -> bytes | memoryview:
             digest = index.digests[i]
             try:
-                data = vault.codec.decode(vault.store.get(digest.hex()), digest)
+                return vault.codec.decode(vault.store.get(digest.hex()), digest)
             except ChunkMissing as exc:
                 raise _integrity(manifest, digest, "is missing") from exc
             except FormatError as exc:
                 raise _integrity(manifest, digest, str(exc)) from exc
-            os.pwrite(fd, data, i * index.chunk_size)
-            return len(data)
 
         def check_cancel() -> None:
             if request.should_cancel():
@@ -103,10 +101,11 @@ def _restore_disk(
         )
         done[0] += holes
         request.progress(done[0], total)
-        for _, nbytes in bounded_map(
-            write_chunk, wanted, request.threads, before_each=check_cancel
-        ):
-            done[0] += nbytes
+        # Threads read and verify; this thread writes, in order, so the file is laid out
+        # sequentially (interleaved writes from several threads fragment it).
+        for i, data in bounded_map(read_chunk, wanted, request.threads, before_each=check_cancel):
+            os.pwrite(fd, data, i * index.chunk_size)
+            done[0] += len(data)
             request.progress(done[0], total)
         os.fsync(fd)
     except BaseException:

@@ -30,6 +30,7 @@ DOMAIN_MODULES = [
     "backup_jobs.providers.local",
     "backup_jobs.providers.local_demo",
     "backup_jobs",
+    "backup_jobs.vault",
 ]
 
 

@@ -21,8 +21,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChunkStore
 
 
 def test_put_writes_once_and_never_rewrites(store: ChunkStore) -> None:
-    assert store.put(A, b"first")
-    assert not store.put(A, b"second")
+    assert store.put(A, [b"first"])
+    assert not store.put(A, [b"second"])
 
     assert store.get(A) == b"first"
     assert store.exists(A) and not store.exists(B)
@@ -32,8 +32,8 @@ def test_put_writes_once_and_never_rewrites(store: ChunkStore) -> None:
 
 def test_chunks_lists_blobs_with_their_times(store: ChunkStore) -> None:
     before = time.time() - 1
-    store.put(A, b"a")
-    store.put(B, b"b")
+    store.put(A, [b"a"])
+    store.put(B, [b"b"])
 
     listed = dict(store.chunks())
 
@@ -42,8 +42,8 @@ def test_chunks_lists_blobs_with_their_times(store: ChunkStore) -> None:
 
 
 def test_condemned_blobs_are_still_readable_and_can_be_rescued_or_purged(store: ChunkStore) -> None:
-    store.put(A, b"a")
-    store.put(B, b"b")
+    store.put(A, [b"a"])
+    store.put(B, [b"b"])
     store.condemn(A)
     store.condemn(B)
 
@@ -58,16 +58,16 @@ def test_condemned_blobs_are_still_readable_and_can_be_rescued_or_purged(store: 
 
 
 def test_quarantined_blob_is_gone_so_it_can_be_stored_again(store: ChunkStore) -> None:
-    store.put(A, b"corrupt")
+    store.put(A, [b"corrupt"])
     store.quarantine(A)
 
     assert not store.exists(A)
-    assert store.put(A, b"good")
+    assert store.put(A, [b"good"])
     assert store.get(A) == b"good"
 
 
 def test_touch_refreshes_the_time(store: ChunkStore) -> None:
-    store.put(A, b"a")
+    store.put(A, [b"a"])
     first = dict(store.chunks())[A]
     time.sleep(0.02)
     store.touch(A)
@@ -79,3 +79,9 @@ def test_sync_and_temporaries_are_safe_on_an_empty_store(store: ChunkStore) -> N
     store.sync()
 
     assert store.remove_temporaries(time.time()) == 0
+
+
+def test_a_blob_given_in_parts_is_stored_whole(store: ChunkStore) -> None:
+    store.put(A, [b"he", b"", b"llo" * 1000])
+
+    assert store.get(A) == b"he" + b"llo" * 1000

@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from backup_jobs.vault.chunkstore import ChunkMissing
@@ -44,7 +44,7 @@ class FilesystemChunkStore:
         """True if the blob is stored."""
         return os.path.exists(self.path(digest))
 
-    def put(self, digest: str, blob: bytes) -> bool:
+    def put(self, digest: str, blob: Sequence[bytes]) -> bool:
         """Write temp, fsync, link to the final name; False if it already existed."""
         final = self.path(digest)
         folder = final.parent
@@ -54,10 +54,11 @@ class FilesystemChunkStore:
         temp = folder / f".{digest}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with os.fdopen(fd, "wb", closefd=True) as out:
-                out.write(blob)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                _write_all(fd, blob)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             self._fault("chunk_temp_written")
             try:
                 os.link(temp, final)
@@ -145,6 +146,18 @@ class FilesystemChunkStore:
 
     def _garbage_path(self, digest: str) -> Path:
         return self.garbage_root / digest[:FANOUT_HEX] / digest
+
+
+def _write_all(fd: int, parts: Sequence[bytes]) -> None:
+    """``writev`` until every byte of ``parts`` is written."""
+    views = [memoryview(p) for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _walk(root: Path) -> Iterator[tuple[str, float]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from backup_jobs.vault.chunkstore import ChunkMissing
 
@@ -23,12 +23,12 @@ class MemoryChunkStore:
         """True if the blob is stored."""
         return digest in self.blobs
 
-    def put(self, digest: str, blob: bytes) -> bool:
+    def put(self, digest: str, blob: Sequence[bytes]) -> bool:
         """Store unless present."""
         with self._mutex:
             if digest in self.blobs:
                 return False
-            self.blobs[digest] = (bytes(blob), self._clock())
+            self.blobs[digest] = (b"".join(blob), self._clock())
             return True
 
     def get(self, digest: str) -> bytes:
