@@ -8,6 +8,7 @@ from backup_jobs.errors import ConfigurationError
 from backup_jobs.settings import Settings
 
 _settings = Settings.from_env()
+_settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 port = _settings.flower_port
 address = _settings.flower_address

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -64,6 +65,13 @@ def up(no_flower: bool) -> None:
         finally:
             processes.stop_stack(stack)
     click.echo("Stopped.")
+
+
+@click.command("flower")
+def flower() -> None:
+    """Run Flower in the foreground with backup-jobs' configuration (for systemd and the like)."""
+    command = processes.process_commands(Settings.from_env())["flower"]
+    os.execv(command[0], command)  # noqa: S606 - our own argv, no shell; Flower replaces us
 
 
 @click.command("server")
