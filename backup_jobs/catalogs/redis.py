@@ -48,23 +48,30 @@ end
 return 0
 """
 
-# KEYS[1] fence counter, KEYS[2] VM record, KEYS[3] the vault's VM index;
-# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] VM id.
-_PUT_VM = """
+# Every fenced script starts so: KEYS[1] is the item's fencing counter, ARGV[1] the writer's
+# token ('' = unfenced write); a stale token writes nothing.
+_FENCE_CHECK = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
+"""
+
+# KEYS[1] fence counter, KEYS[2] VM record, KEYS[3] the vault's VM index;
+# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] VM id.
+_PUT_VM = (
+    _FENCE_CHECK
+    + """
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 """
+)
 
 # KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress index, KEYS[4] item lease;
 # ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] job id, ARGV[4] '1' if in progress.
-_SAVE_JOB = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
+_SAVE_JOB = (
+    _FENCE_CHECK
+    + """
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[3], ARGV[3])
@@ -74,6 +81,7 @@ else
 end
 return 1
 """
+)
 
 # KEYS[1] job record, KEYS[2] the vault's job index; ARGV[1] JSON, ARGV[2] score, ARGV[3] id.
 _CREATE_JOB = """

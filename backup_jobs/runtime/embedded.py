@@ -50,7 +50,7 @@ def start(data_dir: Path) -> tuple[EmbeddedServer, subprocess.Popen[bytes]]:
     """Start a server persisting to ``data_dir/valkey`` and record it in the state file."""
     store = (data_dir / "valkey").resolve()
     store.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             str(server_binary()),
@@ -149,7 +149,8 @@ def _wait_ready(server: EmbeddedServer, process: subprocess.Popen[bytes]) -> Non
     raise RedisUnavailable(detail=f"{server.url}: the embedded server did not start in time")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

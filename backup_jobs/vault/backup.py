@@ -22,23 +22,13 @@ from backup_jobs.vault.format import (
     chunk_count,
     new_recovery_point_id,
 )
-from backup_jobs.vault.pipeline import bounded_map
+from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
 from backup_jobs.vault.sparse import ExtentMap, data_extents
 
 # Hashing, zstd and AES release the GIL, and every new chunk waits on an fsync: more threads
 # than cores keep both the CPUs and the disk busy.
 DEFAULT_THREADS = max(4, min(8, 2 * (os.cpu_count() or 2)))
-
-Progress = Callable[[int, int], None]
-
-
-def _never() -> bool:
-    return False
-
-
-def _ignore(done: int, total: int) -> None:
-    """The default progress callback."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +49,8 @@ class BackupRequest:
     job_id: str = ""
     policy: str = ""
     threads: int = DEFAULT_THREADS
-    progress: Progress = _ignore
-    should_cancel: Callable[[], bool] = _never
+    progress: Progress = ignore_progress
+    should_cancel: Callable[[], bool] = never
     properties: dict[str, object] = field(default_factory=dict)
 
 

@@ -12,6 +12,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+Progress = Callable[[int, int], None]
+FaultHook = Callable[[str], None]
+
+
+def never() -> bool:
+    """The default cancel check: never cancelled."""
+    return False
+
+
+def ignore_progress(done: int, total: int) -> None:
+    """The default progress callback."""
+
+
+def no_fault(step: str) -> None:
+    """The default crash hook (tests inject crashes at named steps): nothing happens."""
+
+
 R = TypeVar("R")
 
 

@@ -31,17 +31,14 @@ from backup_jobs.vault.format import (
     Manifest,
     ManifestDisk,
 )
+from backup_jobs.vault.pipeline import FaultHook, no_fault
 
 CONFIG_FILE = "config.json"
 # A writer lease not refreshed for this long belongs to a dead backup.
 WRITER_LEASE_TTL_SECONDS = 600.0
 
 
-def _no_fault(step: str) -> None:
-    """The default crash hook: nothing happens."""
-
-
-def write_atomically(path: Path, data: bytes, fault: Callable[[str], None] = _no_fault) -> None:
+def write_atomically(path: Path, data: bytes, fault: FaultHook = no_fault) -> None:
     """temp + fsync + rename + fsync of the directory."""
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(temp, "wb") as out:
@@ -62,7 +59,7 @@ class Vault:
         chunk_size: int,
         keys: Keys | None,
         store: ChunkStore | None = None,
-        fault: Callable[[str], None] = _no_fault,
+        fault: FaultHook = no_fault,
     ) -> None:
         self.root = root
         self.chunk_size = chunk_size
@@ -102,7 +99,7 @@ class Vault:
         *,
         keys: Keys | None = None,
         store: ChunkStore | None = None,
-        fault: Callable[[str], None] = _no_fault,
+        fault: FaultHook = no_fault,
     ) -> Vault:
         """Open the vault at ``root``; an encrypted one needs its keys."""
         try:

@@ -9,21 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backup_jobs.errors import Cancelled, InvalidRestoreTarget, VaultIntegrityError
-from backup_jobs.vault.backup import DEFAULT_THREADS, Progress
+from backup_jobs.vault.backup import DEFAULT_THREADS
 from backup_jobs.vault.chunkstore import ChunkMissing
 from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest, ManifestDisk
-from backup_jobs.vault.pipeline import bounded_map
+from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
 
 PARTIAL_SUFFIX = ".partial"
-
-
-def _never() -> bool:
-    return False
-
-
-def _ignore(done: int, total: int) -> None:
-    """The default progress callback."""
 
 
 @dataclass
@@ -35,8 +27,8 @@ class RestoreRequest:
     allowed_root: Path
     overwrite: bool = False
     threads: int = DEFAULT_THREADS
-    progress: Progress = _ignore
-    should_cancel: Callable[[], bool] = _never
+    progress: Progress = ignore_progress
+    should_cancel: Callable[[], bool] = never
 
 
 def restore(vault: Vault, request: RestoreRequest) -> list[Path]:

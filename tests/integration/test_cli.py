@@ -122,7 +122,7 @@ def test_unreachable_redis_is_one_line_without_the_password(tmp_path: Path) -> N
 def test_password_protected_redis_without_password_says_authentication_failed(
     tmp_path: Path,
 ) -> None:
-    port = embedded._free_port()
+    port = embedded.free_port()
     server = subprocess.Popen(
         [
             str(embedded.server_binary()),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -13,14 +12,8 @@ from typing import Any
 
 import pytest
 
-from backup_jobs.runtime import processes
+from backup_jobs.runtime import embedded, processes
 from tests.harness import Cluster, demo_fleet, eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
@@ -35,7 +28,7 @@ def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
 def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = embedded.free_port()
     env = {
         **cluster.child_env(),
         "BACKUP_JOBS_FLOWER_USER": "admin",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,9 +18,7 @@ from tests.harness import REPO, eventually, run_cli
 
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_JOBS_")}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = embedded.free_port()
     # As in an activated virtualenv: the Procfile's `celery` and `backup-jobs` are on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return {

@@ -18,7 +18,7 @@ DEPLOY = REPO / "deploy"
 
 
 def test_redis_conf_gives_append_only_persistence_and_no_eviction(tmp_path: Path) -> None:
-    port = embedded._free_port()
+    port = embedded.free_port()
     server = subprocess.Popen(
         [
             str(embedded.server_binary()),

@@ -11,23 +11,20 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from backup_jobs.vault.chunkstore import ChunkMissing
+from backup_jobs.vault.pipeline import FaultHook, no_fault
 
 FANOUT_HEX = 4
 TEMP_SUFFIX = ".tmp"
 
 
-def _no_fault(step: str) -> None:
-    """The default crash hook: nothing happens."""
-
-
 class FilesystemChunkStore:
     """Blobs under ``<vault>/chunks/<4 hex>/<digest>``; garbage and quarantine beside them."""
 
-    def __init__(self, vault_root: Path, fault: Callable[[str], None] = _no_fault) -> None:
+    def __init__(self, vault_root: Path, fault: FaultHook = no_fault) -> None:
         self.root = vault_root / "chunks"
         self.garbage_root = vault_root / "garbage"
         self.quarantine_root = vault_root / "quarantine"
