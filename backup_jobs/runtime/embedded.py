@@ -48,6 +48,15 @@ def server_binary() -> Path:
 
 def start(data_dir: Path) -> tuple[EmbeddedServer, subprocess.Popen[bytes]]:
     """Start a server persisting to ``data_dir/valkey`` and record it in the state file."""
+    running = find(data_dir)
+    if running is not None:
+        raise ConfigurationError(
+            detail=(
+                f"an embedded server already runs for data dir {data_dir.resolve()} "
+                f"(pid {running.pid}, {running.url}); stop that `backup-jobs up` first, or use "
+                "another BACKUP_JOBS_DATA_DIR"
+            )
+        )
     store = (data_dir / "valkey").resolve()
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()

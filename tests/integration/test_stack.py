@@ -131,3 +131,42 @@ def test_procfile_under_honcho_runs_the_whole_stack(tmp_path: Path) -> None:
         honcho.wait(timeout=60)
     time.sleep(0.5)
     assert not _alive(server.pid), (tmp_path / "honcho.log").read_text()
+
+
+def test_up_uses_the_server_that_backup_jobs_redis_url_names(
+    scratch_url: str, tmp_path: Path
+) -> None:
+    env = {**_env(tmp_path / "data"), "BACKUP_JOBS_REDIS_URL": scratch_url}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "backup_jobs", "up", "--no-flower"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        first = up.stdout.readline()
+        run_cli("fleet", "create-demo", env=env, cwd=tmp_path)
+        discovered = run_cli("vm", "discover", "--wait", env=env, cwd=tmp_path)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+
+    assert first.strip() == f"Redis:  {scratch_url}"
+    assert discovered.returncode == 0, discovered.stderr
+    assert embedded.find(tmp_path / "data") is None
+    assert not (tmp_path / "data" / "valkey").exists()
+
+
+def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server, process = embedded.start(data)
+    try:
+        result = run_cli("up", env=_env(data), cwd=tmp_path, timeout=60)
+    finally:
+        embedded.stop(server, process, data)
+
+    assert result.returncode == 2
+    assert "already runs for data dir" in result.stderr and f"pid {server.pid}" in result.stderr
