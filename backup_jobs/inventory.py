@@ -158,6 +158,9 @@ def register(ctx: JobContext) -> dict[str, Any]:
         raise VMNotFoundInInventory(vm_id, " It is no longer in the fleet; run discovery.")
     record = ctx.catalog.get_vm(vault, vm_id)
     if record is not None and record.registration == RegistrationState.REGISTERED:
+        if record.last_job_id == ctx.job.id:
+            # An earlier attempt of this job registered the VM but died before recording it.
+            return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
         raise AlreadyRegistered(vm_id)
     check_registrable(vm, ctx.vault, ctx.settings.max_data_disks)
     registering = _merge(record, vm)

@@ -18,7 +18,7 @@ from backup_jobs.catalog import Catalog
 from backup_jobs.errors import BackupJobsError, InternalError, LeaseLost
 from backup_jobs.inventory import JobContext
 from backup_jobs.models import Job, Operation
-from backup_jobs.operations import OPERATIONS
+from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root
 
 log = logging.getLogger("backup_jobs.worker")
@@ -132,7 +132,7 @@ def run_job(
     return summary(failed)
 
 
-def _roll_back(spec: Any, ctx: JobContext | None, error: BackupJobsError) -> None:
+def _roll_back(spec: OperationSpec, ctx: JobContext | None, error: BackupJobsError) -> None:
     if ctx is None:
         return
     try:

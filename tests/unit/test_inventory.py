@@ -139,3 +139,19 @@ def test_register_timeout_is_install_agent_timeout_and_rolls_the_vm_back() -> No
     assert record is not None and record.registration == RegistrationState.NOT_REGISTERED
     assert record.last_error is not None and record.last_error["code"] == "InstallAgentTimeout"
     assert ctx.job.status == JobStatus.IN_PROGRESS
+
+
+def test_retry_of_a_register_that_already_succeeded_completes_instead_of_failing() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", HEALTHY)
+    ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
+    inventory.register(ctx)  # the attempt's worker dies before the job is recorded Completed
+
+    again = inventory.register(ctx)
+
+    assert again["registration"] == "Registered"
+    assert provider.installed == [HEALTHY.id]
+    catalog.release_lock("v", HEALTHY.id, ctx.job.id)
+    other = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
+    with pytest.raises(errors.AlreadyRegistered):
+        inventory.register(other)
