@@ -1,4 +1,4 @@
-"""The shared task plumbing: lease, heartbeat, time limits, retries and the job record.
+"""The shared task plumbing: lease, time limits, retries and the job record.
 
 Task bodies stay one line; everything cross-cutting happens here, once.
 """
@@ -6,15 +6,12 @@ Task bodies stay one line; everything cross-cutting happens here, once.
 from __future__ import annotations
 
 import logging
-import threading
-from types import TracebackType
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from backup_jobs import jobs
-from backup_jobs.catalog import Catalog
 from backup_jobs.errors import BackupJobsError, InternalError, LeaseLost
 from backup_jobs.inventory import JobContext
 from backup_jobs.models import Job, Operation
@@ -22,46 +19,6 @@ from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root
 
 log = logging.getLogger("backup_jobs.worker")
-
-
-class Heartbeat:
-    """Renews the item's lease every third of its TTL while the attempt runs."""
-
-    def __init__(self, catalog: Catalog, started: jobs.Started, ttl_seconds: float) -> None:
-        self._catalog = catalog
-        self._job = started.job
-        self._ttl = ttl_seconds
-        self._stop = threading.Event()
-        self._lost = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"heartbeat-{self._job.id}", daemon=True
-        )
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def check(self) -> None:
-        """Raise ``LeaseLost`` if the lease could not be renewed; work must stop."""
-        if self._lost.is_set():
-            raise LeaseLost(self._job.item_name)
-
-    def _run(self) -> None:
-        job = self._job
-        while not self._stop.wait(self._ttl / 3):
-            try:
-                if not self._catalog.renew_lock(job.vault, job.item, job.id, self._ttl):
-                    self._lost.set()
-                    log.warning("lease_lost job=%s item=%s", job.id, job.item_name)
-                    return
-            except BackupJobsError:
-                log.warning("lease_renewal_failed job=%s item=%s", job.id, job.item_name)
 
 
 def summary(job: Job | None, **extra: Any) -> dict[str, Any]:
@@ -100,11 +57,11 @@ def run_job(
         attempt,
     )
     ctx: JobContext | None = None
-    with Heartbeat(catalog, started, settings.lease_ttl_seconds) as heartbeat:
+    with root.heartbeats().hold(job) as check_lease:
         try:
             vault = root.vault(job.vault)
             ctx = JobContext(
-                job, started.fence, vault, catalog, root.provider(vault), settings, heartbeat.check
+                job, started.fence, vault, catalog, root.provider(vault), settings, check_lease
             )
             properties = spec.run(ctx)
         except SoftTimeLimitExceeded:

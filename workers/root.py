@@ -9,6 +9,7 @@ from pathlib import Path
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.errors import ConfigurationError
+from backup_jobs.heartbeat import Heartbeats
 from backup_jobs.models import VaultConfig
 from backup_jobs.provider import Provider
 from backup_jobs.providers.local import LocalFleet, LocalProvider
@@ -44,6 +45,12 @@ def redis_url() -> str:
 def catalog() -> RedisCatalog:
     """The Redis catalog (redis-py reconnects after fork by itself)."""
     return RedisCatalog.from_url(redis_url())
+
+
+@functools.cache
+def heartbeats() -> Heartbeats:
+    """The process's lease heartbeat (its thread starts with the first attempt)."""
+    return Heartbeats(catalog(), settings().lease_ttl_seconds)
 
 
 def clock() -> Clock:

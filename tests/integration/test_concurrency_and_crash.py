@@ -106,3 +106,17 @@ def test_lease_is_free_while_a_job_waits_to_retry(cluster: Cluster, tmp_path: Pa
 
     assert client.catalog.lock_holder(client.vault.name, "vault") is None
     assert eventually(lambda: handle.job().status == JobStatus.COMPLETED)
+
+
+def test_a_job_running_longer_than_the_lease_ttl_keeps_its_lease_by_heartbeat(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    fleet = demo_fleet(tmp_path)
+    fleet.faults.add(Fault("discovery-slow", times=1, seconds=7))  # the session lease TTL is 3 s
+    client = cluster.client(tmp_path / "fleet")
+
+    job = client.discover().wait(60)
+
+    assert job.status == JobStatus.COMPLETED
+    assert job.attempt == 1
+    assert [a.status for a in job.attempts] == [JobStatus.COMPLETED]

@@ -22,6 +22,7 @@ DOMAIN_MODULES = [
     "backup_jobs.catalog",
     "backup_jobs.provider",
     "backup_jobs.dispatcher",
+    "backup_jobs.heartbeat",
     "backup_jobs.jobs",
     "backup_jobs.inventory",
     "backup_jobs.operations",
