@@ -21,6 +21,19 @@ from workers import root
 log = logging.getLogger("backup_jobs.worker")
 
 
+class EventLog:
+    """Logs events named as past-tense facts, with the job, item (VM) and task ids bound once."""
+
+    def __init__(self, logger: logging.Logger, **bound: object) -> None:
+        self._logger = logger
+        self._bound = bound
+
+    def event(self, name: str, level: int = logging.INFO, **fields: object) -> None:
+        """Log ``name key=value ...`` (bound fields first)."""
+        pairs = " ".join(f"{k}={v}" for k, v in {**self._bound, **fields}.items())
+        self._logger.log(level, "%s %s", name, pairs, exc_info=level >= logging.ERROR)
+
+
 def summary(job: Job | None, **extra: Any) -> dict[str, Any]:
     """The small JSON result Flower shows for a task."""
     if job is None:
@@ -49,13 +62,8 @@ def run_job(
         return summary(catalog.get_job(job_id), skipped=True)
     job = started.job
     spec = OPERATIONS[operation]
-    log.info(
-        "attempt_started job=%s operation=%s item=%s attempt=%d",
-        job.id,
-        operation,
-        job.item_name,
-        attempt,
-    )
+    events = EventLog(log, job=job.id, item=job.item_name, task=task.request.id)
+    events.event("attempt_started", operation=operation.value, attempt=attempt)
     ctx: JobContext | None = None
     with root.heartbeats().hold(job) as check_lease:
         try:
@@ -69,30 +77,26 @@ def run_job(
         except BackupJobsError as exc:
             error = exc
         except Exception as exc:
-            log.exception("attempt_crashed job=%s item=%s", job.id, job.item_name)
+            events.event("attempt_crashed", logging.ERROR)
             error = InternalError(job.item_name, repr(exc))
         else:
             done = jobs.complete(catalog, started, properties, clock)
-            log.info("job_completed job=%s item=%s", job.id, job.item_name)
+            events.event("job_completed", status=done.status.value)
             return summary(done)
-        _roll_back(spec, ctx, error)
+        _roll_back(spec, ctx, error, events)
         failed = jobs.fail_attempt(
             catalog, job, error, settings.retry_delay_seconds, clock, started.fence
         )
-    log.info(
-        "attempt_failed job=%s item=%s code=%s status=%s",
-        job.id,
-        job.item_name,
-        error.code,
-        failed.status,
-    )
+    events.event("attempt_failed", code=error.code, status=failed.status.value)
     return summary(failed)
 
 
-def _roll_back(spec: OperationSpec, ctx: JobContext | None, error: BackupJobsError) -> None:
+def _roll_back(
+    spec: OperationSpec, ctx: JobContext | None, error: BackupJobsError, events: EventLog
+) -> None:
     if ctx is None:
         return
     try:
         spec.on_failure(ctx, error)
     except LeaseLost:
-        log.info("rollback_skipped job=%s: lease lost", ctx.job.id)
+        events.event("rollback_skipped", reason="lease lost")
