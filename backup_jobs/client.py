@@ -115,7 +115,7 @@ class Client:
             self.settings.max_attempts,
             self._clock,
         )
-        jobs.submit(self.catalog, self._dispatcher, job)
+        jobs.submit(self.catalog, self._dispatcher, job, self._clock)
         return self.handle(job.id)
 
     def register(self, vms: Iterable[str]) -> list[JobHandle]:
@@ -134,7 +134,7 @@ class Client:
                 self.settings.max_attempts,
                 self._clock,
             )
-            jobs.submit(self.catalog, self._dispatcher, job)
+            jobs.submit(self.catalog, self._dispatcher, job, self._clock)
             handles.append(self.handle(job.id))
         return handles
 

@@ -13,6 +13,7 @@ Pure over the catalog and dispatcher ports. The rules (DESIGN §5):
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -62,10 +63,19 @@ def new_job(
     )
 
 
-def submit(catalog: Catalog, dispatcher: Dispatcher, job: Job) -> Job:
-    """Store a new job and send its first attempt."""
+def submit(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> Job:
+    """Store a new job and send its first attempt; a job whose message cannot be sent fails.
+
+    Without that, a job created while the broker refuses messages would stay Queued forever.
+    """
     catalog.create_job(job)
-    dispatcher.send(job, 1)
+    try:
+        dispatcher.send(job, 1)
+    except BackupJobsError as error:
+        failed = job.evolve(status=JobStatus.FAILED, ended_at=clock.now(), error=error.to_dict())
+        with contextlib.suppress(BackupJobsError):
+            catalog.save_job(failed)
+        raise
     return job
 
 

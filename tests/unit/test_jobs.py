@@ -21,7 +21,7 @@ def clock() -> FrozenClock:
 
 def _submit(catalog: MemoryCatalog, clock: FrozenClock, item: str = "cs/vm") -> Job:
     job = jobs.new_job("v", Operation.REGISTER, item, item, 3, clock)
-    jobs.submit(catalog, RecordingDispatcher(), job)
+    jobs.submit(catalog, RecordingDispatcher(), job, clock)
     return job
 
 
@@ -130,3 +130,24 @@ def test_reaper_leaves_attempts_with_a_live_lease_alone(clock: FrozenClock) -> N
 
     assert jobs.reap_lost_jobs(catalog, 900, clock) == []
     assert catalog.get_job(job.id).status == JobStatus.IN_PROGRESS  # type: ignore[union-attr]
+
+
+class RefusingDispatcher:
+    """A broker that refuses every message."""
+
+    def send(self, job: Job, attempt: int) -> str:
+        raise errors.RedisUnavailable(job.item_name, "redis://127.0.0.1:1/0: refused")
+
+
+def test_a_job_whose_message_cannot_be_sent_fails_instead_of_staying_queued(
+    clock: FrozenClock,
+) -> None:
+    catalog = MemoryCatalog()
+    job = jobs.new_job("v", Operation.DISCOVERY, "vault", "v", 3, clock)
+
+    with pytest.raises(errors.RedisUnavailable):
+        jobs.submit(catalog, RefusingDispatcher(), job, clock)
+
+    record = catalog.get_job(job.id)
+    assert record is not None and record.status == JobStatus.FAILED
+    assert record.error is not None and record.error["code"] == "RedisUnavailable"
