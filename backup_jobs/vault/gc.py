@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from backup_jobs.errors import VaultIntegrityError
 from backup_jobs.vault.format import ZERO_DIGEST
-from backup_jobs.vault.repository import Vault
+from backup_jobs.vault.repository import WRITER_LEASE_TTL_SECONDS, Vault
 
 # Absorbs clock skew between the machines that share a vault.
 DEFAULT_MARGIN_SECONDS = 300.0
@@ -56,7 +56,9 @@ def collect_garbage(
             if digest not in live and mtime < cutoff:
                 vault.store.condemn(digest)
                 condemned += 1
-    temporaries = vault.store.remove_temporaries(cutoff)
+    # A temp file is an interrupted write only if it is far older than any write takes: a
+    # fresh one belongs to a backup that may have started after this GC looked at the leases.
+    temporaries = vault.store.remove_temporaries(min(cutoff, started - WRITER_LEASE_TTL_SECONDS))
     return GcReport(cutoff, len(live), rescued, purged, condemned, temporaries, orphans, unreadable)
 
 

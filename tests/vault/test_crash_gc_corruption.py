@@ -198,3 +198,17 @@ def test_swapped_encrypted_blob_fails_authentication(tmp_path: Path, encrypted_v
 
     assert set(report.bad_chunks) == {first.name, second.name}
     assert all("decrypt" in why for why in report.bad_chunks.values())
+
+
+def test_gc_removes_only_temp_files_older_than_any_write_takes(vault: Vault) -> None:
+    folder = vault.root / "chunks" / "abcd"
+    folder.mkdir(parents=True)
+    temp = folder / (".abcd" + "0" * 60 + ".1234abcd.tmp")
+    temp.write_bytes(b"half a blob")
+
+    collect_garbage(vault, margin_seconds=0, now=time.time() + 5)
+    survived = temp.exists()
+    report = collect_garbage(vault, margin_seconds=0, now=time.time() + 3600)
+
+    assert survived
+    assert report.temporaries_removed == 1 and not temp.exists()
