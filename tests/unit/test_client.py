@@ -1,0 +1,100 @@
+"""The Python API on in-memory adapters: submission checks, filters, handles."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backup_jobs import Client, JobTimeout, errors
+from backup_jobs.models import VM, JobStatus, Operation, RegistrationState
+from backup_jobs.settings import Settings
+from backup_jobs.testing import FrozenClock, MemoryCatalog, RecordingDispatcher
+
+T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[Client, MemoryCatalog, RecordingDispatcher, FrozenClock]:
+    catalog, dispatcher, clock = MemoryCatalog(), RecordingDispatcher(), FrozenClock(T0)
+    settings = Settings(vault="v", region="r1", fleet_dir=tmp_path)
+    for vm in (
+        VM("web01", "cs1", "r1"),
+        VM("db01", "cs1", "r1"),
+        VM("db01", "cs2", "r1"),
+        VM("far01", "cs3", "r2"),
+        VM("gone01", "cs1", "r1", deleted=True),
+    ):
+        catalog.put_vm("v", vm)
+    return Client(settings, catalog, dispatcher, clock), catalog, dispatcher, clock
+
+
+def test_client_records_its_vault_with_the_fleet_directory(parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, _, _ = parts
+
+    vault = catalog.get_vault("v")
+
+    assert vault is not None and vault.fleet_dir == str(tmp_path.resolve()) and vault.region == "r1"
+    assert client.vault == vault
+
+
+def test_register_sends_one_first_attempt_per_vm_and_dedups_names(parts) -> None:  # type: ignore[no-untyped-def]
+    client, _, dispatcher, _ = parts
+
+    handles = client.register(["web01", "cs1/web01", "cs2/db01"])
+
+    assert len(handles) == 2
+    assert [attempt for _, attempt in dispatcher.sent] == [1, 1]
+    assert [h.job().item for h in handles] == ["cs1/web01", "cs2/db01"]
+    assert all(h.status() == JobStatus.QUEUED for h in handles)
+
+
+def test_register_checks_every_name_before_creating_any_job(parts) -> None:  # type: ignore[no-untyped-def]
+    client, _, dispatcher, _ = parts
+
+    for names, error in (
+        (["web01", "db01"], errors.AmbiguousVMName),
+        (["web01", "far01"], errors.RegionMismatch),
+        (["web01", "gone01"], errors.VMNotFoundInInventory),
+    ):
+        with pytest.raises(error):
+            client.register(names)
+
+    assert dispatcher.sent == [] and client.jobs() == []
+
+
+def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, _, clock = parts
+    client.discover()
+    clock.advance(3600)
+    [handle] = client.register(["web01"])
+    catalog.save_job(handle.job().evolve(status=JobStatus.FAILED))
+
+    assert [j.operation for j in client.jobs()] == [Operation.REGISTER, Operation.DISCOVERY]
+    assert len(client.jobs(operation="discovery")) == 1
+    assert len(client.jobs(status=JobStatus.FAILED)) == 1
+    assert len(client.jobs(since=T0 + timedelta(minutes=30))) == 1
+
+
+def test_vms_lists_registrable_ones_and_hides_deleted_unless_asked(parts) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, _, _ = parts
+    catalog.put_vm("v", replace(VM("db01", "cs1", "r1"), registration=RegistrationState.REGISTERED))
+
+    assert {vm.id for vm in client.vms(registrable=True)} == {"cs1/web01", "cs2/db01"}
+    assert "cs1/gone01" not in {vm.id for vm in client.vms()}
+    assert "cs1/gone01" in {vm.id for vm in client.vms(include_deleted=True)}
+
+
+def test_wait_times_out_without_touching_the_job_and_result_reports_the_end(parts) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, _, _ = parts
+    handle = client.discover()
+
+    with pytest.raises(JobTimeout, match="still Queued"):
+        handle.wait(timeout=0.2)
+    catalog.save_job(handle.job().evolve(status=JobStatus.COMPLETED, properties={"vms": 3}))
+
+    assert handle.result(timeout=1) == {"status": "Completed", "error": None, "vms": 3}
+    with pytest.raises(errors.JobNotFound):
+        client.job("no-such-job")

@@ -1,0 +1,151 @@
+"""The vault's formats and codec: every reader refuses what it does not know, and says why."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import pytest
+
+from backup_jobs.vault.codec import ChunkCodec
+from backup_jobs.vault.crypto import Keys
+from backup_jobs.vault.format import (
+    ZERO_DIGEST,
+    DiskIndex,
+    FormatError,
+    Manifest,
+    ManifestDisk,
+    chunk_count,
+    new_recovery_point_id,
+    unpack_blob,
+)
+
+COMPRESSIBLE = b"backup-jobs " * 10_000
+RANDOM = os.urandom(50_000)
+
+
+@pytest.mark.parametrize("keys", [None, Keys.generate()], ids=["plain", "encrypted"])
+@pytest.mark.parametrize(
+    "data", [COMPRESSIBLE, RANDOM, b"x"], ids=["compressible", "random", "tiny"]
+)
+def test_codec_round_trips(keys: Keys | None, data: bytes) -> None:
+    codec = ChunkCodec(keys)
+    digest = codec.digest(data)
+
+    blob = b"".join(codec.encode(data, digest))
+
+    assert bytes(codec.decode(blob, digest)) == data
+
+
+def test_compression_is_used_only_when_it_shrinks_the_chunk() -> None:
+    codec = ChunkCodec()
+
+    compressed = b"".join(codec.encode(COMPRESSIBLE, codec.digest(COMPRESSIBLE)))
+    raw = b"".join(codec.encode(RANDOM, codec.digest(RANDOM)))
+
+    assert len(compressed) < len(COMPRESSIBLE) / 10
+    assert len(raw) == len(RANDOM) + 16
+    assert unpack_blob(compressed)[0].flags == 1 and unpack_blob(raw)[0].flags == 0
+
+
+def test_encrypted_digests_are_keyed_and_blobs_hide_the_content() -> None:
+    plain, keyed = ChunkCodec(), ChunkCodec(Keys.generate())
+
+    blob = b"".join(keyed.encode(COMPRESSIBLE, keyed.digest(COMPRESSIBLE)))
+
+    assert plain.digest(COMPRESSIBLE) != keyed.digest(COMPRESSIBLE)
+    assert b"backup-jobs" not in blob
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda b: b[:10], "shorter than its header"),
+        (lambda b: b"XXXX" + b[4:], "magic"),
+        (lambda b: b[:4] + b"\x09" + b[5:], "version 9"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "CRC32"),
+    ],
+)
+def test_damaged_blobs_are_refused_with_the_reason(mangle, reason: str) -> None:  # type: ignore[no-untyped-def]
+    codec = ChunkCodec()
+    digest = codec.digest(RANDOM)
+    blob = b"".join(codec.encode(RANDOM, digest))
+
+    with pytest.raises(FormatError, match=reason):
+        codec.decode(mangle(blob), digest)
+
+
+def test_a_blob_under_the_wrong_name_is_refused() -> None:
+    codec = ChunkCodec()
+    blob = b"".join(codec.encode(RANDOM, codec.digest(RANDOM)))
+
+    with pytest.raises(FormatError, match="does not match its digest"):
+        codec.decode(blob, codec.digest(b"something else"))
+
+
+def test_an_encrypted_blob_needs_the_key_and_the_right_one() -> None:
+    keyed = ChunkCodec(Keys.generate())
+    digest = keyed.digest(RANDOM)
+    blob = b"".join(keyed.encode(RANDOM, digest))
+
+    with pytest.raises(FormatError, match="without a key"):
+        ChunkCodec().decode(blob, digest)
+    with pytest.raises(FormatError, match="does not decrypt"):
+        ChunkCodec(Keys.generate()).decode(blob, digest)
+
+
+def test_index_round_trips_and_refuses_damage() -> None:
+    index = DiskIndex(10_000, 4096, (b"\x01" * 32, ZERO_DIGEST, b"\x02" * 32))
+    data = index.encode()
+
+    assert DiskIndex.decode(data) == index
+    with pytest.raises(FormatError, match="truncated"):
+        DiskIndex.decode(data[:-1])
+    with pytest.raises(FormatError, match="checksum"):
+        DiskIndex.decode(data[:30] + bytes([data[30] ^ 1]) + data[31:])
+    with pytest.raises(FormatError, match="magic"):
+        DiskIndex.decode(b"NOPE" + data[4:])
+    with pytest.raises(FormatError, match="too short"):
+        DiskIndex.decode(b"")
+
+
+def test_index_whose_count_disagrees_with_its_sizes_is_refused() -> None:
+    bad = DiskIndex(10_000, 4096, (ZERO_DIGEST,))  # 10,000 B need 3 chunks of 4 KiB
+
+    with pytest.raises(FormatError, match="chunk count"):
+        DiskIndex.decode(bad.encode())
+
+
+def test_chunk_count_rounds_up() -> None:
+    assert [chunk_count(n, 4) for n in (0, 1, 4, 5, 8)] == [0, 1, 1, 2, 2]
+
+
+def test_manifest_round_trips_and_refuses_unknown_versions() -> None:
+    manifest = Manifest(
+        id=new_recovery_point_id(datetime(2026, 5, 1, 12, tzinfo=UTC)),
+        vm="cs/vm",
+        created_at=datetime(2026, 5, 1, 12, tzinfo=UTC),
+        consistency="FileSystemConsistent",
+        disks=(ManifestDisk("os", "indexes/x/os.idx", "ab", 10, 4, 3, 2, 9),),
+        job_id="j",
+    )
+    raw = manifest.encode()
+    future = json.loads(raw)
+    future["version"] = 2
+
+    assert Manifest.decode(raw) == manifest
+    assert manifest.id.startswith("20260501T120000Z-")
+    assert json.loads(raw)["size_bytes"] == 10
+    with pytest.raises(FormatError, match="version 2"):
+        Manifest.decode(json.dumps(future).encode())
+    with pytest.raises(FormatError, match="does not parse"):
+        Manifest.decode(b"{}")
+
+
+def test_recovery_point_ids_sort_by_time_and_are_unique() -> None:
+    early = new_recovery_point_id(datetime(2026, 1, 1, tzinfo=UTC))
+    late = new_recovery_point_id(datetime(2026, 1, 2, tzinfo=UTC))
+
+    assert early < late
+    assert len({new_recovery_point_id() for _ in range(100)}) == 100

@@ -1,0 +1,90 @@
+"""Bounded parallel maps and hole detection."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_jobs.vault.pipeline import bounded_map
+from backup_jobs.vault.sparse import ExtentMap, data_extents
+
+
+def test_bounded_map_keeps_order_and_never_has_more_than_the_window_in_flight() -> None:
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def work(n: int) -> int:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.002 * (n % 3))
+        with lock:
+            in_flight[0] -= 1
+        return n * n
+
+    results = list(bounded_map(work, range(50), threads=4, window=5))
+
+    assert results == [(n, n * n) for n in range(50)]
+    assert peak[0] <= 5
+
+
+def test_bounded_map_stops_submitting_when_the_check_raises() -> None:
+    submitted: list[int] = []
+
+    def check() -> None:
+        if len(submitted) >= 3:
+            raise KeyboardInterrupt
+
+    def work(n: int) -> int:
+        submitted.append(n)
+        return n
+
+    with pytest.raises(KeyboardInterrupt):
+        list(bounded_map(work, range(100), threads=1, window=2, before_each=check))
+
+    assert len(submitted) < 10
+
+
+def test_bounded_map_propagates_a_worker_exception() -> None:
+    def work(n: int) -> int:
+        if n == 7:
+            raise ValueError("seven")
+        return n
+
+    with pytest.raises(ValueError, match="seven"):
+        list(bounded_map(work, range(20), threads=3))
+
+
+def test_data_extents_skip_holes(tmp_path: Path) -> None:
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.write(b"a" * 4096)
+        f.seek(10 << 20)
+        f.write(b"b" * 4096)
+        f.truncate(20 << 20)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        extents = data_extents(fd, 20 << 20)
+    finally:
+        os.close(fd)
+
+    assert extents[0][0] == 0
+    assert any(start <= (10 << 20) < end for start, end in extents)
+    assert sum(end - start for start, end in extents) < 2 << 20
+    assert extents[-1][1] <= 20 << 20
+
+
+def test_extent_map_answers_overlaps() -> None:
+    extents = ExtentMap([(0, 10), (100, 200), (500, 501)])
+
+    assert extents.has_data(5, 20)
+    assert not extents.has_data(10, 100)
+    assert extents.has_data(99, 101)
+    assert extents.has_data(150, 160)
+    assert not extents.has_data(200, 500)
+    assert extents.has_data(0, 1000)
+    assert not ExtentMap([]).has_data(0, 10)
