@@ -29,6 +29,18 @@ def _env(data_dir: Path) -> dict[str, str]:
     }
 
 
+def _start_up(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """`backup-jobs up ARGS` as a user starts it in a terminal, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "backup_jobs", "up", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -64,14 +76,7 @@ def test_up_serves_other_commands_through_its_state_file_and_stops_on_ctrl_c(
 ) -> None:
     data = tmp_path / "data"
     env = _env(data)
-    up = subprocess.Popen(
-        [sys.executable, "-m", "backup_jobs", "up"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up = _start_up(env, tmp_path)
     try:
         assert up.stdout is not None
         lines = [up.stdout.readline() for _ in range(4)]
@@ -137,14 +142,7 @@ def test_up_uses_the_server_that_backup_jobs_redis_url_names(
     scratch_url: str, tmp_path: Path
 ) -> None:
     env = {**_env(tmp_path / "data"), "BACKUP_JOBS_REDIS_URL": scratch_url}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "backup_jobs", "up", "--no-flower"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up = _start_up(env, tmp_path, "--no-flower")
     try:
         assert up.stdout is not None
         first = up.stdout.readline()
