@@ -12,6 +12,7 @@ from backup_jobs.errors import Cancelled, InvalidRestoreTarget, VaultIntegrityEr
 from backup_jobs.vault.backup import DEFAULT_THREADS
 from backup_jobs.vault.chunkstore import ChunkMissing
 from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest, ManifestDisk
+from backup_jobs.vault.imagefile import ImageWriter
 from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
 
@@ -70,42 +71,40 @@ def _restore_disk(
     index = vault.read_index(manifest, disk)
     total = manifest.size_bytes
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    image = ImageWriter(partial, index.image_size)
+    wanted = [i for i, d in enumerate(index.digests) if d != ZERO_DIGEST]
+
+    def restore_chunk(i: int) -> int:
+        digest = index.digests[i]
+        try:
+            data = vault.codec.decode(vault.store.get(digest.hex()), digest)
+        except ChunkMissing as exc:
+            raise _integrity(manifest, digest, "is missing") from exc
+        except FormatError as exc:
+            raise _integrity(manifest, digest, str(exc)) from exc
+        image.write(data, i * index.chunk_size)
+        return len(data)
+
+    def check_cancel() -> None:
+        if request.should_cancel():
+            raise Cancelled(manifest.vm)
+
     try:
-        os.ftruncate(fd, index.image_size)
-        wanted = [i for i, d in enumerate(index.digests) if d != ZERO_DIGEST]
-
-        def read_chunk(i: int) -> bytes | memoryview:
-            digest = index.digests[i]
-            try:
-                return vault.codec.decode(vault.store.get(digest.hex()), digest)
-            except ChunkMissing as exc:
-                raise _integrity(manifest, digest, "is missing") from exc
-            except FormatError as exc:
-                raise _integrity(manifest, digest, str(exc)) from exc
-
-        def check_cancel() -> None:
-            if request.should_cancel():
-                raise Cancelled(manifest.vm)
-
-        holes = index.image_size - sum(
+        done[0] += index.image_size - sum(
             min(index.chunk_size, index.image_size - i * index.chunk_size) for i in wanted
         )
-        done[0] += holes
         request.progress(done[0], total)
-        # Threads read and verify; this thread writes, in order, so the file is laid out
-        # sequentially (interleaved writes from several threads fragment it).
-        for i, data in bounded_map(read_chunk, wanted, request.threads, before_each=check_cancel):
-            os.pwrite(fd, data, i * index.chunk_size)
-            done[0] += len(data)
+        for _, nbytes in bounded_map(
+            restore_chunk, wanted, request.threads, before_each=check_cancel
+        ):
+            done[0] += nbytes
             request.progress(done[0], total)
-        os.fsync(fd)
     except BaseException:
-        os.close(fd)
+        image.close()
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
-    os.close(fd)
+    image.finish()
     os.replace(partial, final)
 
 

@@ -54,6 +54,8 @@ class FilesystemChunkStore:
             try:
                 _write_all(fd, blob)
                 os.fsync(fd)
+                # Written once, read rarely: give the pages back now rather than evict others.
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
             self._fault("chunk_temp_written")
