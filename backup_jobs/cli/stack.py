@@ -122,7 +122,11 @@ def demo(vault: str | None, stay_up: bool) -> None:
             )
             _run_demo(client)
             if stay_up:
-                click.echo(f"Vault {settings.vault}. Still running; press Ctrl-C to stop.")
+                click.echo(
+                    f"\nStill running (Flower: {stack.flower_url}); press Ctrl-C to stop. In another "
+                    f"terminal: BACKUP_JOBS_VAULT={settings.vault} "
+                    f"BACKUP_JOBS_FLEET_DIR={settings.fleet_dir.resolve()} backup-jobs job list"
+                )
                 while not processes.exited(stack):
                     time.sleep(0.5)
         except KeyboardInterrupt:
