@@ -123,8 +123,8 @@ def demo(vault: str | None, stay_up: bool) -> None:
             _run_demo(client)
             if stay_up:
                 click.echo(
-                    f"\nStill running (Flower: {stack.flower_url}); press Ctrl-C to stop. In another "
-                    f"terminal: BACKUP_JOBS_VAULT={settings.vault} "
+                    f"\nStill running (Flower: {stack.flower_url}); press Ctrl-C to stop. "
+                    f"In another terminal: BACKUP_JOBS_VAULT={settings.vault} "
                     f"BACKUP_JOBS_FLEET_DIR={settings.fleet_dir.resolve()} backup-jobs job list"
                 )
                 while not processes.exited(stack):
