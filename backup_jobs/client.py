@@ -85,8 +85,6 @@ class Client:
             provider=settings.provider,
             fleet_dir=str(Path(settings.fleet_dir).resolve()),
         )
-        if catalog.get_vault(self.vault.name) != self.vault:
-            catalog.put_vault(self.vault)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
@@ -105,8 +103,18 @@ class Client:
         """A handle on an existing job."""
         return JobHandle(self.catalog, job_id)
 
+    def _record_vault(self) -> None:
+        """Record this client's view of the vault (region, fleet) for the workers.
+
+        Only commands that start jobs do this, so that reading with other settings (a
+        ``job list`` from another directory) never changes where the workers look.
+        """
+        if self.catalog.get_vault(self.vault.name) != self.vault:
+            self.catalog.put_vault(self.vault)
+
     def discover(self) -> JobHandle:
         """Start a Discovery job for the vault."""
+        self._record_vault()
         job = jobs.new_job(
             self.vault.name,
             Operation.DISCOVERY,
@@ -124,6 +132,7 @@ class Client:
         targets = [index.resolve(name) for name in vms]
         for vm in targets:
             inventory.check_submittable(vm, self.vault)
+        self._record_vault()
         handles = []
         for vm in {vm.id: vm for vm in targets}.values():
             job = jobs.new_job(

@@ -31,11 +31,18 @@ def parts(tmp_path: Path) -> tuple[Client, MemoryCatalog, RecordingDispatcher, F
     return Client(settings, catalog, dispatcher, clock), catalog, dispatcher, clock
 
 
-def test_client_records_its_vault_with_the_fleet_directory(parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_only_submitting_records_the_vault_and_its_fleet_directory(  # type: ignore[no-untyped-def]
+    parts, tmp_path: Path
+) -> None:
     client, catalog, _, _ = parts
+    client.jobs()
+    client.vms()
+    before = catalog.get_vault("v")
+
+    client.discover()
 
     vault = catalog.get_vault("v")
-
+    assert before is None
     assert vault is not None and vault.fleet_dir == str(tmp_path.resolve()) and vault.region == "r1"
     assert client.vault == vault
 
