@@ -142,6 +142,15 @@ def demo_fleet(root: Path) -> LocalFleet:
     return create_demo_fleet(root / "fleet", REGION)
 
 
+def discovered(cluster: Cluster, root: Path) -> tuple[LocalFleet, Client]:
+    """A fresh demo fleet under ``root``, a client on a fresh vault, and a finished discovery."""
+    fleet = demo_fleet(root)
+    client = cluster.client(root / "fleet")
+    job = client.discover().wait(30)
+    assert job.status == JobStatus.COMPLETED, job.error
+    return fleet, client
+
+
 def run_cli(
     *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,13 @@ def _env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
     }
 
 
+def _discovered_env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    env = _env(cluster, tmp_path)
+    assert run_cli("fleet", "create-demo", env=env).returncode == 0
+    assert run_cli("vm", "discover", "--wait", env=env).returncode == 0
+    return env
+
+
 def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -83,9 +90,7 @@ def test_fault_commands_arm_list_and_clear(cluster: Cluster, tmp_path: Path) -> 
 def test_unknown_vm_name_prints_close_matches_and_exit_code_3(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    env = _env(cluster, tmp_path)
-    run_cli("fleet", "create-demo", env=env)
-    run_cli("vm", "discover", "--wait", env=env)
+    env = _discovered_env(cluster, tmp_path)
 
     result = run_cli("vm", "register", "web1", env=env)
 
@@ -168,9 +173,7 @@ def test_missing_fleet_directory_is_a_clear_error_for_fleet_commands(tmp_path: P
 def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    env = _env(cluster, tmp_path)
-    run_cli("fleet", "create-demo", env=env)
-    run_cli("vm", "discover", "--wait", env=env)
+    env = _discovered_env(cluster, tmp_path)
     run_cli(
         "fleet", "fault", "set", "install-slow", "--vm", "cs-app/app01", "--seconds", "2", env=env
     )

@@ -7,15 +7,21 @@ from pathlib import Path
 
 from backup_jobs.models import JobStatus, RegistrationState
 from backup_jobs.providers.local_faults import Fault
-from tests.harness import Cluster, demo_fleet, eventually, flush, wait_for_status, with_db
+from tests.harness import (
+    Cluster,
+    demo_fleet,
+    discovered,
+    eventually,
+    flush,
+    wait_for_status,
+    with_db,
+)
 
 
 def test_second_register_of_locked_vm_fails_with_operation_in_progress(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    fleet = demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    fleet, client = discovered(cluster, tmp_path)
     fleet.faults.add(Fault("install-slow", vm="cs-app/app01", times=None, seconds=2))
 
     first = client.register(["cs-app/app01"])[0]

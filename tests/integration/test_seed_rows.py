@@ -9,7 +9,7 @@ import pytest
 from backup_jobs import errors
 from backup_jobs.models import JobStatus, RegistrationState
 from backup_jobs.providers.local_faults import Fault
-from tests.harness import Cluster, demo_fleet, wait_for_status
+from tests.harness import Cluster, demo_fleet, discovered, wait_for_status
 
 REGISTER_ROWS = [
     (
@@ -88,9 +88,7 @@ def test_register_row_fails_with_the_seed_error_and_its_action(
 def test_healthy_vms_register_and_the_extension_is_recorded_in_vm_json(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    fleet = demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    fleet, client = discovered(cluster, tmp_path)
 
     handles = client.register(["cs-web/web01", "app01"])
     jobs = [h.wait(30) for h in handles]
@@ -153,9 +151,7 @@ def test_discovery_that_keeps_failing_stops_after_max_attempts(
 def test_discovery_marks_vms_gone_from_the_fleet_deleted_and_keeps_them(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    fleet = demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    fleet, client = discovered(cluster, tmp_path)
     client.register(["cs-app/app01"])[0].wait(30)
 
     fleet.delete_vm("cs-app/app01")
@@ -173,9 +169,7 @@ def test_discovery_marks_vms_gone_from_the_fleet_deleted_and_keeps_them(
 def test_registrable_lists_only_unregistered_vms_of_the_vaults_region(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    _, client = discovered(cluster, tmp_path)
     client.register(["cs-web/web01"])[0].wait(30)
 
     names = {v.id for v in client.vms(registrable=True)}
@@ -188,9 +182,7 @@ def test_registrable_lists_only_unregistered_vms_of_the_vaults_region(
 def test_bare_name_shared_by_two_cloud_services_is_refused_with_the_choices(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    _, client = discovered(cluster, tmp_path)
 
     with pytest.raises(errors.AmbiguousVMName) as raised:
         client.register(["shared01"])
@@ -202,9 +194,7 @@ def test_bare_name_shared_by_two_cloud_services_is_refused_with_the_choices(
 def test_unknown_name_is_refused_with_close_matches_and_no_job_is_created(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    _, client = discovered(cluster, tmp_path)
 
     with pytest.raises(errors.VMNotFoundInInventory) as raised:
         client.register(["cs-app/app01", "web001"])
@@ -216,9 +206,7 @@ def test_unknown_name_is_refused_with_close_matches_and_no_job_is_created(
 def test_vm_in_another_region_and_registered_vm_are_refused_at_submission(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    demo_fleet(tmp_path)
-    client = cluster.client(tmp_path / "fleet")
-    client.discover().wait(30)
+    _, client = discovered(cluster, tmp_path)
     client.register(["cs-app/app01"])[0].wait(30)
 
     with pytest.raises(errors.RegionMismatch):
