@@ -50,15 +50,23 @@ class Catalog(Protocol):
         ...
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:
-        """One VM of a vault, or None."""
+        """One VM of a vault (properties joined with state), or None."""
         ...
 
     def list_vms(self, vault: str) -> list[VM]:
         """Every VM of a vault (deleted ones included), sorted by id."""
         ...
 
-    def put_vm(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
-        """Create or replace a VM; with a fence, raise ``LeaseLost`` if it is stale."""
+    def put_vm(self, vault: str, vm: VM) -> None:
+        """Create or replace a VM's provider properties (discovery); its state is kept.
+
+        Properties and state are separate records so that a discovery and a job on the same
+        VM never overwrite each other's writes.
+        """
+        ...
+
+    def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
+        """Replace a VM's registration, last job and last error; ``LeaseLost`` if fenced out."""
         ...
 
     def create_job(self, job: Job) -> bool:

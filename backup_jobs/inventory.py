@@ -57,25 +57,13 @@ def discover(ctx: JobContext) -> dict[str, Any]:
     for vm_id, vm in found.items():
         previous = known.get(vm_id)
         added += previous is None or previous.deleted
-        ctx.catalog.put_vm(vault, _merge(previous, vm))
+        ctx.catalog.put_vm(vault, vm)
         ctx.heartbeat()
     for vm_id, vm in known.items():
         if vm_id not in found and not vm.deleted:
             ctx.catalog.put_vm(vault, replace(vm, deleted=True))
             deleted += 1
     return {"vms": len(found), "new": added, "deleted": deleted}
-
-
-def _merge(previous: VM | None, current: VM) -> VM:
-    """Provider properties from ``current``, the vault's own state from ``previous``."""
-    if previous is None:
-        return current
-    return replace(
-        current,
-        registration=previous.registration,
-        last_job_id=previous.last_job_id,
-        last_error=previous.last_error,
-    )
 
 
 def resolve_vm(vms: Iterable[VM], name: str) -> VM:
@@ -163,10 +151,9 @@ def register(ctx: JobContext) -> dict[str, Any]:
             return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
         raise AlreadyRegistered(vm_id)
     check_registrable(vm, ctx.vault, ctx.settings.max_data_disks)
-    registering = _merge(record, vm)
-    ctx.catalog.put_vm(
+    ctx.catalog.put_vm_state(
         vault,
-        replace(registering, registration=RegistrationState.REGISTERING, last_job_id=ctx.job.id),
+        replace(vm, registration=RegistrationState.REGISTERING, last_job_id=ctx.job.id),
         ctx.fence,
     )
     try:
@@ -178,13 +165,9 @@ def register(ctx: JobContext) -> dict[str, Any]:
     except ProviderError as exc:
         raise InternalError(vm_id, str(exc)) from exc
     registered = replace(
-        registering,
-        extension_installed=True,
-        registration=RegistrationState.REGISTERED,
-        last_job_id=ctx.job.id,
-        last_error=None,
+        vm, registration=RegistrationState.REGISTERED, last_job_id=ctx.job.id, last_error=None
     )
-    ctx.catalog.put_vm(vault, registered, ctx.fence)
+    ctx.catalog.put_vm_state(vault, registered, ctx.fence)
     return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
 
 
@@ -194,7 +177,7 @@ def register_failed(ctx: JobContext, error: BackupJobsError) -> None:
     record = ctx.catalog.get_vm(vault, vm_id)
     if record is None or record.registration == RegistrationState.REGISTERED:
         return
-    ctx.catalog.put_vm(
+    ctx.catalog.put_vm_state(
         vault,
         replace(
             record,

@@ -132,6 +132,28 @@ class VM:
             "last_error": self.last_error,
         }
 
+    def properties_dict(self) -> dict[str, Any]:
+        """What discovery owns: the provider's view (and whether the VM is gone)."""
+        data = self.to_dict()
+        for name in VM_STATE_FIELDS:
+            del data[name]
+        return data
+
+    def state_dict(self) -> dict[str, Any]:
+        """What jobs on the VM own: registration, last job, last error."""
+        data = self.to_dict()
+        return {"version": RECORD_VERSION, **{name: data[name] for name in VM_STATE_FIELDS}}
+
+    @classmethod
+    def from_records(cls, properties: dict[str, Any], state: dict[str, Any] | None) -> VM:
+        """Join the two records; a VM no job has touched yet is NotRegistered."""
+        default = {
+            "registration": RegistrationState.NOT_REGISTERED.value,
+            "last_job_id": None,
+            "last_error": None,
+        }
+        return cls.from_dict({**properties, **default, **(state or {})})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VM:
         """Rebuild from ``to_dict``."""
@@ -153,6 +175,9 @@ class VM:
             last_job_id=data["last_job_id"],
             last_error=data["last_error"],
         )
+
+
+VM_STATE_FIELDS = ("registration", "last_job_id", "last_error")
 
 
 def _disk_dict(disk: Disk) -> dict[str, Any]:

@@ -36,8 +36,13 @@ def vault_key(vault: str) -> str:
 
 
 def vm_key(vault: str, vm_id: str) -> str:
-    """One VM record of a vault."""
+    """One VM's provider properties, as discovery last saw them."""
     return f"{KEY_PREFIX}:vm:{vault}:{vm_id}"
+
+
+def vm_state_key(vault: str, vm_id: str) -> str:
+    """The vault's own state of one VM (registration, last job, last error)."""
+    return f"{KEY_PREFIX}:vmstate:{vault}:{vm_id}"
 
 
 def vm_index_key(vault: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.errors import LeaseLost
@@ -17,7 +18,8 @@ class MemoryCatalog:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._vaults: dict[str, VaultConfig] = {}
-        self._vms: dict[tuple[str, str], VM] = {}
+        self._vms: dict[tuple[str, str], dict[str, Any]] = {}
+        self._vm_states: dict[tuple[str, str], dict[str, Any]] = {}
         self._jobs: dict[str, Job] = {}
         self._locks: dict[tuple[str, str], tuple[str, float]] = {}
         self._fences: dict[tuple[str, str], int] = {}
@@ -38,18 +40,29 @@ class MemoryCatalog:
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:
         """One VM of a vault, or None."""
-        return self._vms.get((vault, vm_id))
+        with self._mutex:
+            return self._joined((vault, vm_id))
 
     def list_vms(self, vault: str) -> list[VM]:
         """Every VM of a vault, sorted by id."""
         with self._mutex:
-            return sorted((vm for (v, _), vm in self._vms.items() if v == vault), key=_vm_id)
+            keys = sorted(key for key in self._vms if key[0] == vault)
+            return [vm for key in keys if (vm := self._joined(key)) is not None]
 
-    def put_vm(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
-        """Create or replace a VM, checking the fence atomically."""
+    def put_vm(self, vault: str, vm: VM) -> None:
+        """Create or replace a VM's provider properties."""
+        with self._mutex:
+            self._vms[(vault, vm.id)] = vm.properties_dict()
+
+    def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
+        """Replace a VM's state, checking the fence atomically."""
         with self._mutex:
             self._check(fence)
-            self._vms[(vault, vm.id)] = vm
+            self._vm_states[(vault, vm.id)] = vm.state_dict()
+
+    def _joined(self, key: tuple[str, str]) -> VM | None:
+        properties = self._vms.get(key)
+        return VM.from_records(properties, self._vm_states.get(key)) if properties else None
 
     def create_job(self, job: Job) -> bool:
         """Store a new job unless its id exists."""
@@ -153,7 +166,3 @@ class MemoryCatalog:
     def _check(self, fence: Fence | None) -> None:
         if fence is not None and self._fences.get((fence.vault, fence.item), 0) != fence.token:
             raise LeaseLost(fence.item)
-
-
-def _vm_id(vm: VM) -> str:
-    return vm.id

@@ -56,13 +56,11 @@ if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 """
 
-# KEYS[1] fence counter, KEYS[2] VM record, KEYS[3] the vault's VM index;
-# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] VM id.
-_PUT_VM = (
+# KEYS[1] fence counter, KEYS[2] record; ARGV[1] token ('' = unfenced), ARGV[2] JSON.
+_FENCED_SET = (
     _FENCE_CHECK
     + """
 redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 """
 )
@@ -110,7 +108,7 @@ class RedisCatalog:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._put_vm = client.register_script(_PUT_VM)
+        self._fenced_set = client.register_script(_FENCED_SET)
         self._create_job = client.register_script(_CREATE_JOB)
         self._save_job = client.register_script(_SAVE_JOB)
 
@@ -140,26 +138,44 @@ class RedisCatalog:
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:
         """One VM of a vault, or None."""
-        raw = self._call(lambda: self._redis.get(wire.vm_key(vault, vm_id)))
-        return VM.from_dict(json.loads(raw)) if raw else None
+        return next(iter(self._vms(vault, [vm_id])), None)
 
     def list_vms(self, vault: str) -> list[VM]:
         """Every VM of a vault, sorted by id."""
         ids = sorted(
             str(i) for i in self._call(lambda: self._redis.smembers(wire.vm_index_key(vault)))
         )
-        if not ids:
-            return []
-        raws = self._call(lambda: self._redis.mget([wire.vm_key(vault, i) for i in ids]))
-        return [VM.from_dict(json.loads(raw)) for raw in raws if raw]
+        return self._vms(vault, ids) if ids else []
 
-    def put_vm(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
-        """Create or replace a VM and index it, checking the fence atomically."""
-        key = wire.vm_key(vault, vm.id)
-        keys = [_fence_key(fence, key), key, wire.vm_index_key(vault)]
-        args = [_token(fence), _dump(vm.to_dict()), vm.id]
-        if not self._call(lambda: self._put_vm(keys=keys, args=args)):
+    def put_vm(self, vault: str, vm: VM) -> None:
+        """Create or replace a VM's provider properties and index it (one round trip)."""
+        record = _dump(vm.properties_dict())
+
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(wire.vm_key(vault, vm.id), record)
+            pipe.sadd(wire.vm_index_key(vault), vm.id)
+            pipe.execute()
+
+        self._call(write)
+
+    def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
+        """Replace a VM's state, checking the fence atomically."""
+        key = wire.vm_state_key(vault, vm.id)
+        keys = [_fence_key(fence, key), key]
+        args = [_token(fence), _dump(vm.state_dict())]
+        if not self._call(lambda: self._fenced_set(keys=keys, args=args)):
             raise LeaseLost(vm.id)
+
+    def _vms(self, vault: str, ids: list[str]) -> list[VM]:
+        keys = [wire.vm_key(vault, i) for i in ids] + [wire.vm_state_key(vault, i) for i in ids]
+        raws = self._call(lambda: self._redis.mget(keys))
+        properties, states = raws[: len(ids)], raws[len(ids) :]
+        return [
+            VM.from_records(json.loads(p), json.loads(s) if s else None)
+            for p, s in zip(properties, states, strict=True)
+            if p
+        ]
 
     def create_job(self, job: Job) -> bool:
         """Store a new job unless its id exists, and index it by queue time (one round trip)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,15 @@ from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.memory import MemoryCatalog
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.errors import LeaseLost
-from backup_jobs.models import VM, Job, JobStatus, Operation, VaultConfig
+from backup_jobs.models import (
+    VM,
+    Job,
+    JobStatus,
+    Operation,
+    PowerState,
+    RegistrationState,
+    VaultConfig,
+)
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -31,9 +40,10 @@ def _job(job_id: str, minutes: int = 0) -> Job:
 
 def test_vault_and_vm_records_round_trip(catalog: Catalog) -> None:
     vault = VaultConfig("v", "r1", "local", "/f")
-    vm = VM("web01", "cs1", "r1", last_error={"code": "X"})
+    vm = VM("web01", "cs1", "r1", last_error={"code": "X"}, last_job_id="j")
     catalog.put_vault(vault)
     catalog.put_vm("v", vm)
+    catalog.put_vm_state("v", vm)
     catalog.put_vm("v", VM("app01", "cs1", "r1"))
 
     assert catalog.get_vault("v") == vault
@@ -79,17 +89,37 @@ def test_lease_expires_after_its_ttl(catalog: Catalog) -> None:
 def test_fenced_writes_are_refused_once_the_token_is_stale(catalog: Catalog) -> None:
     lock = catalog.acquire_lock("v", "cs1/web01", "job-1", 30)
     fence = Fence("v", "cs1/web01", lock.token)
-    catalog.put_vm("v", VM("web01", "cs1", "r1"), fence)
+    catalog.put_vm("v", VM("web01", "cs1", "r1"))
+    catalog.put_vm_state("v", VM("web01", "cs1", "r1", last_job_id="job-1"), fence)
     catalog.create_job(_job("job-1"))
     catalog.save_job(_job("job-1"), fence)
 
     catalog.invalidate_fence("v", "cs1/web01")
 
     with pytest.raises(LeaseLost):
-        catalog.put_vm("v", VM("web01", "cs1", "changed"), fence)
+        catalog.put_vm_state("v", VM("web01", "cs1", "r1", last_job_id="stale"), fence)
     with pytest.raises(LeaseLost):
         catalog.save_job(_job("job-1", 5), fence)
-    assert catalog.get_vm("v", "cs1/web01").region == "r1"  # type: ignore[union-attr]
+    assert catalog.get_vm("v", "cs1/web01").last_job_id == "job-1"  # type: ignore[union-attr]
+
+
+def test_discovery_and_job_writes_to_one_vm_never_overwrite_each_other(catalog: Catalog) -> None:
+    seen = VM("web01", "cs1", "r1", power_state=PowerState.RUNNING)
+    catalog.put_vm("v", seen)  # discovery read the fleet ...
+    catalog.put_vm_state("v", replace(seen, registration=RegistrationState.REGISTERED))  # a job
+    catalog.put_vm("v", replace(seen, power_state=PowerState.STOPPED))  # ... discovery writes
+
+    vm = catalog.get_vm("v", "cs1/web01")
+
+    assert vm is not None
+    assert vm.registration == RegistrationState.REGISTERED
+    assert vm.power_state == PowerState.STOPPED
+
+
+def test_a_vm_no_job_has_touched_is_not_registered(catalog: Catalog) -> None:
+    catalog.put_vm("v", VM("web01", "cs1", "r1", registration=RegistrationState.REGISTERED))
+
+    assert catalog.get_vm("v", "cs1/web01").registration == RegistrationState.NOT_REGISTERED  # type: ignore[union-attr]
 
 
 def test_retry_set_returns_due_jobs_oldest_first(catalog: Catalog) -> None:

@@ -87,7 +87,9 @@ def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignor
 
 def test_vms_lists_registrable_ones_and_hides_deleted_unless_asked(parts) -> None:  # type: ignore[no-untyped-def]
     client, catalog, _, _ = parts
-    catalog.put_vm("v", replace(VM("db01", "cs1", "r1"), registration=RegistrationState.REGISTERED))
+    catalog.put_vm_state(
+        "v", replace(VM("db01", "cs1", "r1"), registration=RegistrationState.REGISTERED)
+    )
 
     assert {vm.id for vm in client.vms(registrable=True)} == {"cs1/web01", "cs2/db01"}
     assert "cs1/gone01" not in {vm.id for vm in client.vms()}

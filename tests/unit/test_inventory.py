@@ -96,7 +96,8 @@ def _context(
 
 def test_discovery_keeps_registration_state_and_marks_vanished_vms_deleted() -> None:
     catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY, VM("gone", "cs1", "r1")])
-    catalog.put_vm("v", replace(HEALTHY, registration=RegistrationState.REGISTERED))
+    catalog.put_vm("v", HEALTHY)
+    catalog.put_vm_state("v", replace(HEALTHY, registration=RegistrationState.REGISTERED))
     del provider.vms["cs1/gone"]
     catalog.put_vm("v", VM("gone", "cs1", "r1"))
 
