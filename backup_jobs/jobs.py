@@ -85,16 +85,21 @@ def begin_attempt(
     attempt: int,
     task_id: str,
     lease_ttl_seconds: float,
+    retry_delay_seconds: float,
     clock: Clock,
 ) -> Started | None:
-    """Start attempt ``attempt`` of a job, or return None if this message has nothing to do."""
+    """Start attempt ``attempt`` of a job, or return None if this message has nothing to do.
+
+    An item held by another job fails a first attempt at once (``OperationInProgress``); a
+    retry that finds it busy waits for its next retry, while attempts remain.
+    """
     job = catalog.get_job(job_id)
     if job is None or job.status.is_final or job.attempt >= attempt:
         return None
     lock = catalog.acquire_lock(job.vault, job.item, job.id, lease_ttl_seconds)
     if not lock.acquired:
         if lock.holder != job.id:
-            _fail_conflict(catalog, job, attempt, task_id, lock.holder, clock)
+            _fail_conflict(catalog, job, attempt, task_id, lock.holder, retry_delay_seconds, clock)
         return None
     fence = Fence(job.vault, job.item, lock.token)
     now = clock.now()
@@ -140,11 +145,16 @@ def fail_attempt(
     retry_delay_seconds: float,
     clock: Clock,
     fence: Fence | None,
+    retryable: bool | None = None,
 ) -> Job:
-    """End the current attempt with ``error``: retry later if allowed, else fail the job."""
+    """End the current attempt with ``error``: retry later if allowed, else fail the job.
+
+    ``retryable`` overrides the error's own flag (a busy item is final for a new job, not for
+    a retry).
+    """
     now = clock.now()
     failed = _end_attempt(job, JobStatus.FAILED, error, clock)
-    if error.retryable and job.attempt < job.max_attempts:
+    if (error.retryable if retryable is None else retryable) and job.attempt < job.max_attempts:
         retry_at = now + timedelta(seconds=retry_delay_seconds)
         failed = failed.evolve(
             status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at, error=error.to_dict()
@@ -194,7 +204,13 @@ def reap_lost_jobs(catalog: Catalog, retry_delay_seconds: float, clock: Clock) -
 
 
 def _fail_conflict(
-    catalog: Catalog, job: Job, attempt: int, task_id: str, holder: str | None, clock: Clock
+    catalog: Catalog,
+    job: Job,
+    attempt: int,
+    task_id: str,
+    holder: str | None,
+    retry_delay_seconds: float,
+    clock: Clock,
 ) -> None:
     running = catalog.get_job(holder) if holder else None
     detail = (
@@ -210,7 +226,7 @@ def _fail_conflict(
         started_at=job.started_at or now,
         attempts=(*job.attempts, Attempt(attempt, now, task_id)),
     )
-    fail_attempt(catalog, attempted, error, 0, clock, None)
+    fail_attempt(catalog, attempted, error, retry_delay_seconds, clock, None, attempt > 1)
 
 
 def _end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clock: Clock) -> Job:

@@ -56,7 +56,13 @@ def run_job(
     """Run one attempt of a job under its item's lease and record how it ended."""
     catalog, settings, clock = root.catalog(), root.settings(), root.clock()
     started = jobs.begin_attempt(
-        catalog, job_id, attempt, str(task.request.id), settings.lease_ttl_seconds, clock
+        catalog,
+        job_id,
+        attempt,
+        str(task.request.id),
+        settings.lease_ttl_seconds,
+        settings.retry_delay_seconds,
+        clock,
     )
     if started is None:
         return summary(catalog.get_job(job_id), skipped=True)

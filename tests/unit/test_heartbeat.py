@@ -20,7 +20,7 @@ def _started(catalog: MemoryCatalog, item: str) -> jobs.Started:
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
     job = jobs.new_job("v", Operation.REGISTER, item, item, 3, clock)
     catalog.create_job(job)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", TTL, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", TTL, 900, clock)
     assert started is not None
     return started
 

@@ -87,7 +87,7 @@ def _context(
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
     job = jobs.new_job("v", operation, item, item, 3, clock)
     catalog.create_job(job)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
     assert started is not None
     return inventory.JobContext(
         started.job, started.fence, VAULT, catalog, provider, Settings(), lambda: None

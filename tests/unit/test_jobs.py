@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,7 +29,7 @@ def test_attempt_takes_the_lease_and_records_its_fencing_token(clock: FrozenCloc
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
 
-    started = jobs.begin_attempt(catalog, job.id, 1, "task-1", 60, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "task-1", 60, 900, clock)
 
     assert started is not None
     assert started.job.status == JobStatus.IN_PROGRESS
@@ -43,21 +43,21 @@ def test_duplicate_delivery_of_a_running_or_finished_attempt_does_nothing(
 ) -> None:
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
     assert started is not None
 
-    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock) is None
+    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock) is None
     jobs.complete(catalog, started, {"ok": 1}, clock)
-    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock) is None
+    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock) is None
     assert catalog.get_job(job.id).status == JobStatus.COMPLETED  # type: ignore[union-attr]
 
 
 def test_job_on_a_held_item_fails_at_once_naming_the_running_job(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
     first, second = _submit(catalog, clock), _submit(catalog, clock)
-    jobs.begin_attempt(catalog, first.id, 1, "t", 60, clock)
+    jobs.begin_attempt(catalog, first.id, 1, "t", 60, 900, clock)
 
-    assert jobs.begin_attempt(catalog, second.id, 1, "t", 60, clock) is None
+    assert jobs.begin_attempt(catalog, second.id, 1, "t", 60, 900, clock) is None
 
     failed = catalog.get_job(second.id)
     assert failed is not None and failed.status == JobStatus.FAILED
@@ -71,7 +71,7 @@ def test_retryable_failure_waits_without_the_lease_and_is_dispatched_when_due(
 ) -> None:
     catalog, dispatcher = MemoryCatalog(), RecordingDispatcher()
     job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
     assert started is not None
 
     waiting = jobs.fail_attempt(
@@ -94,7 +94,7 @@ def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
     for attempt in (1, 2, 3):
-        started = jobs.begin_attempt(catalog, job.id, attempt, "t", 60, clock)
+        started = jobs.begin_attempt(catalog, job.id, attempt, "t", 60, 900, clock)
         assert started is not None
         last = jobs.fail_attempt(
             catalog, started.job, errors.WorkerLost("x"), 0, clock, started.fence
@@ -108,7 +108,7 @@ def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
 def test_reaper_fails_expired_attempts_and_fences_out_the_lost_worker(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 0.01, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 0.01, 900, clock)
     assert started is not None
     time.sleep(0.02)
     reaped = jobs.reap_lost_jobs(catalog, 900, clock)
@@ -126,7 +126,7 @@ def test_reaper_fails_expired_attempts_and_fences_out_the_lost_worker(clock: Fro
 def test_reaper_leaves_attempts_with_a_live_lease_alone(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
-    jobs.begin_attempt(catalog, job.id, 1, "t", 60, clock)
+    jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
 
     assert jobs.reap_lost_jobs(catalog, 900, clock) == []
     assert catalog.get_job(job.id).status == JobStatus.IN_PROGRESS  # type: ignore[union-attr]
@@ -151,3 +151,21 @@ def test_a_job_whose_message_cannot_be_sent_fails_instead_of_staying_queued(
     record = catalog.get_job(job.id)
     assert record is not None and record.status == JobStatus.FAILED
     assert record.error is not None and record.error["code"] == "RedisUnavailable"
+
+
+def test_a_retry_that_finds_its_item_busy_waits_for_the_next_retry(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job, other = _submit(catalog, clock), _submit(catalog, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
+    assert started is not None
+    jobs.fail_attempt(catalog, started.job, errors.WorkerLost("cs/vm"), 900, clock, started.fence)
+    jobs.begin_attempt(catalog, other.id, 1, "t", 60, 900, clock)  # another job takes the VM
+
+    assert jobs.begin_attempt(catalog, job.id, 2, "t2", 60, 900, clock) is None
+
+    record = catalog.get_job(job.id)
+    assert record is not None and record.status == JobStatus.WAITING_TO_RETRY
+    assert record.attempt == 2
+    assert record.attempts[-1].error is not None
+    assert record.attempts[-1].error["code"] == "OperationInProgress"
+    assert catalog.due_retries(clock.now() + timedelta(seconds=900)) == [job.id]
