@@ -75,3 +75,18 @@ def test_unknown_codes_rebuild_as_internal_error() -> None:
     rebuilt = errors.error_from_dict({"code": "NoSuchThing", "item": "x", "detail": "d"})
 
     assert isinstance(rebuilt, errors.InternalError)
+
+
+@pytest.mark.parametrize("cls", LEAVES, ids=[c.__name__ for c in LEAVES])
+def test_every_error_is_rebuilt_from_its_args_as_celery_and_pickle_do(
+    cls: type[errors.BackupJobsError],
+) -> None:
+    error = cls("cs1/web01", "why", "do this")
+
+    rebuilt = type(error)(*error.args)
+
+    assert (rebuilt.code, rebuilt.message, rebuilt.recommended_action) == (
+        error.code,
+        error.message,
+        "do this",
+    )
