@@ -75,10 +75,10 @@ class VMIndex:
     """Live VMs by id and by bare name, so resolving many names costs one pass."""
 
     def __init__(self, vms: Iterable[VM]) -> None:
-        self.live = [vm for vm in vms if not vm.deleted]
-        self.by_id = {vm.id: vm for vm in self.live}
+        live = [vm for vm in vms if not vm.deleted]
+        self.by_id = {vm.id: vm for vm in live}
         self.by_name: dict[str, list[VM]] = {}
-        for vm in self.live:
+        for vm in live:
             self.by_name.setdefault(vm.name, []).append(vm)
 
     def resolve(self, name: str) -> VM:
