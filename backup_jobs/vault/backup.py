@@ -72,8 +72,9 @@ def backup(vault: Vault, request: BackupRequest) -> Manifest:
 
     with vault.writer_lease() as refresh:
         entries = []
+        history = vault.manifests(request.vm)  # read once, not once per disk
         for disk in request.disks:
-            previous = vault.previous_index(request.vm, disk.name)
+            previous = vault.previous_index(history, disk.name)
             entries.append(_backup_disk(vault, rp_id, disk, previous, request, advance, refresh))
         vault.fault("indexes_written")
         vault.store.sync()

@@ -186,9 +186,9 @@ class Vault:
         except FormatError as exc:
             raise VaultIntegrityError(manifest.id, f"{where}: {exc}") from exc
 
-    def previous_index(self, vm: str, disk: str) -> DiskIndex | None:
-        """The newest committed index of this VM's disk, for incremental backups."""
-        for manifest in reversed(self.manifests(vm)):
+    def previous_index(self, history: list[Manifest], disk: str) -> DiskIndex | None:
+        """The newest committed index of a disk in a VM's ``manifests``, for incrementals."""
+        for manifest in reversed(history):
             for entry in manifest.disks:
                 if entry.name == disk:
                     try:
