@@ -15,8 +15,17 @@ from backup_jobs import inventory, jobs
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
-from backup_jobs.errors import JobNotFound
-from backup_jobs.models import VM, Job, JobStatus, Operation, RegistrationState, VaultConfig
+from backup_jobs.errors import CorruptRecord, JobNotFound
+from backup_jobs.models import (
+    VM,
+    Job,
+    JobStatus,
+    Listing,
+    Operation,
+    Problem,
+    RegistrationState,
+    VaultConfig,
+)
 from backup_jobs.settings import Settings
 
 # How often ``JobHandle.wait`` re-reads the job record.
@@ -109,7 +118,11 @@ class Client:
         Only commands that start jobs do this, so that reading with other settings (a
         ``job list`` from another directory) never changes where the workers look.
         """
-        if self.catalog.get_vault(self.vault.name) != self.vault:
+        try:
+            current = self.catalog.get_vault(self.vault.name)
+        except CorruptRecord:
+            current = None  # an unreadable record is replaced by this client's view
+        if current != self.vault:
             self.catalog.put_vault(self.vault)
 
     def discover(self) -> JobHandle:
@@ -159,21 +172,32 @@ class Client:
     ) -> list[Job]:
         """The vault's jobs, newest first, filtered."""
         found = self.catalog.list_jobs(self.vault.name, since)
-        if operation is not None:
-            found = [j for j in found if j.operation == Operation(operation)]
-        if status is not None:
-            found = [j for j in found if j.status == JobStatus(status)]
-        return found
+        kept = [
+            job
+            for job in found
+            if (operation is None or job.operation == Operation(operation))
+            and (status is None or job.status == JobStatus(status))
+        ]
+        return Listing(kept, found.problems)
 
-    def vms(self, registrable: bool = False, include_deleted: bool = False) -> list[VM]:
-        """The vault's VMs; ``registrable``: not registered, in the vault's region, present."""
+    def vms(self, registrable: bool = False, include_deleted: bool = False) -> Listing[VM]:
+        """The vault's VMs; ``registrable``: not registered, in the vault's region, present.
+
+        Records that cannot be read are left out and named in the result's ``problems``.
+        """
         found = self.catalog.list_vms(self.vault.name)
         if registrable:
-            return [
+            kept = [
                 vm
                 for vm in found
                 if not vm.deleted
                 and vm.region == self.vault.region
                 and vm.registration == RegistrationState.NOT_REGISTERED
             ]
-        return [vm for vm in found if include_deleted or not vm.deleted]
+        else:
+            kept = [vm for vm in found if include_deleted or not vm.deleted]
+        return Listing(kept, found.problems)
+
+    def problems(self) -> list[Problem]:
+        """Records the ticks found unreadable and skipped (by key, latest sighting)."""
+        return self.catalog.problems()
