@@ -169,8 +169,8 @@ class Client:
         operation: Operation | str | None = None,
         status: JobStatus | str | None = None,
         since: datetime | None = None,
-    ) -> list[Job]:
-        """The vault's jobs, newest first, filtered."""
+    ) -> Listing[Job]:
+        """The vault's jobs, newest first, filtered; unreadable records named in ``problems``."""
         found = self.catalog.list_jobs(self.vault.name, since)
         kept = [
             job

@@ -9,6 +9,7 @@ import click
 
 from backup_jobs.cli import render
 from backup_jobs.cli.common import client, json_option, parse_since, wait_for, wait_option
+from backup_jobs.cli.problems import warn_problems
 from backup_jobs.models import JobStatus, Operation
 
 
@@ -38,6 +39,7 @@ def vm_list(registrable: bool, include_deleted: bool, as_json: bool) -> None:
         render.emit_json([vm.to_dict() for vm in vms])
     else:
         click.echo(render.vm_table(vms, c.vault.region))
+    warn_problems(vms.problems)
 
 
 @vm_group.command("register")
@@ -79,6 +81,7 @@ def job_list(operation: str | None, status: str | None, since: str | None, as_js
         render.emit_json([job.to_dict() for job in jobs])
     else:
         click.echo(render.job_table(jobs))
+    warn_problems(jobs.problems)
 
 
 @job_group.command("show")
