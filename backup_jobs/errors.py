@@ -88,6 +88,10 @@ class BackupJobsError(Exception):
             return f"{self.message} Recommended action: {self.recommended_action}"
         return self.message
 
+    def __repr__(self) -> str:
+        # What Flower shows for a failed task: the code, the message and what to do.
+        return f"{self.code}({str(self)!r})"
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in the job record."""
         return {
