@@ -15,11 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from backup_jobs import jobs
 from backup_jobs.client import JobHandle
-from backup_jobs.models import Job, JobStatus, utcnow
+from backup_jobs.clock import SystemClock
+from backup_jobs.models import Job, JobStatus, Operation, utcnow
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_faults import Fault
-from tests.harness import REGION, Cluster, eventually, flush, wait_for_status, with_db
+from tests.harness import (
+    REGION,
+    Cluster,
+    demo_fleet,
+    eventually,
+    flush,
+    wait_for_status,
+    with_db,
+)
 
 LEASE_TTL_SECONDS = 4.0
 TICK_SECONDS = 1.0
@@ -106,3 +116,20 @@ def _waiting(job: Job) -> Job | None:
 
 def _requeued(job: Job) -> Job | None:
     return job if job.status == JobStatus.QUEUED and job.attempt == 1 else None
+
+
+def test_a_queued_job_whose_message_never_went_out_is_sent_by_the_sweep_and_runs(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    demo_fleet(tmp_path)
+    client = cluster.client(tmp_path / "fleet")
+    client.catalog.put_vault(client.vault)
+    lost = jobs.new_job(
+        client.vault.name, Operation.DISCOVERY, jobs.VAULT_ITEM, client.vault.name, 3, SystemClock()
+    )
+    # As if the client died (or Redis refused) between creating the job and sending it.
+    client.catalog.create_job(lost, utcnow())
+
+    job = client.handle(lost.id).wait(30)
+
+    assert job.status == JobStatus.COMPLETED and job.attempt == 1

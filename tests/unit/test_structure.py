@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+
+import pytest
 
 import backup_jobs
 from backup_jobs import wire
@@ -103,3 +106,45 @@ def test_procfile_runs_the_same_processes_as_backup_jobs_up() -> None:
             "--hostname"
         }
         assert options == {arg.split("=")[0] for arg in shown if arg.startswith("--")}
+
+
+# Use-cases talk to ports only (DESIGN §10): never to an adapter, Celery, redis or runtime/.
+USE_CASES = [
+    "backup_jobs/inventory.py",
+    "backup_jobs/jobs.py",
+    "backup_jobs/ticks.py",
+    "backup_jobs/operations.py",
+    "backup_jobs/heartbeat.py",
+]
+ADAPTERS = (
+    "backup_jobs.catalogs",
+    "backup_jobs.providers",
+    "backup_jobs.dispatchers",
+    "backup_jobs.runtime",
+    "celery",
+    "kombu",
+    "redis",
+    "workers",
+)
+
+
+def _imports(path: str) -> set[str]:
+    tree = ast.parse((REPO / path).read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", USE_CASES)
+def test_use_cases_import_ports_never_adapters(path: str) -> None:
+    offenders = [
+        name
+        for name in _imports(path)
+        if any(name == a or name.startswith(a + ".") for a in ADAPTERS)
+    ]
+
+    assert offenders == []
