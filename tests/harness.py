@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +129,38 @@ class Cluster:
     def wait_ready(self, name: str, timeout: float = 60.0) -> None:
         """Wait until a worker logs that it is ready to take tasks."""
         eventually(lambda: "ready." in self.log(name), timeout)
+
+
+# Short leases, ticks and retry delays: a test's own cluster sees crashes handled in seconds.
+FAST_ENV = {
+    "BACKUP_JOBS_LEASE_TTL_SECONDS": "3",
+    "BACKUP_JOBS_TICK_SECONDS": "0.5",
+    "BACKUP_JOBS_RETRY_DELAY_SECONDS": "1",
+    "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "60",
+}
+
+
+@contextlib.contextmanager
+def own_cluster(url: str, root: Path, **env: str) -> Iterator[Cluster]:
+    """A cluster on an emptied database for a test that kills or starves its processes."""
+    flush(url)
+    cluster = Cluster(url, root, {**FAST_ENV, **env})
+    try:
+        yield cluster
+    finally:
+        for name in list(cluster.procs):
+            cluster.kill(name, signal.SIGKILL)
+
+
+def mount_tmpfs(where: Path, size: str) -> bool:
+    """Mount a small tmpfs at ``where`` (to fill or freeze a disk for real); False if not root."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    return mounted.returncode == 0
 
 
 def wait_for_status(handle: JobHandle, status: JobStatus, timeout: float = 30.0) -> Job:

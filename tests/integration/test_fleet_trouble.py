@@ -20,7 +20,15 @@ import pytest
 from backup_jobs.models import JobStatus, RegistrationState
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.providers.local_faults import Fault
-from tests.harness import REGION, Cluster, eventually, flush, wait_for_status, with_db
+from tests.harness import (
+    REGION,
+    Cluster,
+    eventually,
+    mount_tmpfs,
+    own_cluster,
+    wait_for_status,
+    with_db,
+)
 
 
 def _children(pid: int) -> list[int]:
@@ -36,21 +44,10 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture
 def frozen(redis_base_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    url = with_db(redis_base_url, 4)
-    flush(url)
-    env = {
-        "BACKUP_JOBS_LEASE_TTL_SECONDS": "3",
-        "BACKUP_JOBS_TICK_SECONDS": "0.5",
-        "BACKUP_JOBS_RETRY_DELAY_SECONDS": "1",
-        "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "60",
-        "BACKUP_JOBS_WORKER_CONCURRENCY": "1",
-    }
-    cluster = Cluster(url, tmp_path, env)
-    try:
+    with own_cluster(
+        with_db(redis_base_url, 4), tmp_path, BACKUP_JOBS_WORKER_CONCURRENCY="1"
+    ) as cluster:
         yield cluster
-    finally:
-        for name in list(cluster.procs):
-            cluster.kill(name, signal.SIGKILL)
 
 
 def test_a_worker_frozen_past_its_lease_does_not_install_after_the_retry_completed(
@@ -84,20 +81,10 @@ def test_a_worker_frozen_past_its_lease_does_not_install_after_the_retry_complet
     assert handle.job() == job
 
 
-def _tmpfs(where: Path, size: str) -> bool:
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    return mounted.returncode == 0
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     disk = tmp_path / "disk"
-    if not _tmpfs(disk, "2m"):
+    if not mount_tmpfs(disk, "2m"):
         pytest.skip("needs to mount a small tmpfs (root) for a full or read-only fleet")
     try:
         yield disk

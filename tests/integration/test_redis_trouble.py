@@ -20,10 +20,19 @@ from pathlib import Path
 import pytest
 import redis
 
-from backup_jobs.models import JobStatus
+from backup_jobs.models import Job, JobStatus
+from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.runtime import embedded
-from tests.harness import Cluster, demo_fleet, eventually, run_cli, wait_for_status
+from tests.harness import (
+    FAST_ENV,
+    Cluster,
+    demo_fleet,
+    eventually,
+    mount_tmpfs,
+    run_cli,
+    wait_for_status,
+)
 
 
 @dataclass
@@ -80,14 +89,7 @@ def server(tmp_path: Path) -> Iterator[OwnServer]:
 
 
 def _cluster(server: OwnServer, root: Path, **env: str) -> Cluster:
-    settings = {
-        "BACKUP_JOBS_LEASE_TTL_SECONDS": "3",
-        "BACKUP_JOBS_TICK_SECONDS": "0.5",
-        "BACKUP_JOBS_RETRY_DELAY_SECONDS": "1",
-        "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "60",
-        **env,
-    }
-    cluster = Cluster(server.url, root, settings)
+    cluster = Cluster(server.url, root, {**FAST_ENV, **env})
     cluster.start_all()
     cluster.wait_ready("worker")
     cluster.wait_ready("ticks")
@@ -144,21 +146,11 @@ def test_processes_survive_refused_writes_and_resume_and_the_cli_says_why(
     assert job.status == JobStatus.COMPLETED
 
 
-def _mount_tmpfs(where: Path, size: str) -> bool:
-    where.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 def test_a_full_aof_disk_does_not_stop_the_worker_and_work_resumes_when_space_is_freed(
     tmp_path: Path,
 ) -> None:
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "4m"):
+    if not mount_tmpfs(disk, "4m"):
         pytest.skip("needs to mount a small tmpfs (root) to fill a disk for real")
     own = OwnServer(disk, fsync="everysec")
     cluster: Cluster | None = None
@@ -201,21 +193,29 @@ def _accepts_writes(server: OwnServer) -> bool:
     return True
 
 
+def _register_through_an_outage(
+    server: OwnServer, cluster: Cluster, root: Path, install_seconds: float, outage: float
+) -> tuple[Job, Job]:
+    """Register app01 with a slow install and kill Redis meanwhile; the job then and at its end."""
+    fleet = LocalFleet(root / "fleet")
+    client = cluster.client(root / "fleet")
+    assert client.discover().wait(30).status == JobStatus.COMPLETED
+    fleet.faults.add(Fault("install-slow", vm="cs-app/app01", seconds=install_seconds))
+    handle = client.register(["cs-app/app01"])[0]
+    running = wait_for_status(handle, JobStatus.IN_PROGRESS)
+    server.kill()
+    time.sleep(outage)
+    server.start()
+    return running, handle.wait(60)
+
+
 def test_a_running_attempt_finishes_across_a_short_redis_outage(
     server: OwnServer, tmp_path: Path
 ) -> None:
-    fleet = demo_fleet(tmp_path)
+    demo_fleet(tmp_path)
     cluster = _cluster(server, tmp_path, BACKUP_JOBS_LEASE_TTL_SECONDS="20")
     try:
-        client = cluster.client(tmp_path / "fleet")
-        assert client.discover().wait(30).status == JobStatus.COMPLETED
-        fleet.faults.add(Fault("install-slow", vm="cs-app/app01", seconds=6))
-        handle = client.register(["cs-app/app01"])[0]
-        wait_for_status(handle, JobStatus.IN_PROGRESS)
-        server.kill()
-        time.sleep(2)
-        server.start()
-        job = handle.wait(60)
+        _, job = _register_through_an_outage(server, cluster, tmp_path, 6, outage=2)
         alive = _alive(cluster)
     finally:
         cluster.stop()
@@ -231,15 +231,8 @@ def test_an_attempt_whose_lease_expired_during_an_outage_commits_nothing(
     fleet = demo_fleet(tmp_path)
     cluster = _cluster(server, tmp_path)
     try:
-        client = cluster.client(tmp_path / "fleet")
-        assert client.discover().wait(30).status == JobStatus.COMPLETED
-        fleet.faults.add(Fault("install-slow", vm="cs-app/app01", seconds=8))
-        handle = client.register(["cs-app/app01"])[0]
-        first = wait_for_status(handle, JobStatus.IN_PROGRESS)
-        server.kill()
-        time.sleep(5)  # longer than the 3 s lease: it has expired when Redis is back
-        server.start()
-        job = handle.wait(60)
+        # The outage is longer than the 3 s lease: it has expired when Redis is back.
+        first, job = _register_through_an_outage(server, cluster, tmp_path, 8, outage=5)
     finally:
         cluster.stop()
     extension = json.loads((fleet.root / "cs-app" / "app01" / "vm.json").read_text())["extension"]

@@ -26,7 +26,7 @@ from tests.harness import (
     Cluster,
     demo_fleet,
     eventually,
-    flush,
+    own_cluster,
     wait_for_status,
     with_db,
 )
@@ -42,20 +42,14 @@ SLACK_SECONDS = 0.3
 
 @pytest.fixture
 def busy(redis_base_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    url = with_db(redis_base_url, 3)
-    flush(url)
     env = {
         "BACKUP_JOBS_LEASE_TTL_SECONDS": str(int(LEASE_TTL_SECONDS)),
         "BACKUP_JOBS_TICK_SECONDS": str(TICK_SECONDS),
         "BACKUP_JOBS_RETRY_DELAY_SECONDS": str(int(RETRY_DELAY_SECONDS)),
         "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "300",
     }
-    cluster = Cluster(url, tmp_path, env)
-    try:
+    with own_cluster(with_db(redis_base_url, 3), tmp_path, **env) as cluster:
         yield cluster
-    finally:
-        for name in list(cluster.procs):
-            cluster.kill(name, signal.SIGKILL)
 
 
 def _fleet(root: Path, count: int) -> LocalFleet:
