@@ -6,7 +6,7 @@ action, a ``retryable`` flag (only transient errors are retried) and a CLI exit 
 Messages keep the wording of the seed's troubleshooting table.
 
     BackupJobsError
-    ├── InvalidInput (exit 2)         ConfigurationError, AmbiguousVMName, RegionMismatch,
+    ├── InvalidInput (exit 8)         ConfigurationError, AmbiguousVMName, RegionMismatch,
     │                                 InvalidRestoreTarget,
     │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
     │                                 UnsupportedConfiguration, VMAgentNotInstalled,
@@ -20,14 +20,21 @@ Messages keep the wording of the seed's troubleshooting table.
     ├── Unavailable (exit 7)          RedisUnavailable
     └── (exit 1)                      Cancelled, InternalError
 
+CLI exit codes, one per class so that a script can tell them apart: 0 ok; 1 internal error (a
+bug); 2 usage error (click's only: unknown command, bad option value); 3 not found; 4
+conflict; 5 integrity; 6 transient; 7 unavailable (Redis); 8 invalid input; 130 interrupted.
+A command with several outcomes (a batch of VMs, ``--wait`` on several jobs) exits with the
+code of the most severe one, in the order of ``SEVERITY``.
+
 Errors survive a trip through Celery and through the job record: ``to_dict`` gives the JSON
 stored on the job, ``error_from_dict`` rebuilds the right class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 
 class ErrorKind(StrEnum):
@@ -43,7 +50,7 @@ class ErrorKind(StrEnum):
 
 
 EXIT_CODES: dict[ErrorKind, int] = {
-    ErrorKind.INVALID_INPUT: 2,
+    ErrorKind.INVALID_INPUT: 8,
     ErrorKind.NOT_FOUND: 3,
     ErrorKind.CONFLICT: 4,
     ErrorKind.INTEGRITY: 5,
@@ -51,6 +58,19 @@ EXIT_CODES: dict[ErrorKind, int] = {
     ErrorKind.UNAVAILABLE: 7,
     ErrorKind.INTERNAL: 1,
 }
+# Ctrl-C (or SIGTERM) stopped the command; the shell's convention for SIGINT.
+EXIT_INTERRUPTED = 130
+
+# Most severe first: what a batch with several outcomes reports (and exits with).
+SEVERITY: tuple[ErrorKind, ...] = (
+    ErrorKind.INTERNAL,
+    ErrorKind.INTEGRITY,
+    ErrorKind.UNAVAILABLE,
+    ErrorKind.TRANSIENT,
+    ErrorKind.CONFLICT,
+    ErrorKind.NOT_FOUND,
+    ErrorKind.INVALID_INPUT,
+)
 
 MIN_AGENT_VERSION = "2.6.1198.718"
 
@@ -372,6 +392,14 @@ class RedisUnavailable(Unavailable):
         "Check that the server is running and reachable, and that BACKUP_JOBS_REDIS_URL "
         "(including its password) is right; or unset it to use the embedded server."
     )
+
+
+E = TypeVar("E", bound=BackupJobsError)
+
+
+def most_severe(errors: Iterable[E]) -> E | None:
+    """The error of the most severe kind (``SEVERITY``), the first of equals; None if none."""
+    return min(errors, key=lambda error: SEVERITY.index(error.kind), default=None)
 
 
 def _catalog() -> dict[str, type[BackupJobsError]]:

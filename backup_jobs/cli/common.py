@@ -11,7 +11,7 @@ import click
 
 from backup_jobs.cli import render
 from backup_jobs.client import Client, JobHandle
-from backup_jobs.errors import ConfigurationError, error_class
+from backup_jobs.errors import EXIT_INTERRUPTED, ConfigurationError, error_from_dict, most_severe
 from backup_jobs.models import Job, JobStatus, utcnow
 
 # How often --wait re-reads the jobs it follows.
@@ -75,7 +75,7 @@ def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:
             f"(IDs: {ids}) or `backup-jobs job list`.",
             err=True,
         )
-        return 130
+        return EXIT_INTERRUPTED
     if as_json:
         render.emit_json([job.to_dict() for job in finished])
     else:
@@ -84,7 +84,11 @@ def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:
 
 
 def _outcome(jobs: Sequence[Job]) -> int:
-    for job in jobs:
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error:
-            return error_class(job.error["code"])().exit_code
-    return 0
+    """0 if every job succeeded, else the exit code of the most severe failure."""
+    failures = [
+        error_from_dict(job.error)
+        for job in jobs
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error
+    ]
+    worst = most_severe(failures)
+    return worst.exit_code if worst else 0

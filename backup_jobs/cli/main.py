@@ -9,7 +9,7 @@ import click
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
 from backup_jobs.cli.stack import demo, flower, server, up
-from backup_jobs.errors import BackupJobsError
+from backup_jobs.errors import EXIT_INTERRUPTED, BackupJobsError
 
 
 @click.group()
@@ -33,12 +33,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,11 @@ def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     disks = run_cli("vm", "register", "cs-web/web01", "--wait", env=env)
     listing = run_cli("vm", "list", env=env)
 
-    assert stopped.returncode == 2
+    assert stopped.returncode == 8
     [job] = json.loads(stopped.stdout)
     assert job["error"]["code"] == "VMNotRunning"
     assert job["error"]["recommended_action"].startswith("Start the virtual machine")
-    assert disks.returncode == 2 and "DataDiskLimitExceeded" in disks.stdout
+    assert disks.returncode == 8 and "DataDiskLimitExceeded" in disks.stdout
     assert (
         "cs-app/app01" in listing.stdout
         and "VMNotRunning: Start the virtual machine" in listing.stdout
@@ -104,9 +104,19 @@ def test_malformed_setting_names_the_variable_and_accepted_values(tmp_path: Path
 
     result = run_cli("vm", "list", env=env)
 
-    assert result.returncode == 2
+    assert result.returncode == 8
     assert "BACKUP_JOBS_MAX_ATTEMPTS='many' is not valid; accepted: a number >= 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_script_tells_a_usage_error_from_invalid_input_by_the_exit_code(tmp_path: Path) -> None:
+    env = {**os.environ, "BACKUP_JOBS_DATA_DIR": str(tmp_path)}
+
+    usage = run_cli("vm", "no-such-verb", env=env)
+    invalid = run_cli("vm", "list", env={**env, "BACKUP_JOBS_MAX_ATTEMPTS": "0"})
+
+    assert usage.returncode == 2 and "No such command" in usage.stderr
+    assert invalid.returncode == 8 and "ConfigurationError" in invalid.stderr
 
 
 def test_unreachable_redis_is_one_line_without_the_password(tmp_path: Path) -> None:
@@ -166,7 +176,7 @@ def test_missing_fleet_directory_is_a_clear_error_for_fleet_commands(tmp_path: P
 
     result = run_cli("fleet", "list", env=env)
 
-    assert result.returncode == 2
+    assert result.returncode == 8
     assert str(tmp_path / "none") in result.stderr and "fleet create-demo" in result.stderr
 
 

@@ -166,5 +166,5 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     finally:
         embedded.stop(server, process, data)
 
-    assert result.returncode == 2
+    assert result.returncode == 8
     assert "already runs for data dir" in result.stderr and f"pid {server.pid}" in result.stderr

@@ -69,8 +69,20 @@ def test_since_accepts_durations_and_iso_times() -> None:
 
 def test_waited_jobs_exit_with_the_code_of_their_error() -> None:
     assert _outcome([_job(JobStatus.COMPLETED)]) == 0
-    assert _outcome([_job(JobStatus.FAILED, {"code": "VMNotRunning"})]) == 2
+    assert _outcome([_job(JobStatus.FAILED, {"code": "VMNotRunning"})]) == 8
     assert _outcome([_job(JobStatus.FAILED, {"code": "OperationInProgress"})]) == 4
+
+
+def test_waited_batch_exits_with_its_most_severe_failure_whatever_the_order() -> None:
+    batch = [
+        _job(JobStatus.FAILED, {"code": "VMNotRunning"}),
+        _job(JobStatus.COMPLETED),
+        _job(JobStatus.FAILED, {"code": "DiscoveryInternalError"}),
+        _job(JobStatus.FAILED, {"code": "OperationInProgress"}),
+    ]
+
+    assert _outcome(batch) == 6
+    assert _outcome(batch[::-1]) == 6
 
 
 def test_a_state_file_of_a_dead_server_is_ignored(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ def test_only_transient_errors_are_retryable() -> None:
 @pytest.mark.parametrize(
     ("cls", "exit_code"),
     [
-        (errors.ConfigurationError, 2),
+        (errors.ConfigurationError, 8),
+        (errors.VMNotRunning, 8),
         (errors.VMNotFoundInInventory, 3),
         (errors.OperationInProgress, 4),
         (errors.VaultIntegrityError, 5),
@@ -54,6 +55,45 @@ def test_only_transient_errors_are_retryable() -> None:
 )
 def test_exit_codes_follow_the_kind(cls: type[errors.BackupJobsError], exit_code: int) -> None:
     assert cls().exit_code == exit_code
+
+
+def test_invalid_input_no_longer_shares_exit_code_2_with_click_usage_errors() -> None:
+    codes = {kind: errors.EXIT_CODES[kind] for kind in errors.ErrorKind}
+
+    assert 2 not in codes.values()
+    assert len(set(codes.values())) == len(codes)
+    assert codes[errors.ErrorKind.INVALID_INPUT] == 8
+
+
+def test_severity_orders_every_kind_from_internal_to_invalid_input() -> None:
+    assert set(errors.SEVERITY) == set(errors.ErrorKind)
+    assert errors.SEVERITY[0] == errors.ErrorKind.INTERNAL
+    assert errors.SEVERITY[-1] == errors.ErrorKind.INVALID_INPUT
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ([errors.VMNotRunning(), errors.VMNotFoundInInventory()], errors.VMNotFoundInInventory),
+        (
+            [errors.VMNotFoundInInventory(), errors.OperationInProgress()],
+            errors.OperationInProgress,
+        ),
+        ([errors.OperationInProgress(), errors.WorkerLost()], errors.WorkerLost),
+        ([errors.WorkerLost(), errors.RedisUnavailable()], errors.RedisUnavailable),
+        ([errors.RedisUnavailable(), errors.VaultIntegrityError()], errors.VaultIntegrityError),
+        ([errors.VaultIntegrityError(), errors.InternalError()], errors.InternalError),
+    ],
+)
+def test_most_severe_picks_the_same_error_whatever_the_order(
+    found: list[errors.BackupJobsError], expected: type[errors.BackupJobsError]
+) -> None:
+    assert type(errors.most_severe(found)) is expected
+    assert type(errors.most_severe(reversed(found))) is expected
+
+
+def test_most_severe_of_nothing_is_none() -> None:
+    assert errors.most_severe([]) is None
 
 
 def test_seed_messages_are_kept_word_for_word() -> None:
