@@ -91,7 +91,7 @@ class BackupJobsError(Exception):
         if detail and "{detail}" not in self.template:
             message = f"{message} ({detail})"
         self.message = f"{item}: {message}" if item else message
-        self.recommended_action = action if action is not None else self.action
+        self.recommended_action = action or self.action
 
     @property
     def code(self) -> str:
@@ -104,9 +104,7 @@ class BackupJobsError(Exception):
         return EXIT_CODES[self.kind]
 
     def __str__(self) -> str:
-        if self.recommended_action and self.recommended_action != "None":
-            return f"{self.message} Recommended action: {self.recommended_action}"
-        return self.message
+        return f"{self.message} Recommended action: {self.recommended_action}"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in the job record."""
@@ -192,7 +190,7 @@ class AlreadyRegistered(InvalidInput):
     """Raised when registering a VM that is already registered."""
 
     template = "The VM is already registered."
-    action = "None"
+    action = "Nothing to do: the VM is registered; see `backup-jobs vm list`."
 
 
 class JobNotFound(NotFound):
@@ -222,7 +220,10 @@ class DiscoveryInProgress(Conflict):
         "Failed to discover new items - Another Discovery operation is already in progress. "
         "Please wait until the current Discovery operation has completed."
     )
-    action = "None"
+    action = (
+        "Wait for the running discovery (its job is named in the message) to finish; "
+        "its results include the VMs this one would find."
+    )
 
 
 # --- Register --------------------------------------------------------------------------------
@@ -249,7 +250,10 @@ class DataDiskLimitExceeded(InvalidInput):
         "Please detach some data disks on this virtual machine and retry the operation. "
         "{detail}"
     )
-    action = "None"
+    action = (
+        "Detach data disks until the VM has at most the supported number "
+        "(BACKUP_JOBS_MAX_DATA_DISKS), then retry the register operation."
+    )
 
 
 class UnsupportedConfiguration(InvalidInput):
@@ -304,14 +308,18 @@ class LeaseLost(Conflict):
     """Raised when a worker's fencing token is stale: another attempt owns the item now."""
 
     template = "The job lost its lease on the item; a newer attempt owns it."
-    action = "None: the newer attempt carries on."
+    action = (
+        "Nothing to do: the newer attempt carries on; follow it with `backup-jobs job show ID`."
+    )
 
 
 class WorkerLost(Transient):
     """Raised (by the reaper) when the worker running an attempt died."""
 
     template = "The worker running this job stopped responding (its lease expired)."
-    action = "None: the job is retried automatically."
+    action = (
+        "Nothing to do: the job is retried automatically; follow it with `backup-jobs job show ID`."
+    )
 
 
 # --- Backup (used by later jobs; here so the catalog is whole) -------------------------------
@@ -375,7 +383,7 @@ class Cancelled(BackupJobsError):
     """Raised inside a job when its cancel flag is seen; the job ends Cancelled."""
 
     template = "The operation was cancelled; nothing partial was kept."
-    action = "None"
+    action = "Nothing to do: the job was cancelled as asked; start it again if you still want it."
 
 
 class InternalError(BackupJobsError):
@@ -418,8 +426,14 @@ def error_class(code: str) -> type[BackupJobsError]:
 
 
 def error_from_dict(data: dict[str, Any]) -> BackupJobsError:
-    """Rebuild an error from its ``to_dict`` form."""
+    """Rebuild an error from its ``to_dict`` form.
+
+    Records written before every error had an action hold ``"None"``; they get the class's.
+    """
     cls = error_class(str(data.get("code", "")))
+    action = data.get("recommended_action")
     return cls(
-        str(data.get("item", "")), str(data.get("detail", "")), data.get("recommended_action")
+        str(data.get("item", "")),
+        str(data.get("detail", "")),
+        None if action == "None" else action,
     )

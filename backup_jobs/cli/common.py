@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import click
 
@@ -43,6 +44,12 @@ def parse_since(value: str | None) -> datetime | None:
             detail=f"--since {value!r} is not valid; accepted: 30m, 24h, 7d or an ISO 8601 time"
         ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=utcnow().tzinfo)
+
+
+def echo_error(error: Mapping[str, Any]) -> None:
+    """Print an error (its ``to_dict`` form) on stderr: code, message, and what to do."""
+    click.echo(f"error: {error['code']}: {error['message']}", err=True)
+    click.echo(f"  what to do: {error_from_dict(dict(error)).recommended_action}", err=True)
 
 
 def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from backup_jobs.errors import error_from_dict
 from backup_jobs.models import VM, Job
 
 
@@ -44,8 +45,7 @@ def vm_table(vms: Sequence[VM], region: str | None = None) -> str:
         if region and vm.region != region:
             note = f"not in the vault's region ({region}): not registrable here"
         elif error and not vm.deleted:
-            action = error["recommended_action"]
-            note = f"{error['code']}: {error['detail'] if action == 'None' else action}"
+            note = f"{error['code']}: {error_from_dict(error).recommended_action}"
         rows.append(
             (
                 vm.id,
@@ -98,7 +98,7 @@ def job_detail(job: Job) -> str:
         lines += [
             f"  error       {job.error['code']}",
             f"  message     {job.error['message']}",
-            f"  action      {job.error['recommended_action']}",
+            f"  action      {error_from_dict(job.error).recommended_action}",
         ]
     for key, value in sorted(job.properties.items()):
         lines.append(f"  {key:<11} {value}")

@@ -67,6 +67,20 @@ def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     assert "VMNotRunning" in shown.stdout and "action" in shown.stdout and "#1" in shown.stdout
 
 
+def test_an_error_without_a_seed_action_still_says_what_to_do(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _discovered_env(cluster, tmp_path)
+    assert run_cli("vm", "register", "cs-app/app01", "--wait", env=env).returncode == 0
+
+    again = run_cli("vm", "register", "cs-app/app01", env=env)
+
+    assert again.returncode == 8
+    assert "error: AlreadyRegistered: cs-app/app01: The VM is already registered." in again.stderr
+    assert "  what to do: Nothing to do: the VM is registered" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
 def test_fault_commands_arm_list_and_clear(cluster: Cluster, tmp_path: Path) -> None:
     env = _env(cluster, tmp_path)
     run_cli("fleet", "create-demo", env=env)

@@ -130,3 +130,33 @@ def test_every_error_is_rebuilt_from_its_args_as_celery_and_pickle_do(
         error.message,
         "do this",
     )
+
+
+@pytest.mark.parametrize(
+    "cls", errors._catalog().values(), ids=[c.__name__ for c in errors._catalog().values()]
+)
+def test_every_error_in_the_catalog_says_what_to_do(cls: type[errors.BackupJobsError]) -> None:
+    action = cls("cs1/web01", "some detail").recommended_action
+
+    assert action.strip()
+    assert not action.lower().startswith("none")
+
+
+def test_a_record_written_with_the_action_none_is_read_with_the_class_action() -> None:
+    old = {"code": "AlreadyRegistered", "item": "cs/a", "detail": "", "recommended_action": "None"}
+
+    rebuilt = errors.error_from_dict(old)
+
+    assert rebuilt.recommended_action == errors.AlreadyRegistered.action
+
+
+def test_the_data_disk_limit_action_names_the_limit() -> None:
+    from backup_jobs import inventory
+    from backup_jobs.models import VM, Disk, VaultConfig
+
+    vm = VM("a", "cs", "r1", data_disks=tuple(Disk(f"d{i}", 1) for i in range(4)))
+
+    with pytest.raises(errors.DataDiskLimitExceeded) as raised:
+        inventory.check_registrable(vm, VaultConfig("v", "r1", "local", "/f"), max_data_disks=3)
+
+    assert "until the VM has at most 3" in raised.value.recommended_action
