@@ -157,12 +157,14 @@ class Client:
         status: JobStatus | str | None = None,
         since: datetime | None = None,
     ) -> list[Job]:
-        """The vault's jobs, newest first, filtered."""
+        """The vault's jobs, newest first, filtered; names are read in any case (``failed``)."""
         found = self.catalog.list_jobs(self.vault.name, since)
         if operation is not None:
-            found = [j for j in found if j.operation == Operation(operation)]
+            wanted_operation = Operation.parse(operation)
+            found = [j for j in found if j.operation == wanted_operation]
         if status is not None:
-            found = [j for j in found if j.status == JobStatus(status)]
+            wanted_status = JobStatus.parse(status)
+            found = [j for j in found if j.status == wanted_status]
         return found
 
     def vms(self, registrable: bool = False, include_deleted: bool = False) -> list[VM]:

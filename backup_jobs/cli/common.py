@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -19,9 +19,26 @@ from backup_jobs.models import Job, JobStatus, utcnow
 WAIT_POLL_SECONDS = 0.25
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 wait_option = click.option("--wait", is_flag=True, help="Wait for the jobs, showing progress.")
+
+
+def parsed_by(
+    parse: Callable[[str], T],
+) -> Callable[[click.Context, click.Parameter, str | None], T | None]:
+    """An option callback reading the value with a domain parser; a bad value is a usage error."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ConfigurationError as exc:
+            raise click.BadParameter(exc.detail, ctx, param) from None
+
+    return convert
 
 
 def client() -> Client:

@@ -8,8 +8,15 @@ from collections.abc import Callable
 import click
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import client, json_option, parse_since, wait_for, wait_option
-from backup_jobs.models import JobStatus, Operation
+from backup_jobs.cli.common import (
+    client,
+    json_option,
+    parse_since,
+    parsed_by,
+    wait_for,
+    wait_option,
+)
+from backup_jobs.models import JobStatus, Operation, ParsedEnum
 
 
 @click.group("vm")
@@ -60,6 +67,11 @@ def _started(ids: list[str], wait: bool, as_json: bool, waiter: Callable[[], int
             click.echo(f"Started job {job_id}; follow it with `backup-jobs job show {job_id}`.")
 
 
+def _choices(enum: type[ParsedEnum]) -> str:
+    """``[A|B|C]``: the values an option accepts, for its help."""
+    return "[" + "|".join(member.value for member in enum) + "]"
+
+
 @click.group("job")
 def job_group() -> None:
     """The jobs page: list and show jobs."""
@@ -67,12 +79,22 @@ def job_group() -> None:
 
 @job_group.command("list")
 @click.option(
-    "--operation", type=click.Choice([o.value for o in Operation]), help="Only this operation."
+    "--operation",
+    callback=parsed_by(Operation.parse),
+    metavar=_choices(Operation),
+    help="Only this operation (any case).",
 )
-@click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only this status.")
+@click.option(
+    "--status",
+    callback=parsed_by(JobStatus.parse),
+    metavar=_choices(JobStatus),
+    help="Only this status (any case, e.g. failed, in-progress).",
+)
 @click.option("--since", help="Only jobs queued since: 30m, 24h, 7d or an ISO time.")
 @json_option
-def job_list(operation: str | None, status: str | None, since: str | None, as_json: bool) -> None:
+def job_list(
+    operation: Operation | None, status: JobStatus | None, since: str | None, as_json: bool
+) -> None:
     """List the vault's jobs, newest first."""
     jobs = client().jobs(operation=operation, status=status, since=parse_since(since))
     if as_json:

@@ -65,7 +65,7 @@ def job_table(jobs: Sequence[Job]) -> str:
     rows = [
         (
             job.id,
-            job.operation.value.capitalize(),
+            job.operation.value,
             job.item_name,
             job.status.value,
             f"{job.attempt}/{job.max_attempts}",
@@ -84,7 +84,7 @@ def job_detail(job: Job) -> str:
     """One job in full: fields, error with its action, and every attempt."""
     lines = [
         f"Job {job.id}",
-        f"  operation   {job.operation.value.capitalize()}",
+        f"  operation   {job.operation.value}",
         f"  item        {job.item_name}",
         f"  status      {job.status.value}",
         f"  attempt     {job.attempt} of {job.max_attempts}",

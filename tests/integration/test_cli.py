@@ -61,8 +61,11 @@ def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     assert again.returncode == 0, again.stderr
     jobs = json.loads(run_cli("job", "list", "--operation", "register", "--json", env=env).stdout)
     assert [j["status"] for j in jobs] == ["Completed", "Failed", "Failed"]
-    failed = run_cli("job", "list", "--status", "Failed", "--since", "1h", env=env)
-    assert failed.stdout.count("Register") == 2
+    failed = run_cli(
+        "job", "list", "--operation", "REGISTER", "--status", "failed", "--since", "1h", env=env
+    )
+    assert failed.stdout.count("Register") == 2 and "register" not in failed.stdout
+    assert {j["operation"] for j in jobs} == {"Register"}
     shown = run_cli("job", "show", jobs[2]["id"], env=env)
     assert "VMNotRunning" in shown.stdout and "action" in shown.stdout and "#1" in shown.stdout
 

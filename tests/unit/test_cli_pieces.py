@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from backup_jobs.cli import render
 from backup_jobs.cli.common import _outcome, parse_since
+from backup_jobs.cli.main import cli
 from backup_jobs.errors import ConfigurationError, OperationInProgress
 from backup_jobs.models import VM, Job, JobStatus, Operation, utcnow
 from backup_jobs.runtime import embedded
@@ -107,3 +109,19 @@ def test_redacted_urls_keep_everything_but_the_password() -> None:
     assert redact("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact("redis://user:s3cret@127.0.0.1:6379/0") == "redis://user:***@127.0.0.1:6379/0"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "accepted"),
+    [
+        ("--operation", "backup", "accepted: Discovery, Register"),
+        ("--status", "broken", "accepted: Queued, InProgress, WaitingToRetry"),
+    ],
+)
+def test_a_bad_operation_or_status_is_a_usage_error_naming_the_accepted_values(
+    option: str, value: str, accepted: str
+) -> None:
+    result = CliRunner().invoke(cli, ["job", "list", option, value])
+
+    assert result.exit_code == 2
+    assert accepted in result.output and "Traceback" not in result.output

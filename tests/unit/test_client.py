@@ -81,7 +81,10 @@ def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignor
 
     assert [j.operation for j in client.jobs()] == [Operation.REGISTER, Operation.DISCOVERY]
     assert len(client.jobs(operation="discovery")) == 1
+    assert len(client.jobs(operation="REGISTER", status="failed")) == 1
     assert len(client.jobs(status=JobStatus.FAILED)) == 1
+    with pytest.raises(errors.ConfigurationError, match="accepted: Queued, InProgress"):
+        client.jobs(status="broken")
     assert len(client.jobs(since=T0 + timedelta(minutes=30))) == 1
 
 
