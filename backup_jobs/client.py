@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from backup_jobs import inventory, jobs
+from backup_jobs import inventory, jobs, timeparse
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
@@ -155,10 +155,13 @@ class Client:
         self,
         operation: Operation | str | None = None,
         status: JobStatus | str | None = None,
-        since: datetime | None = None,
+        since: datetime | str | None = None,
     ) -> list[Job]:
-        """The vault's jobs, newest first, filtered; names are read in any case (``failed``)."""
-        found = self.catalog.list_jobs(self.vault.name, since)
+        """The vault's jobs, newest first, filtered; names are read in any case (``failed``).
+
+        ``since``: a datetime (UTC if naive), or text as the CLI takes it (``24h``, ISO 8601).
+        """
+        found = self.catalog.list_jobs(self.vault.name, timeparse.since(since, self._clock.now()))
         if operation is not None:
             wanted_operation = Operation.parse(operation)
             found = [j for j in found if j.operation == wanted_operation]

@@ -1,11 +1,9 @@
-"""What the CLI's commands share: the client, waiting with progress, time filters."""
+"""What the CLI's commands share: the client, option parsing, errors, waiting with progress."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -17,8 +15,6 @@ from backup_jobs.models import Job, JobStatus, utcnow
 
 # How often --wait re-reads the jobs it follows.
 WAIT_POLL_SECONDS = 0.25
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -44,23 +40,6 @@ def parsed_by(
 def client() -> Client:
     """The client for this invocation, from the environment."""
     return Client.from_env()
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """``24h``, ``30m``, ``7d`` ago, or an ISO 8601 time (UTC if no zone)."""
-    if not value:
-        return None
-    match = _DURATION.match(value.strip())
-    if match:
-        amount, unit = match.groups()
-        return utcnow() - timedelta(**{_UNITS[unit]: int(amount)})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ConfigurationError(
-            detail=f"--since {value!r} is not valid; accepted: 30m, 24h, 7d or an ISO 8601 time"
-        ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=utcnow().tzinfo)
 
 
 def echo_error(error: Mapping[str, Any]) -> None:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import datetime
 
 import click
 
+from backup_jobs import timeparse
 from backup_jobs.cli import render
 from backup_jobs.cli.common import (
     client,
     json_option,
-    parse_since,
     parsed_by,
     wait_for,
     wait_option,
 )
-from backup_jobs.models import JobStatus, Operation, ParsedEnum
+from backup_jobs.models import JobStatus, Operation, ParsedEnum, utcnow
 
 
 @click.group("vm")
@@ -90,13 +91,17 @@ def job_group() -> None:
     metavar=_choices(JobStatus),
     help="Only this status (any case, e.g. failed, in-progress).",
 )
-@click.option("--since", help="Only jobs queued since: 30m, 24h, 7d or an ISO time.")
+@click.option(
+    "--since",
+    callback=parsed_by(lambda text: timeparse.parse_since(text, utcnow())),
+    help="Only jobs queued since: 30m, 24h, 7d or an ISO time.",
+)
 @json_option
 def job_list(
-    operation: Operation | None, status: JobStatus | None, since: str | None, as_json: bool
+    operation: Operation | None, status: JobStatus | None, since: datetime | None, as_json: bool
 ) -> None:
     """List the vault's jobs, newest first."""
-    jobs = client().jobs(operation=operation, status=status, since=parse_since(since))
+    jobs = client().jobs(operation=operation, status=status, since=since)
     if as_json:
         render.emit_json([job.to_dict() for job in jobs])
     else:

@@ -136,6 +136,14 @@ def test_a_script_tells_a_usage_error_from_invalid_input_by_the_exit_code(tmp_pa
     assert invalid.returncode == 8 and "ConfigurationError" in invalid.stderr
 
 
+def test_a_since_too_far_back_is_one_line_not_a_traceback(cluster: Cluster, tmp_path: Path) -> None:
+    result = run_cli("job", "list", "--since", "999999d", env=_env(cluster, tmp_path))
+
+    assert result.returncode == 2
+    assert "--since" in result.stderr and "too far back" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unreachable_redis_is_one_line_without_the_password(tmp_path: Path) -> None:
     env = {
         **os.environ,

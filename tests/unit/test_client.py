@@ -86,6 +86,11 @@ def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignor
     with pytest.raises(errors.ConfigurationError, match="accepted: Queued, InProgress"):
         client.jobs(status="broken")
     assert len(client.jobs(since=T0 + timedelta(minutes=30))) == 1
+    assert len(client.jobs(since="30m")) == 1
+    assert len(client.jobs(since="2h")) == 2
+    assert len(client.jobs(since="2026-04-01T09:30:00")) == 1
+    with pytest.raises(errors.ConfigurationError, match="since='yesterday'"):
+        client.jobs(since="yesterday")
 
 
 def test_vms_lists_registrable_ones_and_hides_deleted_unless_asked(parts) -> None:  # type: ignore[no-untyped-def]
