@@ -7,8 +7,8 @@ from dataclasses import asdict
 import click
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import json_option
-from backup_jobs.providers.local import LocalFleet
+from backup_jobs.cli.common import json_option, parsed_by
+from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, agent_version
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.providers.local_faults import FAULT_KINDS, Fault
 from backup_jobs.settings import Settings
@@ -86,7 +86,14 @@ def fleet_delete(vm: str) -> None:
 
 @fleet_group.command("install-agent")
 @click.argument("vm")
-@click.option("--version", "version", default="2.7.1198.800", show_default=True)
+@click.option(
+    "--version",
+    "version",
+    default="2.7.1198.800",
+    show_default=True,
+    callback=parsed_by(agent_version),
+    help="2 to 4 dot-separated integers.",
+)
 def fleet_install_agent(vm: str, version: str) -> None:
     """Install (or upgrade) the VM agent."""
     _set(vm, f"VM agent {version} installed", agent_version=version)
@@ -102,7 +109,9 @@ def fleet_remove_agent(vm: str) -> None:
 @fleet_group.command("add-disks")
 @click.argument("vm")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option("--size-mib", default=16, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--size-mib", default=16, show_default=True, type=click.IntRange(1, MAX_DISK_BYTES >> 20)
+)
 def fleet_add_disks(vm: str, count: int, size_mib: int) -> None:
     """Attach new sparse data disks."""
     data = _fleet().add_data_disks(vm, count, size_mib << 20)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +23,12 @@ from backup_jobs.providers.local_faults import FaultStore
 
 VM_FILE = "vm.json"
 VM_FILE_VERSION = 1
+# The largest disk image the fleet creates: 4 TiB, beyond the seed's largest VM disk; a larger
+# size is a typo, and file systems refuse files near 16 TiB anyway.
+MAX_DISK_BYTES = 4 << 40
+# A VM agent version is 2 to 4 dot-separated integers, like the seed's 2.6.1198.718.
+AGENT_VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
+AGENT_VERSION_FORM = "2 to 4 dot-separated integers, e.g. 2.7.1198.800"
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "cloud_service": str,
@@ -34,6 +41,15 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "storage_tier": str,
     "disks": list,
 }
+
+
+def agent_version(text: str) -> str:
+    """``text`` if it is a VM agent version; a ``ConfigurationError`` naming the form if not."""
+    if not AGENT_VERSION.fullmatch(text):
+        raise ConfigurationError(
+            detail=f"VM agent version {text!r} is not valid; accepted: {AGENT_VERSION_FORM}"
+        )
+    return text
 
 
 class LocalFleet:
@@ -84,6 +100,12 @@ class LocalFleet:
                 raise ConfigurationError(
                     detail=f"{path}: field 'disks' entries need name, file and kind"
                 )
+        version = data["agent_version"]
+        if version is not None and not AGENT_VERSION.fullmatch(version):
+            raise ConfigurationError(
+                detail=f"{path}: field 'agent_version' is {version!r}; it must be "
+                f"{AGENT_VERSION_FORM}, or null for no agent"
+            )
         return data
 
     def vm_dir(self, vm_id: str) -> Path:
@@ -153,10 +175,22 @@ class LocalFleet:
         return data
 
     def add_data_disks(self, vm_id: str, count: int, size_bytes: int = 16 << 20) -> dict[str, Any]:
-        """Attach ``count`` new sparse data disks."""
+        """Attach ``count`` new sparse data disks: all of them, or none if one cannot be made."""
+        if not 1 <= size_bytes <= MAX_DISK_BYTES:
+            raise ConfigurationError(
+                detail=f"a disk of {size_bytes} bytes is out of range; accepted: 1 to "
+                f"{MAX_DISK_BYTES} bytes (4 TiB)"
+            )
         data = self.read(vm_id)
-        for _ in range(count):
-            self._add_disk(data, f"data{len(data['disks'])}", "data", size_bytes)
+        first = len(data["disks"])
+        try:
+            for _ in range(count):
+                self._add_disk(data, f"data{len(data['disks'])}", "data", size_bytes)
+        except ConfigurationError:
+            folder = self.root / data["cloud_service"] / data["name"]
+            for disk in data["disks"][first:]:
+                (folder / disk["file"]).unlink(missing_ok=True)
+            raise
         self.write(data)
         return data
 
@@ -166,12 +200,22 @@ class LocalFleet:
         shutil.rmtree(self.vm_dir(vm_id))
 
     def _add_disk(self, data: dict[str, Any], name: str, kind: str, size_bytes: int) -> None:
-        folder = self.root / data["cloud_service"] / data["name"]
+        """Create one sparse image and list it in ``data``; a failed image leaves no file."""
         file = f"{name}.img"
-        with open(folder / file, "wb") as image:
-            # A recognisable first sector, then a hole: a real, sparse raw image.
-            image.write(f"{data['cloud_service']}/{data['name']}:{name}".encode().ljust(512, b"\0"))
-            image.truncate(size_bytes)
+        path = self.root / data["cloud_service"] / data["name"] / file
+        try:
+            with open(path, "wb") as image:
+                # A recognisable first sector, then a hole: a real, sparse raw image.
+                sector = f"{data['cloud_service']}/{data['name']}:{name}".encode()
+                image.write(sector.ljust(512, b"\0"))
+                image.truncate(size_bytes)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise ConfigurationError(
+                detail=f"cannot create the disk image {path}: {exc.strerror or exc}",
+                action="Check the free space and the file-size limit of the fleet directory's "
+                "file system, or ask for smaller disks.",
+            ) from exc
         data["disks"].append({"name": name, "file": file, "kind": kind})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -216,6 +217,69 @@ def test_missing_fleet_directory_is_a_clear_error_for_fleet_commands(tmp_path: P
 
     assert result.returncode == 8
     assert str(tmp_path / "none") in result.stderr and "fleet create-demo" in result.stderr
+
+
+def _fleet_env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "BACKUP_JOBS_FLEET_DIR": str(tmp_path / "fleet")}
+    assert run_cli("fleet", "create-demo", env=env).returncode == 0
+    return env
+
+
+def test_a_huge_disk_size_is_refused_in_one_line_and_leaves_no_file(tmp_path: Path) -> None:
+    env = _fleet_env(tmp_path)
+    folder = tmp_path / "fleet" / "cs-app" / "app01"
+    before = sorted(folder.iterdir())
+
+    result = run_cli("fleet", "add-disks", "cs-app/app01", "--size-mib", "99999999999999", env=env)
+
+    assert result.returncode == 2
+    assert "--size-mib" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(folder.iterdir()) == before
+
+
+def test_a_disk_image_the_file_system_refuses_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    env = _fleet_env(tmp_path)
+    folder = tmp_path / "fleet" / "cs-app" / "app01"
+    before = sorted(folder.iterdir())
+    one_mib = 1 << 20
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backup_jobs",
+            "fleet",
+            "add-disks",
+            "cs-app/app01",
+            "--size-mib",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        # The file system refuses files over 1 MiB, as a full or limited one would.
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (one_mib, one_mib)),
+    )
+
+    assert result.returncode == 8
+    assert f"cannot create the disk image {folder / 'data1.img'}" in result.stderr
+    assert "what to do: Check the free space" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(folder.iterdir()) == before
+
+
+def test_a_garbage_agent_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = _fleet_env(tmp_path)
+
+    result = run_cli("fleet", "install-agent", "cs-app/app01", "--version", "garbage", env=env)
+    listed = run_cli("fleet", "list", env=env)
+
+    assert result.returncode == 2
+    assert "'garbage' is not valid; accepted: 2 to 4 dot-separated integers" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert listed.returncode == 0 and "garbage" not in listed.stdout
 
 
 def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
