@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import click
 
@@ -15,7 +16,14 @@ from backup_jobs.settings import Settings
 
 
 def _fleet() -> LocalFleet:
-    return LocalFleet(Settings.from_env().fleet_dir)
+    """The configured fleet; it must exist (``fleet create-demo`` makes one)."""
+    fleet = LocalFleet(Settings.from_env().fleet_dir)
+    fleet.require()
+    return fleet
+
+
+def _id(data: dict[str, Any]) -> str:
+    return f"{data['cloud_service']}/{data['name']}"
 
 
 @click.group("fleet")
@@ -42,7 +50,7 @@ def fleet_list(as_json: bool) -> None:
         return
     rows = [
         (
-            f"{vm['cloud_service']}/{vm['name']}",
+            _id(vm),
             vm["region"],
             vm["power_state"],
             vm["os_type"],
@@ -58,8 +66,8 @@ def fleet_list(as_json: bool) -> None:
 
 
 def _set(vm: str, message: str, **changes: object) -> None:
-    _fleet().update(vm, **changes)
-    click.echo(f"{vm}: {message}.")
+    data = _fleet().update(vm, **changes)
+    click.echo(f"{_id(data)}: {message}.")
 
 
 @fleet_group.command("start")
@@ -80,8 +88,7 @@ def fleet_stop(vm: str) -> None:
 @click.argument("vm")
 def fleet_delete(vm: str) -> None:
     """Delete a VM and its disks from the fleet."""
-    _fleet().delete_vm(vm)
-    click.echo(f"{vm}: deleted from the fleet.")
+    click.echo(f"{_fleet().delete_vm(vm)}: deleted from the fleet.")
 
 
 @fleet_group.command("install-agent")
@@ -115,7 +122,8 @@ def fleet_remove_agent(vm: str) -> None:
 def fleet_add_disks(vm: str, count: int, size_mib: int) -> None:
     """Attach new sparse data disks."""
     data = _fleet().add_data_disks(vm, count, size_mib << 20)
-    click.echo(f"{vm}: now has {sum(d['kind'] == 'data' for d in data['disks'])} data disks.")
+    disks = sum(d["kind"] == "data" for d in data["disks"])
+    click.echo(f"{_id(data)}: now has {disks} data disks.")
 
 
 @fleet_group.group("fault")
@@ -135,9 +143,10 @@ def fault_group() -> None:
 )
 def fault_set(kind: str, vm: str | None, times: int, forever: bool, seconds: float) -> None:
     """Arm a fault."""
-    fault = Fault(kind, vm, None if forever else times, seconds)
-    _fleet().faults.add(fault)
-    click.echo(f"Armed {kind} for {vm or 'any VM'} ({'forever' if forever else f'{times}x'}).")
+    fault = _fleet().arm(Fault(kind, vm, None if forever else times, seconds))
+    click.echo(
+        f"Armed {kind} for {fault.vm or 'any VM'} ({'forever' if forever else f'{times}x'})."
+    )
 
 
 @fault_group.command("list")

@@ -13,13 +13,15 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
+from backup_jobs.inventory import VMIndex
 from backup_jobs.models import VM, Disk, PowerState
 from backup_jobs.provider import ProviderError, ProviderTimeout
-from backup_jobs.providers.local_faults import FaultStore
+from backup_jobs.providers.local_faults import Fault, FaultStore
 
 VM_FILE = "vm.json"
 VM_FILE_VERSION = 1
@@ -29,6 +31,8 @@ MAX_DISK_BYTES = 4 << 40
 # A VM agent version is 2 to 4 dot-separated integers, like the seed's 2.6.1198.718.
 AGENT_VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
 AGENT_VERSION_FORM = "2 to 4 dot-separated integers, e.g. 2.7.1198.800"
+# Fleet administration reads the fleet directory, not the vault: discovery would not help.
+FLEET_LIST_ACTION = "List the fleet's VMs with `backup-jobs fleet list`."
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "cloud_service": str,
@@ -108,6 +112,16 @@ class LocalFleet:
             )
         return data
 
+    def resolve(self, name: str) -> str:
+        """The id of the fleet VM called ``name``: ``cloud_service/name``, or a unique bare name."""
+        vms = [VM(path.parent.name, path.parent.parent.name, "") for path in self.vm_files()]
+        try:
+            return VMIndex(vms).resolve(name).id
+        except VMNotFoundInInventory as exc:
+            raise VMNotFoundInInventory(
+                name, f" The fleet {self.root} has no such VM.{exc.detail}", FLEET_LIST_ACTION
+            ) from None
+
     def vm_dir(self, vm_id: str) -> Path:
         """The folder of a VM given as ``cloud_service/name``."""
         if vm_id.count("/") != 1:
@@ -119,7 +133,9 @@ class LocalFleet:
         path = self.vm_dir(vm_id) / VM_FILE
         if not path.exists():
             self.require()
-            raise VMNotFoundInInventory(vm_id, f" The fleet {self.root} has no such VM.")
+            raise VMNotFoundInInventory(
+                vm_id, f" The fleet {self.root} has no such VM.", FLEET_LIST_ACTION
+            )
         return self.load(path)
 
     def write(self, data: dict[str, Any]) -> None:
@@ -130,9 +146,9 @@ class LocalFleet:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, folder / VM_FILE)
 
-    def update(self, vm_id: str, **changes: Any) -> dict[str, Any]:
-        """Change fields of one VM and write it back."""
-        data = self.read(vm_id)
+    def update(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change fields of one VM (``cloud_service/name`` or a unique name); write it back."""
+        data = self.read(self.resolve(name))
         data.update(changes)
         self.write(data)
         return data
@@ -174,14 +190,14 @@ class LocalFleet:
         self.write(data)
         return data
 
-    def add_data_disks(self, vm_id: str, count: int, size_bytes: int = 16 << 20) -> dict[str, Any]:
+    def add_data_disks(self, name: str, count: int, size_bytes: int = 16 << 20) -> dict[str, Any]:
         """Attach ``count`` new sparse data disks: all of them, or none if one cannot be made."""
         if not 1 <= size_bytes <= MAX_DISK_BYTES:
             raise ConfigurationError(
                 detail=f"a disk of {size_bytes} bytes is out of range; accepted: 1 to "
                 f"{MAX_DISK_BYTES} bytes (4 TiB)"
             )
-        data = self.read(vm_id)
+        data = self.read(self.resolve(name))
         first = len(data["disks"])
         try:
             for _ in range(count):
@@ -194,10 +210,19 @@ class LocalFleet:
         self.write(data)
         return data
 
-    def delete_vm(self, vm_id: str) -> None:
-        """Delete a VM and its disks from the fleet."""
-        self.read(vm_id)
+    def delete_vm(self, name: str) -> str:
+        """Delete a VM and its disks from the fleet; returns its id."""
+        vm_id = self.resolve(name)
         shutil.rmtree(self.vm_dir(vm_id))
+        return vm_id
+
+    def arm(self, fault: Fault) -> Fault:
+        """Arm a fault in this (existing) fleet, for one of its VMs (by id) or for any VM."""
+        self.require()
+        if fault.vm is not None:
+            fault = replace(fault, vm=self.resolve(fault.vm))
+        self.faults.add(fault)
+        return fault
 
     def _add_disk(self, data: dict[str, Any], name: str, kind: str, size_bytes: int) -> None:
         """Create one sparse image and list it in ``data``; a failed image leaves no file."""

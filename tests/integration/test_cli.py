@@ -282,6 +282,52 @@ def test_a_garbage_agent_version_is_refused_in_one_line(tmp_path: Path) -> None:
     assert listed.returncode == 0 and "garbage" not in listed.stdout
 
 
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ("start",),
+        ("stop",),
+        ("delete",),
+        ("install-agent",),
+        ("remove-agent",),
+        ("add-disks", "--count", "1"),
+    ],
+)
+def test_fleet_verbs_on_an_unknown_vm_advise_fleet_list(tmp_path: Path, verb: tuple[str]) -> None:
+    env = _fleet_env(tmp_path)
+
+    result = run_cli("fleet", verb[0], "nosuch", *verb[1:], env=env)
+
+    assert result.returncode == 3
+    assert "what to do: List the fleet's VMs with `backup-jobs fleet list`" in result.stderr
+    assert "vm discover" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fleet_verbs_take_a_unique_bare_name_and_refuse_an_ambiguous_one(tmp_path: Path) -> None:
+    env = _fleet_env(tmp_path)
+
+    stopped = run_cli("fleet", "stop", "app01", env=env)
+    ambiguous = run_cli("fleet", "stop", "shared01", env=env)
+
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "cs-app/app01: stopped."
+    assert ambiguous.returncode == 8
+    assert "cs-db/shared01, cs-web/shared01" in ambiguous.stderr
+
+
+def test_fault_set_refuses_a_missing_fleet_and_an_unknown_vm(tmp_path: Path) -> None:
+    missing = {**os.environ, "BACKUP_JOBS_FLEET_DIR": str(tmp_path / "none")}
+
+    no_fleet = run_cli("fleet", "fault", "set", "discovery-slow", env=missing)
+    no_vm = run_cli(
+        "fleet", "fault", "set", "install-slow", "--vm", "nosuch", env=_fleet_env(tmp_path)
+    )
+
+    assert no_fleet.returncode == 8 and "fleet create-demo" in no_fleet.stderr
+    assert not (tmp_path / "none").exists()
+    assert no_vm.returncode == 3 and "nosuch" in no_vm.stderr
+    assert "Traceback" not in no_fleet.stderr + no_vm.stderr
+
+
 def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
+from backup_jobs.errors import AmbiguousVMName, ConfigurationError, VMNotFoundInInventory
 from backup_jobs.models import PowerState
 from backup_jobs.provider import ProviderError, ProviderTimeout
 from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, LocalProvider, agent_version
@@ -159,3 +159,66 @@ def test_disks_added_before_a_failed_one_are_removed_and_vm_json_is_unchanged(
         fleet.add_data_disks("cs-app/app01", 3)
 
     assert (sorted(folder.iterdir()), (folder / "vm.json").read_text()) == before
+
+
+def test_fleet_verbs_take_a_bare_name_that_is_unique_in_the_fleet(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    stopped = fleet.update("app01", power_state="Stopped")
+    fleet.add_data_disks("web01", 1)
+    deleted = fleet.delete_vm("noagent01")
+
+    assert (stopped["cloud_service"], stopped["power_state"]) == ("cs-app", "Stopped")
+    assert len(fleet.read("cs-web/web01")["disks"]) == 2
+    assert deleted == "cs-app/noagent01" and not (tmp_path / "cs-app" / "noagent01").exists()
+
+
+def test_a_bare_name_in_two_cloud_services_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(AmbiguousVMName, match="cs-db/shared01, cs-web/shared01"):
+        fleet.update("shared01", power_state="Stopped")
+
+
+@pytest.mark.parametrize("name", ["app1", "cs-app/app1", "nosuch", "cs-app/../cs-app/app01"])
+def test_an_unknown_fleet_vm_advises_fleet_list_not_discovery(tmp_path: Path, name: str) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(VMNotFoundInInventory) as raised:
+        fleet.update(name, power_state="Stopped")
+
+    assert raised.value.recommended_action == "List the fleet's VMs with `backup-jobs fleet list`."
+    assert f"The fleet {tmp_path} has no such VM." in raised.value.message
+
+
+def test_an_unknown_fleet_vm_suggests_close_names(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(VMNotFoundInInventory, match="Did you mean: app01"):
+        fleet.delete_vm("app1")
+
+
+def test_arming_a_fault_needs_an_existing_fleet_and_creates_none(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "none")
+
+    with pytest.raises(ConfigurationError, match="fleet create-demo"):
+        fleet.arm(Fault("discovery-slow"))
+
+    assert not (tmp_path / "none").exists()
+
+
+def test_arming_a_fault_for_an_unknown_vm_is_refused(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(VMNotFoundInInventory, match="nosuch"):
+        fleet.arm(Fault("install-slow", vm="nosuch"))
+
+    assert fleet.faults.armed() == [Fault("install-agent-timeout", "cs-app/hung01")]
+
+
+def test_a_fault_armed_for_a_bare_name_is_kept_for_the_vms_id(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    armed = fleet.arm(Fault("install-slow", vm="app01", seconds=1.0))
+
+    assert armed.vm == "cs-app/app01" and armed in fleet.faults.armed()
