@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
 
 from backup_jobs.cli import render
-from backup_jobs.client import Client, JobHandle
-from backup_jobs.errors import EXIT_INTERRUPTED, ConfigurationError, error_from_dict, most_severe
+from backup_jobs.client import Client, JobHandle, Refusal
+from backup_jobs.errors import (
+    EXIT_INTERRUPTED,
+    BackupJobsError,
+    ConfigurationError,
+    error_from_dict,
+    most_severe,
+)
 from backup_jobs.models import Job, JobStatus, utcnow
 
 # How often --wait re-reads the jobs it follows.
@@ -42,13 +48,21 @@ def client() -> Client:
     return Client.from_env()
 
 
-def echo_error(error: Mapping[str, Any]) -> None:
+def echo_error(error: Mapping[str, Any], prefix: str = "error") -> None:
     """Print an error (its ``to_dict`` form) on stderr: code, message, and what to do."""
-    click.echo(f"error: {error['code']}: {error['message']}", err=True)
+    click.echo(f"{prefix}: {error['code']}: {error['message']}", err=True)
     click.echo(f"  what to do: {error_from_dict(dict(error)).recommended_action}", err=True)
 
 
-def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:
+def echo_refusals(refused: Iterable[Refusal]) -> None:
+    """Print each VM a batch refused on stderr: the name it was given by, why, and what to do."""
+    for refusal in refused:
+        echo_error(refusal.error.to_dict(), prefix=f"refused {refusal.name}")
+
+
+def wait_for(
+    handles: Sequence[JobHandle], as_json: bool, refused: Sequence[BackupJobsError] = ()
+) -> int:
     """Follow jobs to the end, printing each status change; the exit code of the outcome.
 
     Ctrl-C stops the waiting, not the jobs: they go on, and the message says how to follow them.
@@ -83,15 +97,15 @@ def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:
         render.emit_json([job.to_dict() for job in finished])
     else:
         click.echo(render.job_table(finished))
-    return _outcome(finished)
+    return outcome(finished, refused)
 
 
-def _outcome(jobs: Sequence[Job]) -> int:
-    """0 if every job succeeded, else the exit code of the most severe failure."""
+def outcome(jobs: Sequence[Job], refused: Sequence[BackupJobsError] = ()) -> int:
+    """0 if every job succeeded and nothing was refused, else the most severe one's exit code."""
     failures = [
         error_from_dict(job.error)
         for job in jobs
         if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error
     ]
-    worst = most_severe(failures)
+    worst = most_severe([*failures, *refused])
     return worst.exit_code if worst else 0

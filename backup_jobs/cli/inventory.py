@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import datetime
 
 import click
@@ -12,11 +11,14 @@ from backup_jobs import timeparse
 from backup_jobs.cli import render
 from backup_jobs.cli.common import (
     client,
+    echo_refusals,
     json_option,
+    outcome,
     parsed_by,
     wait_for,
     wait_option,
 )
+from backup_jobs.client import Batch
 from backup_jobs.models import JobStatus, Operation, ParsedEnum, utcnow
 
 
@@ -30,8 +32,7 @@ def vm_group() -> None:
 @json_option
 def vm_discover(wait: bool, as_json: bool) -> None:
     """Start a Discovery job: list the fleet's VMs into the vault."""
-    handle = client().discover()
-    _started([handle.id], wait, as_json, lambda: wait_for([handle], as_json))
+    _started(Batch([client().discover()]), wait, as_json)
 
 
 @vm_group.command("list")
@@ -53,19 +54,33 @@ def vm_list(registrable: bool, include_deleted: bool, as_json: bool) -> None:
 @wait_option
 @json_option
 def vm_register(vms: tuple[str, ...], wait: bool, as_json: bool) -> None:
-    """Start one Register job per VM (cloud_service/name, or a unique name)."""
-    handles = client().register(vms)
-    _started([h.id for h in handles], wait, as_json, lambda: wait_for(handles, as_json))
+    """Start one Register job per VM (cloud_service/name, or a unique name).
+
+    VMs that cannot be registered are reported (name, error, what to do) and the others go on;
+    the exit code is then the most severe refusal's.
+    """
+    _started(client().register(vms), wait, as_json)
 
 
-def _started(ids: list[str], wait: bool, as_json: bool, waiter: Callable[[], int]) -> None:
+def _started(batch: Batch, wait: bool, as_json: bool) -> None:
+    """Report the started jobs and refused VMs, or follow the jobs; exit with the outcome."""
+    echo_refusals(batch.refused)
+    refused = [refusal.error for refusal in batch.refused]
     if wait:
-        sys.exit(waiter())
+        sys.exit(wait_for(batch, as_json, refused))
     if as_json:
-        render.emit_json({"job_ids": ids})
+        render.emit_json(
+            {
+                "job_ids": [handle.id for handle in batch],
+                "refused": [{"name": r.name, "error": r.error.to_dict()} for r in batch.refused],
+            }
+        )
     else:
-        for job_id in ids:
-            click.echo(f"Started job {job_id}; follow it with `backup-jobs job show {job_id}`.")
+        for handle in batch:
+            click.echo(
+                f"Started job {handle.id}; follow it with `backup-jobs job show {handle.id}`."
+            )
+    sys.exit(outcome([], refused))
 
 
 def _choices(enum: type[ParsedEnum]) -> str:

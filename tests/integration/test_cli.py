@@ -34,6 +34,16 @@ def _discovered_env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _wait_completed(job_id: str, env: dict[str, str]) -> None:
+    """Follow a job with `job show` until it is Completed (fails after 30 s)."""
+
+    def completed() -> bool:
+        shown = run_cli("job", "show", job_id, "--json", env=env)
+        return bool(json.loads(shown.stdout)["status"] == "Completed")
+
+    eventually(completed, 30, 0.5)
+
+
 def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -82,9 +92,36 @@ def test_an_error_without_a_seed_action_still_says_what_to_do(
     again = run_cli("vm", "register", "cs-app/app01", env=env)
 
     assert again.returncode == 8
-    assert "error: AlreadyRegistered: cs-app/app01: The VM is already registered." in again.stderr
+    assert (
+        "refused cs-app/app01: AlreadyRegistered: cs-app/app01: The VM is already registered."
+        in again.stderr
+    )
     assert "  what to do: Nothing to do: the VM is registered" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_register_with_refused_vms_submits_the_others_and_reports_each_refusal(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _discovered_env(cluster, tmp_path)
+
+    started = run_cli("vm", "register", "remote01", "cs-app/app01", "nosuch", "--json", env=env)
+    out = json.loads(started.stdout)
+    _wait_completed(out["job_ids"][0], env)
+    waited = run_cli("vm", "register", "app01", "cs-web/web01", "--wait", "--json", env=env)
+
+    assert started.returncode == 3  # not found is more severe than invalid input
+    assert len(out["job_ids"]) == 1
+    assert [(r["name"], r["error"]["code"]) for r in out["refused"]] == [
+        ("remote01", "RegionMismatch"),
+        ("nosuch", "VMNotFoundInInventory"),
+    ]
+    assert "refused remote01: RegionMismatch: cs-far/remote01:" in started.stderr
+    assert "refused nosuch: VMNotFoundInInventory: nosuch:" in started.stderr
+    assert started.stderr.count("what to do:") == 2 and "Traceback" not in started.stderr
+    assert waited.returncode == 8
+    assert [j["item"] for j in json.loads(waited.stdout)] == ["cs-web/web01"]
+    assert "refused app01: AlreadyRegistered: cs-app/app01:" in waited.stderr
 
 
 def test_fault_commands_arm_list_and_clear(cluster: Cluster, tmp_path: Path) -> None:
@@ -349,15 +386,7 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     assert waiting.returncode == 130
     assert "Stopped waiting; the jobs go on" in err and "backup-jobs job show" in err
     job_id = err.split("(IDs: ")[1].split(")")[0].strip()
-    finished = eventually(
-        lambda: (
-            json.loads(run_cli("job", "show", job_id, "--json", env=env).stdout)["status"]
-            == "Completed"
-        ),
-        30,
-        0.5,
-    )
-    assert finished
+    _wait_completed(job_id, env)
 
 
 def test_celery_command_works_from_the_checkout_and_from_an_installed_package(

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import _outcome
+from backup_jobs.cli.common import outcome
 from backup_jobs.cli.main import cli
 from backup_jobs.errors import ConfigurationError, OperationInProgress
 from backup_jobs.models import VM, Job, JobStatus, Operation
@@ -62,9 +62,9 @@ def test_job_detail_lists_every_attempt() -> None:
 
 
 def test_waited_jobs_exit_with_the_code_of_their_error() -> None:
-    assert _outcome([_job(JobStatus.COMPLETED)]) == 0
-    assert _outcome([_job(JobStatus.FAILED, {"code": "VMNotRunning"})]) == 8
-    assert _outcome([_job(JobStatus.FAILED, {"code": "OperationInProgress"})]) == 4
+    assert outcome([_job(JobStatus.COMPLETED)]) == 0
+    assert outcome([_job(JobStatus.FAILED, {"code": "VMNotRunning"})]) == 8
+    assert outcome([_job(JobStatus.FAILED, {"code": "OperationInProgress"})]) == 4
 
 
 def test_waited_batch_exits_with_its_most_severe_failure_whatever_the_order() -> None:
@@ -75,8 +75,8 @@ def test_waited_batch_exits_with_its_most_severe_failure_whatever_the_order() ->
         _job(JobStatus.FAILED, {"code": "OperationInProgress"}),
     ]
 
-    assert _outcome(batch) == 6
-    assert _outcome(batch[::-1]) == 6
+    assert outcome(batch) == 6
+    assert outcome(batch[::-1]) == 6
 
 
 def test_a_state_file_of_a_dead_server_is_ignored(tmp_path: Path) -> None:
