@@ -1,26 +1,21 @@
-"""What the CLI's commands share: the client, option parsing, errors, waiting with progress."""
+"""What the CLI's commands share: the client, option parsing, errors and exit codes."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from backup_jobs.cli import render
-from backup_jobs.client import Client, JobHandle, Refusal
+from backup_jobs.client import Client, Refusal
 from backup_jobs.errors import (
-    EXIT_INTERRUPTED,
     BackupJobsError,
     ConfigurationError,
     error_from_dict,
     most_severe,
 )
-from backup_jobs.models import Job, JobStatus, utcnow
+from backup_jobs.models import Job, JobStatus
 
-# How often --wait re-reads the jobs it follows.
-WAIT_POLL_SECONDS = 0.25
 T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -58,46 +53,6 @@ def echo_refusals(refused: Iterable[Refusal]) -> None:
     """Print each VM a batch refused on stderr: the name it was given by, why, and what to do."""
     for refusal in refused:
         echo_error(refusal.error.to_dict(), prefix=f"refused {refusal.name}")
-
-
-def wait_for(
-    handles: Sequence[JobHandle], as_json: bool, refused: Sequence[BackupJobsError] = ()
-) -> int:
-    """Follow jobs to the end, printing each status change; the exit code of the outcome.
-
-    Ctrl-C stops the waiting, not the jobs: they go on, and the message says how to follow them.
-    """
-    seen: dict[str, JobStatus] = {}
-    pending = {h.id: h for h in handles}
-    finished: list[Job] = []
-    try:
-        while pending:
-            for job_id, handle in list(pending.items()):
-                job = handle.job()
-                if seen.get(job_id) != job.status and not as_json:
-                    seen[job_id] = job.status
-                    click.echo(
-                        f"{render.short_time(utcnow())}  {job.item_name:<24} {job.status.value}",
-                        err=True,
-                    )
-                if job.status.is_final:
-                    finished.append(job)
-                    del pending[job_id]
-            if pending:
-                time.sleep(WAIT_POLL_SECONDS)
-    except KeyboardInterrupt:
-        ids = " ".join(pending)
-        click.echo(
-            f"\nStopped waiting; the jobs go on. Follow them with `backup-jobs job show ID` "
-            f"(IDs: {ids}) or `backup-jobs job list`.",
-            err=True,
-        )
-        return EXIT_INTERRUPTED
-    if as_json:
-        render.emit_json([job.to_dict() for job in finished])
-    else:
-        click.echo(render.job_table(finished))
-    return outcome(finished, refused)
 
 
 def outcome(jobs: Sequence[Job], refused: Sequence[BackupJobsError] = ()) -> int:

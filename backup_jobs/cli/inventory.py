@@ -15,9 +15,9 @@ from backup_jobs.cli.common import (
     json_option,
     outcome,
     parsed_by,
-    wait_for,
     wait_option,
 )
+from backup_jobs.cli.waiting import wait_for
 from backup_jobs.client import Batch
 from backup_jobs.models import JobStatus, Operation, ParsedEnum, utcnow
 

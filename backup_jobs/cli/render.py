@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -33,6 +33,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def short_time(value: datetime | None) -> str:
     """``YYYY-MM-DD HH:MM:SS`` in UTC, or empty."""
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def clock_time(value: datetime, now: datetime) -> str:
+    """``12:34:56 UTC``, with the date in front when it is not ``now``'s day."""
+    if value.date() == now.date():
+        return value.strftime("%H:%M:%S UTC")
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(span: timedelta) -> str:
+    """A span the way people read it: ``45s``, ``1m20s``, ``14m``, ``2h05m`` (never negative)."""
+    seconds = max(0, round(span.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
+    hours, rest = divmod(seconds // 60, 60)
+    return f"{hours}h{rest:02d}m"
 
 
 def vm_table(vms: Sequence[VM], region: str | None = None) -> str:

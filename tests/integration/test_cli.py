@@ -63,6 +63,8 @@ def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     assert job["error"]["code"] == "VMNotRunning"
     assert job["error"]["recommended_action"].startswith("Start the virtual machine")
     assert disks.returncode == 8 and "DataDiskLimitExceeded" in disks.stdout
+    assert "error: DataDiskLimitExceeded: cs-web/web01: Number of data disks" in disks.stderr
+    assert "what to do: Detach data disks until the VM has at most 5" in disks.stderr
     assert (
         "cs-app/app01" in listing.stdout
         and "VMNotRunning: Start the virtual machine" in listing.stdout
