@@ -111,14 +111,26 @@ def job_group() -> None:
     callback=parsed_by(lambda text: timeparse.parse_since(text, utcnow())),
     help="Only jobs queued since: 30m, 24h, 7d or an ISO time.",
 )
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print only the job ids, newest first, one per line."
+)
 @json_option
 def job_list(
-    operation: Operation | None, status: JobStatus | None, since: datetime | None, as_json: bool
+    operation: Operation | None,
+    status: JobStatus | None,
+    since: datetime | None,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """List the vault's jobs, newest first."""
+    if quiet and as_json:
+        raise click.UsageError("--quiet and --json cannot be used together.")
     jobs = client().jobs(operation=operation, status=status, since=since)
     if as_json:
         render.emit_json([job.to_dict() for job in jobs])
+    elif quiet:
+        for job in jobs:
+            click.echo(job.id)
     else:
         click.echo(render.job_table(jobs))
 

@@ -81,6 +81,8 @@ def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     )
     assert failed.stdout.count("Register") == 2 and "register" not in failed.stdout
     assert {j["operation"] for j in jobs} == {"Register"}
+    quiet = run_cli("job", "list", "--operation", "register", "-q", env=env)
+    assert quiet.stdout.splitlines() == [j["id"] for j in jobs]
     shown = run_cli("job", "show", jobs[2]["id"], env=env)
     assert "VMNotRunning" in shown.stdout and "action" in shown.stdout and "#1" in shown.stdout
 

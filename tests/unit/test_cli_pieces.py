@@ -119,3 +119,10 @@ def test_a_bad_operation_status_or_since_is_a_usage_error_naming_the_accepted_va
 
     assert result.exit_code == 2
     assert accepted in result.output and "Traceback" not in result.output
+
+
+def test_quiet_and_json_together_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["job", "list", "-q", "--json"])
+
+    assert result.exit_code == 2
+    assert "--quiet and --json cannot be used together" in result.output
