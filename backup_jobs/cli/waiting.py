@@ -1,15 +1,16 @@
 """``--wait``: follow jobs to their end, showing changes, long steps, retries and failures.
 
 Every status that is not final is treated alike (a job may be ``Queued`` again between
-attempts): its line is repeated every ``PROGRESS_EVERY_SECONDS`` with the time spent in it, and
-``WaitingToRetry`` says when the next attempt is due.
+attempts): its line is repeated every 10 seconds with the time spent in it (every minute once
+that is over five minutes, so that a six-hour transfer or a 15-minute retry delay stays
+readable), and ``WaitingToRetry`` says when the next attempt is due.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
@@ -21,8 +22,11 @@ from backup_jobs.models import Job, JobStatus, utcnow
 
 # How often --wait re-reads the jobs it follows.
 WAIT_POLL_SECONDS = 0.25
-# How often a job that stays in one status gets its line again, with the time spent in it.
+# How often a job that stays in one status gets its line again, with the time spent in it;
+# less often once it has been in that status for a while.
 PROGRESS_EVERY_SECONDS = 10.0
+PROGRESS_EVERY_LONG_SECONDS = 60.0
+LONG_STATUS_SECONDS = 300.0
 # Statuses whose line is followed by the job's error and what to do about it.
 _EXPLAINED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.WAITING_TO_RETRY})
 
@@ -88,7 +92,7 @@ class Waiter:
         now = self._now()
         status, since, printed = self._shown.get(job.id, (None, now, now))
         changed = status != job.status
-        if not changed and (now - printed).total_seconds() < PROGRESS_EVERY_SECONDS:
+        if not changed and (now - printed).total_seconds() < _interval(now - since):
             return
         if changed:
             since = status_since(job) or now
@@ -98,10 +102,19 @@ class Waiter:
             echo_error(job.error, prefix="  error")
 
 
+def _interval(spent: timedelta) -> float:
+    """Seconds between two lines of a job that stays in one status for ``spent``."""
+    if spent.total_seconds() < LONG_STATUS_SECONDS:
+        return PROGRESS_EVERY_SECONDS
+    return PROGRESS_EVERY_LONG_SECONDS
+
+
 def status_since(job: Job) -> datetime | None:
     """When the job entered its current status, where the record says it."""
     if job.status == JobStatus.IN_PROGRESS and job.attempts:
         return job.attempts[-1].started_at
+    if job.status == JobStatus.WAITING_TO_RETRY and job.attempts:
+        return job.attempts[-1].ended_at
     if job.status == JobStatus.QUEUED and job.attempt == 0:
         return job.queued_at
     return None

@@ -85,6 +85,22 @@ def test_a_job_waiting_to_retry_says_why_and_when_the_next_attempt_is_due(
     assert lines[3].endswith("WaitingToRetry, next attempt at 09:14:00 UTC (in 13m50s)")
 
 
+def test_a_status_held_over_five_minutes_gets_its_line_every_minute(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    running = _job(JobStatus.IN_PROGRESS, attempt=1, attempts=(Attempt(1, T0),))
+
+    lines = _follow([(430, running), (float("inf"), _job(JobStatus.COMPLETED))], capsys)
+
+    shown = [line.split(maxsplit=3)[3] for line in lines]
+    assert shown[29:] == [
+        "InProgress (4m50s)",
+        "InProgress (5m50s)",
+        "InProgress (6m50s)",
+        "Completed",
+    ]
+
+
 def test_a_job_queued_again_between_attempts_is_followed_like_any_other_status(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
