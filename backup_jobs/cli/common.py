@@ -52,7 +52,8 @@ def echo_error(error: Mapping[str, Any], prefix: str = "error") -> None:
 def echo_refusals(refused: Iterable[Refusal]) -> None:
     """Print each VM a batch refused on stderr: the name it was given by, why, and what to do."""
     for refusal in refused:
-        echo_error(refusal.error.to_dict(), prefix=f"refused {refusal.name}")
+        name = refusal.name or repr(refusal.name)  # an empty name still reads as one
+        echo_error(refusal.error.to_dict(), prefix=f"refused {name}")
 
 
 def outcome(jobs: Sequence[Job], refused: Sequence[BackupJobsError] = ()) -> int:

@@ -1,4 +1,4 @@
-"""CLI pieces: tables, time filters, exit codes of waited jobs; the embedded server's state file."""
+"""CLI pieces: tables, option values, refusals, exit codes of waited jobs; the server state file."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ import pytest
 from click.testing import CliRunner
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import outcome
+from backup_jobs.cli.common import echo_refusals, outcome
 from backup_jobs.cli.main import cli
-from backup_jobs.errors import ConfigurationError, OperationInProgress
+from backup_jobs.client import Refusal
+from backup_jobs.errors import (
+    ConfigurationError,
+    OperationInProgress,
+    RegionMismatch,
+    VMNotFoundInInventory,
+)
 from backup_jobs.models import VM, Job, JobStatus, Operation
 from backup_jobs.runtime import embedded
 from backup_jobs.settings import Settings
@@ -126,3 +132,20 @@ def test_quiet_and_json_together_is_a_usage_error() -> None:
 
     assert result.exit_code == 2
     assert "--quiet and --json cannot be used together" in result.output
+
+
+def test_each_refusal_prints_the_name_it_was_given_the_error_and_what_to_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    echo_refusals(
+        [
+            Refusal("far01", RegionMismatch("cs3/far01", "VM in r2")),
+            Refusal("", VMNotFoundInInventory("")),
+        ]
+    )
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("refused far01: RegionMismatch: cs3/far01: The VM is not")
+    assert lines[1] == "  what to do: Register it with a vault in the VM's region."
+    assert lines[2].startswith("refused '': VMNotFoundInInventory: No VM with this name")
+    assert lines[3].startswith("  what to do: Run `backup-jobs vm discover`")
