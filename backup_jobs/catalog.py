@@ -1,10 +1,21 @@
-"""The catalog port: VMs, jobs, per-item leases and the retry set of a deployment.
+"""The catalog port: VMs, jobs, per-item leases and the indexes the ticks work from.
 
 The catalog is the source of truth for job status. Writes to an item's state made by a job
 carry a ``Fence`` (the fencing token the job got when it acquired the item's lease); the
 catalog applies such a write only if the token is still current, atomically, so a worker that
-lost its lease cannot overwrite newer state. Implementations: ``catalogs.redis`` (real) and
-``catalogs.memory`` (tests, and shipped through ``backup_jobs.testing``).
+lost its lease cannot overwrite newer state.
+
+Saving a job keeps every index that follows from its status in the same atomic write: the
+in-progress set (the reaper's), the retry set (``WaitingToRetry`` jobs by ``next_retry_at``),
+the queued set (``Queued`` jobs by when the sweep should look at them) and the item's lease
+(freed once the job is not running). No crash between two writes can leave a job in a status
+without its index entry, so nothing is stranded.
+
+A record that cannot be read raises ``CorruptRecord`` naming its key when asked for by itself;
+listings skip it and name it in ``Listing.problems``, so one bad record never blocks the rest.
+
+Implementations: ``catalogs.redis`` (real) and ``catalogs.memory`` (tests, and shipped through
+``backup_jobs.testing``).
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from backup_jobs.models import VM, Job, VaultConfig
+from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
 
 
 @dataclass(frozen=True)
@@ -46,15 +57,15 @@ class Catalog(Protocol):
         ...
 
     def get_vault(self, name: str) -> VaultConfig | None:
-        """A vault's configuration, or None."""
+        """A vault's configuration, or None; ``CorruptRecord`` if unreadable."""
         ...
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:
         """One VM of a vault (properties joined with state), or None."""
         ...
 
-    def list_vms(self, vault: str) -> list[VM]:
-        """Every VM of a vault (deleted ones included), sorted by id."""
+    def list_vms(self, vault: str) -> Listing[VM]:
+        """Every readable VM of a vault (deleted ones included), sorted by id."""
         ...
 
     def put_vm(self, vault: str, vm: VM) -> None:
@@ -69,28 +80,52 @@ class Catalog(Protocol):
         """Replace a VM's registration, last job and last error; ``LeaseLost`` if fenced out."""
         ...
 
-    def create_job(self, job: Job) -> bool:
-        """Store a new job; False (and nothing written) if its id exists."""
+    def repair_vm_state(self, vault: str, vm: VM) -> bool:
+        """Rewrite a VM's state record only if it is unreadable now; True if rewritten."""
         ...
 
-    def get_job(self, job_id: str) -> Job | None:
-        """One job, or None."""
-        ...
+    def create_job(self, job: Job, check_at: datetime) -> bool:
+        """Store a new ``Queued`` job; False (and nothing written) if its id exists.
 
-    def save_job(self, job: Job, fence: Fence | None = None) -> None:
-        """Replace a job; ``LeaseLost`` if fenced out.
-
-        The catalog keeps what follows from the status in the same atomic write: the
-        in-progress index, and the release of the item's lease once the job is not running.
+        ``check_at``: when the queue sweep looks at the job if nothing started it by then.
         """
         ...
 
-    def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
-        """The jobs of a vault queued at or after ``since``, newest first."""
+    def get_job(self, job_id: str) -> Job | None:
+        """One job, or None; ``CorruptRecord`` if its record is unreadable."""
         ...
 
-    def acquire_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> LockResult:
-        """Take the item's lease without blocking; on success the fencing token is new."""
+    def save_job(
+        self,
+        job: Job,
+        fence: Fence | None = None,
+        *,
+        expect: JobStatus | None = None,
+        check_at: datetime | None = None,
+    ) -> bool:
+        """Replace a job and its index entries; ``LeaseLost`` if fenced out.
+
+        With ``expect``, only if the stored job has that status now (False otherwise).
+        ``check_at`` is required for a ``Queued`` job (see ``create_job``).
+        """
+        ...
+
+    def list_jobs(self, vault: str, since: datetime | None = None) -> Listing[Job]:
+        """The readable jobs of a vault queued at or after ``since``, newest first."""
+        ...
+
+    def acquire_lock(
+        self,
+        vault: str,
+        item: str,
+        holder: str,
+        ttl_seconds: float,
+        stale_holder: str | None = None,
+    ) -> LockResult:
+        """Take the item's lease without blocking; on success the fencing token is new.
+
+        ``stale_holder``: take the lease over if that (dead) holder still has it.
+        """
         ...
 
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
@@ -105,22 +140,51 @@ class Catalog(Protocol):
         """Who holds the item's lease now, if anyone."""
         ...
 
-    def invalidate_fence(self, vault: str, item: str) -> None:
-        """Make every token issued so far stale (the reaper does this for a lost worker)."""
+    def fence_is_current(self, fence: Fence, holder: str) -> bool:
+        """True if ``holder`` holds the item's lease and ``fence`` is its latest token."""
         ...
 
-    def schedule_retry(self, job_id: str, at: datetime) -> None:
-        """Put a job in the durable retry set, due at ``at``."""
+    def invalidate_fence(self, vault: str, item: str) -> int:
+        """Make every token issued so far stale; returns the new token (the reaper's fence)."""
         ...
 
     def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
-        """Job ids due for retry at ``now``, oldest first."""
+        """Ids of ``WaitingToRetry`` jobs due at ``now``, oldest first."""
         ...
 
-    def remove_retry(self, job_id: str) -> bool:
-        """Take a job out of the retry set; True if it was there."""
+    def due_queued(self, now: datetime, limit: int = 100) -> list[str]:
+        """Ids of ``Queued`` jobs whose sweep check is due at ``now``, oldest first."""
+        ...
+
+    def mark_sent(self, job_id: str, check_at: datetime) -> None:
+        """The job's message went out: the sweep need not look before ``check_at``."""
+        ...
+
+    def drop_from_index(self, index: str, job_id: str) -> None:
+        """Drop a job id from one index the ticks read (``wire.RETRY_SET_KEY``,
+        ``wire.QUEUED_KEY`` or ``wire.IN_PROGRESS_KEY``): its record is gone or unreadable."""
         ...
 
     def in_progress(self) -> list[str]:
         """Ids of jobs saved as ``InProgress``: an index every job save keeps, for the reaper."""
+        ...
+
+    def record_problem(self, problem: Problem) -> None:
+        """Remember an unreadable record (one entry per key, the latest sighting)."""
+        ...
+
+    def problems(self) -> list[Problem]:
+        """Every remembered problem, by key."""
+        ...
+
+    def clear_problems(self) -> int:
+        """Forget every problem; returns how many there were."""
+        ...
+
+    def record_tick(self, name: str, at: datetime) -> None:
+        """Note that a tick ran (for health checks and tests)."""
+        ...
+
+    def last_ticks(self) -> dict[str, datetime]:
+        """When each tick last ran."""
         ...

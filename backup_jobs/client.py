@@ -16,8 +16,17 @@ from backup_jobs import inventory, jobs, timeparse
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
-from backup_jobs.errors import BackupJobsError, JobNotFound, most_severe
-from backup_jobs.models import VM, Job, JobStatus, Operation, RegistrationState, VaultConfig
+from backup_jobs.errors import BackupJobsError, CorruptRecord, JobNotFound, most_severe
+from backup_jobs.models import (
+    VM,
+    Job,
+    JobStatus,
+    Listing,
+    Operation,
+    Problem,
+    RegistrationState,
+    VaultConfig,
+)
 from backup_jobs.settings import Settings
 
 # How often ``JobHandle.wait`` re-reads the job record.
@@ -135,7 +144,11 @@ class Client:
         Only commands that start jobs do this, so that reading with other settings (a
         ``job list`` from another directory) never changes where the workers look.
         """
-        if self.catalog.get_vault(self.vault.name) != self.vault:
+        try:
+            current = self.catalog.get_vault(self.vault.name)
+        except CorruptRecord:
+            current = None  # an unreadable record is replaced by this client's view
+        if current != self.vault:
             self.catalog.put_vault(self.vault)
 
     def _submit(self, operation: Operation, item: str, item_name: str) -> JobHandle:
@@ -194,23 +207,33 @@ class Client:
         ``since``: a datetime (UTC if naive), or text as the CLI takes it (``24h``, ISO 8601).
         """
         found = self.catalog.list_jobs(self.vault.name, timeparse.since(since, self._clock.now()))
-        if operation is not None:
-            wanted_operation = Operation.parse(operation)
-            found = [j for j in found if j.operation == wanted_operation]
-        if status is not None:
-            wanted_status = JobStatus.parse(status)
-            found = [j for j in found if j.status == wanted_status]
-        return found
+        wanted_operation = None if operation is None else Operation.parse(operation)
+        wanted_status = None if status is None else JobStatus.parse(status)
+        kept = [
+            job
+            for job in found
+            if wanted_operation in (None, job.operation) and wanted_status in (None, job.status)
+        ]
+        return Listing(kept, found.problems)
 
-    def vms(self, registrable: bool = False, include_deleted: bool = False) -> list[VM]:
-        """The vault's VMs; ``registrable``: not registered, in the vault's region, present."""
+    def vms(self, registrable: bool = False, include_deleted: bool = False) -> Listing[VM]:
+        """The vault's VMs; ``registrable``: not registered, in the vault's region, present.
+
+        Records that cannot be read are left out and named in the result's ``problems``.
+        """
         found = self.catalog.list_vms(self.vault.name)
         if registrable:
-            return [
+            kept = [
                 vm
                 for vm in found
                 if not vm.deleted
                 and vm.region == self.vault.region
                 and vm.registration == RegistrationState.NOT_REGISTERED
             ]
-        return [vm for vm in found if include_deleted or not vm.deleted]
+        else:
+            kept = [vm for vm in found if include_deleted or not vm.deleted]
+        return Listing(kept, found.problems)
+
+    def problems(self) -> list[Problem]:
+        """Records the ticks found unreadable and skipped (by key, latest sighting)."""
+        return self.catalog.problems()

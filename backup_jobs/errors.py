@@ -14,9 +14,9 @@ Messages keep the wording of the seed's troubleshooting table.
     ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound,
     │                                 RecoveryPointNotFound
     ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost
-    ├── Integrity (exit 5)            VaultIntegrityError
+    ├── Integrity (exit 5)            VaultIntegrityError, CorruptRecord, QueueTimeout
     ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
-    │                                 SnapshotTimeout, VaultTransferTimeout
+    │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError
     ├── Unavailable (exit 7)          RedisUnavailable
     └── (exit 1)                      Cancelled, InternalError
 
@@ -363,6 +363,36 @@ class VaultIntegrityError(Integrity):
 
     template = "Vault data failed verification: {detail}."
     action = "Run `backup-jobs vault verify`; the next backup stores quarantined chunks again."
+
+
+class CorruptRecord(Integrity):
+    """Raised when a record in Redis cannot be read (not JSON, wrong shape, wrong type)."""
+
+    template = "The record cannot be read: {detail}."
+    action = (
+        "Repair or delete that key (e.g. `redis-cli DEL KEY`); `backup-jobs vm discover` "
+        "rewrites VM records. `backup-jobs problem list` shows every record found unreadable."
+    )
+
+
+class QueueTimeout(Integrity):
+    """Raised (by the queue sweep) when no worker started a Queued job within the bound."""
+
+    template = "No worker started this job: {detail}."
+    action = (
+        "Check that workers run and serve the job's queue (`celery -A workers inspect "
+        "active_queues`), then submit the operation again."
+    )
+
+
+class FleetStorageError(Transient):
+    """Raised when the fleet's file system refuses a write (full, read-only, no permission)."""
+
+    template = "The fleet's storage refused a write: {detail}."
+    action = (
+        "Free space on (or fix the permissions of) the named path; the job is retried "
+        "automatically."
+    )
 
 
 class InvalidRestoreTarget(InvalidInput):

@@ -71,8 +71,10 @@ class Heartbeats:
     def _renew(self, job: Job) -> None:
         try:
             renewed = self._catalog.renew_lock(job.vault, job.item, job.id, self._ttl)
-        except BackupJobsError:
-            log.warning("lease_renewal_failed job=%s item=%s", job.id, job.item_name)
+        except Exception as exc:
+            # Redis may be back before the lease expires; the next round tries again.
+            code = exc.code if isinstance(exc, BackupJobsError) else type(exc).__name__
+            log.warning("lease_renewal_failed job=%s item=%s code=%s", job.id, job.item_name, code)
             return
         if not renewed:
             with self._mutex:

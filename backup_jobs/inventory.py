@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from backup_jobs import wire
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.errors import (
     MIN_AGENT_VERSION,
     AlreadyRegistered,
     AmbiguousVMName,
     BackupJobsError,
+    CorruptRecord,
     DataDiskLimitExceeded,
     DiscoveryInternalError,
+    FleetStorageError,
     GuestAgentCertificateNotFound,
     InstallAgentTimeout,
     InternalError,
+    LeaseLost,
     RegionMismatch,
     UnsupportedConfiguration,
     VMAgentNotInstalled,
@@ -28,13 +32,26 @@ from backup_jobs.errors import (
     VMNotRunning,
 )
 from backup_jobs.models import VM, Job, PowerState, RegistrationState, VaultConfig
-from backup_jobs.provider import Provider, ProviderError, ProviderTimeout
+from backup_jobs.provider import (
+    CommitGuard,
+    Inventory,
+    Provider,
+    ProviderError,
+    ProviderFenced,
+    ProviderStorageError,
+    ProviderTimeout,
+)
 from backup_jobs.settings import Settings
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running attempt works with: its job, collaborators, lease and limits."""
+    """What a running attempt works with: its job, collaborators, lease and limits.
+
+    ``heartbeat`` is cheap and called often (it notices a lost lease); ``guard`` asks the
+    catalog and is called right before a side effect is committed. ``warnings`` collects what
+    the job should end ``CompletedWithWarnings`` with.
+    """
 
     job: Job
     fence: Fence
@@ -43,27 +60,62 @@ class JobContext:
     provider: Provider
     settings: Settings
     heartbeat: Callable[[], None]
+    guard: Callable[[], None] = lambda: None
+    warnings: list[str] = field(default_factory=list)
 
 
 def discover(ctx: JobContext) -> dict[str, Any]:
-    """List the fleet into the catalog: new VMs appear, vanished VMs are marked deleted."""
+    """List the fleet into the catalog: new VMs appear, vanished VMs are marked deleted.
+
+    A VM the provider cannot read is skipped with a warning (never marked deleted); a VM
+    record the catalog cannot read is rewritten from the provider.
+    """
     vault = ctx.vault.name
     try:
-        found = {vm.id: vm for vm in ctx.provider.list_vms()}
+        inventory = ctx.provider.list_vms()
     except ProviderError as exc:
         raise DiscoveryInternalError(vault, str(exc)) from exc
-    known = {vm.id: vm for vm in ctx.catalog.list_vms(vault)}
+    found = {vm.id: vm for vm in inventory.vms}
+    listing = ctx.catalog.list_vms(vault)
+    known = {vm.id: vm for vm in listing}
     added = deleted = 0
     for vm_id, vm in found.items():
         previous = known.get(vm_id)
         added += previous is None or previous.deleted
         ctx.catalog.put_vm(vault, vm)
         ctx.heartbeat()
+    _repair_states(ctx, found, {problem.key for problem in listing.problems})
+    skipped = _warn_unreadable(ctx, inventory)
     for vm_id, vm in known.items():
-        if vm_id not in found and not vm.deleted:
+        if vm_id not in found and vm_id not in skipped and not vm.deleted:
             ctx.catalog.put_vm(vault, replace(vm, deleted=True))
             deleted += 1
-    return {"vms": len(found), "new": added, "deleted": deleted}
+    return {"vms": len(found), "new": added, "deleted": deleted, "skipped": len(skipped)}
+
+
+def _warn_unreadable(ctx: JobContext, inventory: Inventory) -> set[str]:
+    """Warn about each VM the provider could not read; their ids."""
+    for bad in inventory.unreadable:
+        ctx.warnings.append(f"{bad.where}: {bad.reason}; the VM was skipped.")
+    return {bad.vm_id for bad in inventory.unreadable if bad.vm_id}
+
+
+def _repair_states(ctx: JobContext, found: dict[str, VM], bad_keys: set[str]) -> None:
+    """Rewrite each unreadable VM state record from what the provider says now."""
+    vault = ctx.vault.name
+    for vm_id, vm in found.items():
+        if wire.vm_state_key(vault, vm_id) not in bad_keys:
+            continue
+        registration = (
+            RegistrationState.REGISTERED
+            if vm.extension_installed
+            else RegistrationState.NOT_REGISTERED
+        )
+        if ctx.catalog.repair_vm_state(vault, replace(vm, registration=registration)):
+            ctx.warnings.append(
+                f"{vm_id}: its state record was unreadable; rewritten as {registration.value} "
+                "from the provider."
+            )
 
 
 def resolve_vm(vms: Iterable[VM], name: str) -> VM:
@@ -158,14 +210,7 @@ def register(ctx: JobContext) -> dict[str, Any]:
         replace(vm, registration=RegistrationState.REGISTERING, last_job_id=ctx.job.id),
         ctx.fence,
     )
-    try:
-        ctx.provider.install_extension(
-            vm_id, ctx.settings.timeouts.install_agent_seconds, ctx.heartbeat
-        )
-    except ProviderTimeout as exc:
-        raise InstallAgentTimeout(vm_id, str(exc)) from exc
-    except ProviderError as exc:
-        raise InternalError(vm_id, str(exc)) from exc
+    _install(ctx, vm_id)
     registered = replace(
         vm, registration=RegistrationState.REGISTERED, last_job_id=ctx.job.id, last_error=None
     )
@@ -173,19 +218,42 @@ def register(ctx: JobContext) -> dict[str, Any]:
     return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
 
 
-def register_failed(ctx: JobContext, error: BackupJobsError) -> None:
-    """Put the VM back to NotRegistered with the job's error, if this job still owns it."""
-    vault, vm_id = ctx.vault.name, ctx.job.item
-    record = ctx.catalog.get_vm(vault, vm_id)
+def _install(ctx: JobContext, vm_id: str) -> None:
+    """Install the extension, committed only under the lease; provider errors mapped."""
+    guard = CommitGuard(ctx.fence.token, ctx.guard)
+    try:
+        ctx.provider.install_extension(
+            vm_id, ctx.settings.timeouts.install_agent_seconds, ctx.heartbeat, guard
+        )
+    except ProviderTimeout as exc:
+        raise InstallAgentTimeout(vm_id, str(exc)) from exc
+    except ProviderFenced as exc:
+        raise LeaseLost(vm_id, str(exc)) from exc
+    except ProviderStorageError as exc:
+        raise FleetStorageError(vm_id, str(exc)) from exc
+    except ProviderError as exc:
+        raise InternalError(vm_id, str(exc)) from exc
+
+
+def register_failed(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
+    """Put the VM back to NotRegistered with the job's error, if this job still owns it.
+
+    Called after every failed attempt, the reaper's included, so that no VM stays Registering
+    once nothing runs on it; a retry sets Registering again when it starts.
+    """
+    try:
+        record = catalog.get_vm(job.vault, job.item)
+    except CorruptRecord:
+        return  # Discovery rewrites it; the problem shows in listings meanwhile.
     if record is None or record.registration == RegistrationState.REGISTERED:
         return
-    ctx.catalog.put_vm_state(
-        vault,
+    catalog.put_vm_state(
+        job.vault,
         replace(
             record,
             registration=RegistrationState.NOT_REGISTERED,
-            last_job_id=ctx.job.id,
+            last_job_id=job.id,
             last_error=error.to_dict(),
         ),
-        ctx.fence,
+        fence,
     )

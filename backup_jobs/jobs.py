@@ -1,36 +1,54 @@
-"""The life of a job: create, start an attempt under the item's lease, end it, retry, reap.
+"""The life of a job: create, send, start an attempt under the item's lease, end it.
 
 Pure over the catalog and dispatcher ports. The rules (DESIGN §5):
 - the job record is the truth; a message for an attempt that already ran, or that runs now
   under a live lease, does nothing (so duplicate deliveries are harmless);
 - an attempt starts only by acquiring the item's lease, never waiting: a lease held by another
-  job fails this job at once with the operation's conflict error naming the running job;
-- a retryable failure records the attempt, sets ``WaitingToRetry`` and puts the job in the
-  durable retry set; the lease is released, never held while waiting;
-- the reaper turns attempts whose lease expired into ``WorkerLost`` failures, invalidating the
-  lost worker's fencing token first so that it cannot write afterwards.
+  running job fails this job at once with the operation's conflict error naming that job; a
+  lease left behind by a job that is no longer running is taken over;
+- a retryable failure records the attempt and sets ``WaitingToRetry``; the catalog puts the job
+  in the durable retry set in the same write, and frees the lease (never held while waiting);
+- a job is ``Queued`` while a message for its next attempt is on its way to a worker (first
+  attempt, or a retry the tick dispatched); the queue sweep (``ticks``) re-sends a message that
+  may have been lost, so nothing stays Queued forever.
+
+The ticks that move jobs along without a worker (due retries, the reaper, the queue sweep) are
+in ``backup_jobs.ticks``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.clock import Clock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
     BackupJobsError,
+    CorruptRecord,
     DiscoveryInProgress,
     LeaseLost,
     OperationInProgress,
-    WorkerLost,
 )
 from backup_jobs.models import Attempt, Job, JobStatus, Operation
 
 VAULT_ITEM = "vault"
+# A message not confirmed sent within this long is re-sent by the queue sweep.
+SEND_GRACE_SECONDS = 30.0
+# A sent message whose job has not started is re-sent after this long (then after the job's
+# age, up to the maximum): it may have been lost with Redis data. Duplicates are harmless.
+RESEND_MIN_SECONDS = 3600.0
+RESEND_MAX_SECONDS = 6 * 3600.0
+# Statuses in which a job may hold its item's lease; a lease held by a job in any other
+# status (or by no job at all) is left over from a crash and may be taken over.
+LEASE_HOLDING = frozenset({JobStatus.IN_PROGRESS, JobStatus.QUEUED, JobStatus.CANCELLING})
+
+# Puts an item back into a state a user can act on after a failed attempt (fenced).
+Rollback = Callable[[Catalog, Job, Fence, BackupJobsError], None]
 
 
 @dataclass(frozen=True)
@@ -60,23 +78,35 @@ def new_job(
         queued_at=clock.now(),
         max_attempts=max_attempts,
         properties={"vm_name": item_name} if item != VAULT_ITEM else {},
+        dispatched_at=clock.now(),
     )
 
 
 def submit(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> Job:
     """Store a new job and send its first attempt; a job whose message cannot be sent fails.
 
-    Without that, a job created while the broker refuses messages would stay Queued forever.
+    If even recording that failure is impossible (Redis refuses writes), the job stays
+    Queued and the queue sweep sends it once Redis is back.
     """
-    catalog.create_job(job)
+    catalog.create_job(job, clock.now() + timedelta(seconds=SEND_GRACE_SECONDS))
     try:
         dispatcher.send(job, 1)
     except BackupJobsError as error:
         failed = job.evolve(status=JobStatus.FAILED, ended_at=clock.now(), error=error.to_dict())
         with contextlib.suppress(BackupJobsError):
-            catalog.save_job(failed)
+            catalog.save_job(failed, expect=JobStatus.QUEUED)
         raise
+    mark_sent(catalog, job, clock)
     return job
+
+
+def mark_sent(catalog: Catalog, job: Job, clock: Clock) -> None:
+    """Tell the sweep the job's message went out; a failure here only means a duplicate later."""
+    now = clock.now()
+    age = (now - (job.dispatched_at or job.queued_at)).total_seconds()
+    wait = min(RESEND_MAX_SECONDS, max(RESEND_MIN_SECONDS, age))
+    with contextlib.suppress(BackupJobsError):
+        catalog.mark_sent(job.id, now + timedelta(seconds=wait))
 
 
 def begin_attempt(
@@ -90,13 +120,17 @@ def begin_attempt(
 ) -> Started | None:
     """Start attempt ``attempt`` of a job, or return None if this message has nothing to do.
 
-    An item held by another job fails a first attempt at once (``OperationInProgress``); a
-    retry that finds it busy waits for its next retry, while attempts remain.
+    An item held by another running job fails a first attempt at once (``OperationInProgress``);
+    a retry that finds it busy waits for its next retry, while attempts remain.
     """
     job = catalog.get_job(job_id)
     if job is None or job.status.is_final or job.attempt >= attempt:
         return None
     lock = catalog.acquire_lock(job.vault, job.item, job.id, lease_ttl_seconds)
+    if not lock.acquired and lock.holder not in (None, job.id) and _stale(catalog, lock.holder):
+        lock = catalog.acquire_lock(
+            job.vault, job.item, job.id, lease_ttl_seconds, stale_holder=lock.holder
+        )
     if not lock.acquired:
         if lock.holder != job.id:
             _fail_conflict(catalog, job, attempt, task_id, lock.holder, retry_delay_seconds, clock)
@@ -112,9 +146,6 @@ def begin_attempt(
         attempts=(*job.attempts, Attempt(attempt, now, task_id)),
     )
     catalog.save_job(started, fence)
-    if job.status == JobStatus.WAITING_TO_RETRY:
-        # However this attempt was sent, the job no longer waits to be retried.
-        catalog.remove_retry(job.id)
     return Started(started, fence)
 
 
@@ -127,15 +158,14 @@ def complete(
 ) -> Job:
     """End the job successfully and free its item."""
     status = JobStatus.COMPLETED_WITH_WARNINGS if warnings else JobStatus.COMPLETED
-    job = _end_attempt(started.job, status, None, clock).evolve(
+    job = end_attempt(started.job, status, None, clock).evolve(
         status=status,
         ended_at=clock.now(),
         error=None,
         warnings=started.job.warnings + warnings,
         properties={**started.job.properties, **properties},
     )
-    _save_ended(catalog, job, started.fence)
-    return job
+    return _save_ended(catalog, job, started.fence)
 
 
 def fail_attempt(
@@ -150,57 +180,41 @@ def fail_attempt(
     """End the current attempt with ``error``: retry later if allowed, else fail the job.
 
     ``retryable`` overrides the error's own flag (a busy item is final for a new job, not for
-    a retry).
+    a retry). Returns the job as the catalog now holds it (another writer's, if fenced out).
     """
     now = clock.now()
-    failed = _end_attempt(job, JobStatus.FAILED, error, clock)
+    failed = end_attempt(job, JobStatus.FAILED, error, clock).evolve(error=error.to_dict())
     if (error.retryable if retryable is None else retryable) and job.attempt < job.max_attempts:
         retry_at = now + timedelta(seconds=retry_delay_seconds)
-        failed = failed.evolve(
-            status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at, error=error.to_dict()
-        )
-        if _save_ended(catalog, failed, fence):
-            catalog.schedule_retry(job.id, retry_at)
-        return failed
-    failed = failed.evolve(status=JobStatus.FAILED, ended_at=now, error=error.to_dict())
-    _save_ended(catalog, failed, fence)
-    return failed
+        failed = failed.evolve(status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at)
+    else:
+        failed = failed.evolve(status=JobStatus.FAILED, ended_at=now)
+    return _save_ended(catalog, failed, fence)
 
 
-def dispatch_due_retries(catalog: Catalog, dispatcher: Dispatcher, clock: Clock) -> list[str]:
-    """Send the next attempt of every job whose retry is due; returns their ids.
+def end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clock: Clock) -> Job:
+    """The job with its current attempt closed with ``status`` (and ``error``)."""
+    if not job.attempts:
+        return job
+    last = job.attempts[-1]
+    ended = Attempt(
+        last.number,
+        last.started_at,
+        last.celery_task_id,
+        clock.now(),
+        status,
+        error.to_dict() if error else None,
+    )
+    return job.evolve(attempts=(*job.attempts[:-1], ended))
 
-    The send comes before the removal from the retry set: a crash in between re-sends the
-    same attempt (same task id), which the idempotent task ignores.
-    """
-    sent: list[str] = []
-    for job_id in catalog.due_retries(clock.now()):
-        job = catalog.get_job(job_id)
-        if job is not None and job.status == JobStatus.WAITING_TO_RETRY:
-            dispatcher.send(job, job.attempt + 1)
-            sent.append(job_id)
-        catalog.remove_retry(job_id)
-    return sent
 
-
-def reap_lost_jobs(catalog: Catalog, retry_delay_seconds: float, clock: Clock) -> list[str]:
-    """Fail with ``WorkerLost`` every running attempt whose lease expired; returns their ids."""
-    reaped: list[str] = []
-    for job_id in catalog.in_progress():
-        job = catalog.get_job(job_id)
-        if job is None or job.status != JobStatus.IN_PROGRESS:
-            continue
-        if catalog.lock_holder(job.vault, job.item) == job.id:
-            continue
-        catalog.invalidate_fence(job.vault, job.item)
-        current = catalog.get_job(job_id)
-        if current is None or current.status != JobStatus.IN_PROGRESS:
-            continue
-        fail_attempt(
-            catalog, current, WorkerLost(current.item_name), retry_delay_seconds, clock, None
-        )
-        reaped.append(job_id)
-    return reaped
+def _stale(catalog: Catalog, holder: str) -> bool:
+    """True if a lease's holder is not a job that may hold it (gone, unreadable or ended)."""
+    try:
+        job = catalog.get_job(holder)
+    except CorruptRecord:
+        return True
+    return job is None or job.status not in LEASE_HOLDING
 
 
 def _fail_conflict(
@@ -212,7 +226,10 @@ def _fail_conflict(
     retry_delay_seconds: float,
     clock: Clock,
 ) -> None:
-    running = catalog.get_job(holder) if holder else None
+    try:
+        running = catalog.get_job(holder) if holder else None
+    except CorruptRecord:
+        running = None
     detail = (
         f"Running job: {running.id} ({running.operation.value}, {running.status.value})."
         if running
@@ -229,26 +246,17 @@ def _fail_conflict(
     fail_attempt(catalog, attempted, error, retry_delay_seconds, clock, None, attempt > 1)
 
 
-def _end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clock: Clock) -> Job:
-    if not job.attempts:
-        return job
-    last = job.attempts[-1]
-    ended = Attempt(
-        last.number,
-        last.started_at,
-        last.celery_task_id,
-        clock.now(),
-        status,
-        error.to_dict() if error else None,
-    )
-    return job.evolve(attempts=(*job.attempts[:-1], ended))
-
-
-def _save_ended(catalog: Catalog, job: Job, fence: Fence | None) -> bool:
-    """Save the ended attempt (which frees the item's lease); False if fenced out."""
+def _save_ended(catalog: Catalog, job: Job, fence: Fence | None) -> Job:
+    """Save the ended attempt (which frees the item's lease); the stored job if fenced out."""
     try:
         catalog.save_job(job, fence)
     except LeaseLost:
         # The reaper took this attempt over; its record wins and the item is no longer ours.
-        return False
-    return True
+        with contextlib.suppress(BackupJobsError):
+            return catalog.get_job(job.id) or job
+    return job
+
+
+def queued_since(job: Job) -> datetime:
+    """When the job last entered Queued (its first send, or its latest retry's dispatch)."""
+    return job.dispatched_at or job.queued_at

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from backup_jobs.errors import ConfigurationError
 
 RECORD_VERSION = 1
+T = TypeVar("T")
 
 
 def _folded(text: str) -> str:
@@ -292,6 +293,8 @@ class Job:
     properties: dict[str, Any] = field(default_factory=dict)
     attempts: tuple[Attempt, ...] = ()
     fencing_token: int = 0
+    # When the message of the next attempt was last handed to the queue (first send, retry).
+    dispatched_at: datetime | None = None
 
     @property
     def duration_seconds(self) -> float | None:
@@ -332,6 +335,7 @@ class Job:
             "attempts": [a.to_dict() for a in self.attempts],
             "celery_task_ids": self.celery_task_ids,
             "fencing_token": self.fencing_token,
+            "dispatched_at": to_iso(self.dispatched_at),
         }
 
     @classmethod
@@ -357,4 +361,43 @@ class Job:
             properties=data["properties"],
             attempts=tuple(Attempt.from_dict(a) for a in data["attempts"]),
             fencing_token=data["fencing_token"],
+            dispatched_at=from_iso(data.get("dispatched_at")),
         )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record that could not be read, and what skipped it; isolated so the rest goes on."""
+
+    key: str
+    reason: str
+    seen_by: str = ""
+    seen_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record."""
+        return {
+            "version": RECORD_VERSION,
+            "key": self.key,
+            "reason": self.reason,
+            "seen_by": self.seen_by,
+            "seen_at": to_iso(self.seen_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Problem:
+        """Rebuild from ``to_dict``."""
+        return cls(
+            str(data["key"]),
+            str(data["reason"]),
+            str(data.get("seen_by", "")),
+            from_iso(data.get("seen_at")),
+        )
+
+
+class Listing(list[T], Generic[T]):
+    """A list of records plus the records that could not be read (``problems``)."""
+
+    def __init__(self, items: list[T] | None = None, problems: list[Problem] | None = None) -> None:
+        super().__init__(items or [])
+        self.problems: list[Problem] = list(problems or [])

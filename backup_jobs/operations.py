@@ -1,7 +1,8 @@
 """What each operation runs, what it does on failure, and how its time limit reads.
 
-The worker's shared task base looks operations up here, so a task module is one line per
-operation and the cross-cutting behaviour (lease, retries, limits) lives in one place.
+The worker's shared task base and the reaper look operations up here, so a task module is one
+line per operation and the cross-cutting behaviour (lease, retries, limits, roll-back) lives in
+one place.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.errors import BackupJobsError, DiscoveryInternalError, InstallAgentTimeout
 from backup_jobs.inventory import JobContext, discover, register, register_failed
-from backup_jobs.models import Operation
+from backup_jobs.jobs import Rollback
+from backup_jobs.models import Job, Operation
 from backup_jobs.settings import Settings
 
 # Seconds between the soft and the hard time limit: enough to record the failure and
@@ -20,7 +23,7 @@ from backup_jobs.settings import Settings
 CLEANUP_MARGIN_SECONDS = 30
 
 
-def _ignore_failure(ctx: JobContext, error: BackupJobsError) -> None:
+def _nothing_to_roll_back(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
     """Operations whose failure leaves no item state to roll back."""
 
 
@@ -29,7 +32,7 @@ class OperationSpec:
     """How one operation runs as a job."""
 
     run: Callable[[JobContext], dict[str, Any]]
-    on_failure: Callable[[JobContext, BackupJobsError], None]
+    on_failure: Rollback
     timeout_error: Callable[[str], BackupJobsError]
     soft_limit_seconds: Callable[[Settings], float]
 
@@ -37,7 +40,7 @@ class OperationSpec:
 OPERATIONS: dict[Operation, OperationSpec] = {
     Operation.DISCOVERY: OperationSpec(
         run=discover,
-        on_failure=_ignore_failure,
+        on_failure=_nothing_to_roll_back,
         timeout_error=lambda item: DiscoveryInternalError(item, "discovery timed out"),
         soft_limit_seconds=lambda s: s.timeouts.discovery_seconds,
     ),
@@ -48,3 +51,8 @@ OPERATIONS: dict[Operation, OperationSpec] = {
         soft_limit_seconds=lambda s: s.timeouts.install_agent_seconds + CLEANUP_MARGIN_SECONDS,
     ),
 }
+
+
+def roll_back(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
+    """Put the job's item back into a state a user can act on after a failed attempt."""
+    OPERATIONS[job.operation].on_failure(catalog, job, fence, error)

@@ -2,12 +2,19 @@
 
 Providers raise ``ProviderError`` subclasses, which are not user-facing: the use-case that
 called them maps each to the catalog error for its operation (a failed listing is a
-``DiscoveryInternalError``, a slow install an ``InstallAgentTimeout``).
+``DiscoveryInternalError``, a slow install an ``InstallAgentTimeout``, a full disk a
+``FleetStorageError``).
+
+A side effect on a VM (installing the extension, later snapshots and restores) happens only
+while the job holds the VM's lease and before its deadline: the provider calls the job's
+``CommitGuard`` immediately before committing, and a provider that can store the fencing token
+beside the VM refuses a write carrying an older one (``ProviderFenced``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from backup_jobs.models import VM
@@ -21,10 +28,47 @@ class ProviderTimeout(ProviderError):
     """Raised when a provider step did not finish before its deadline."""
 
 
+class ProviderStorageError(ProviderError):
+    """Raised when the provider's storage refuses a write (full, read-only, no permission)."""
+
+
+class ProviderFenced(ProviderError):
+    """Raised when a write carries an older fencing token than the VM has already seen."""
+
+
+@dataclass(frozen=True)
+class CommitGuard:
+    """What a provider checks immediately before a side effect on a VM.
+
+    ``check()`` raises (``LeaseLost``, or the step's timeout error) unless the job still holds
+    the VM's lease and its deadline has not passed; ``token`` is the job's fencing token.
+    """
+
+    token: int
+    check: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A VM the provider found but could not read; it is skipped, never taken as deleted."""
+
+    vm_id: str | None
+    where: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a listing found: the VMs it could read and the ones it could not."""
+
+    vms: list[VM]
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
 class Provider(Protocol):
     """Lists and acts on the VMs of one fleet."""
 
-    def list_vms(self) -> list[VM]:
+    def list_vms(self) -> Inventory:
         """Every VM of the fleet, with the properties registration checks."""
         ...
 
@@ -33,11 +77,15 @@ class Provider(Protocol):
         ...
 
     def install_extension(
-        self, vm_id: str, timeout_seconds: float, heartbeat: Callable[[], None]
+        self,
+        vm_id: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None],
+        guard: CommitGuard,
     ) -> None:
         """Install the backup extension through the VM agent; ``ProviderTimeout`` past the deadline.
 
         ``heartbeat`` is called at least every second while the install runs, so the caller can
-        keep its lease and notice cancellation.
+        keep its lease and notice cancellation; ``guard`` right before the install is committed.
         """
         ...

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from backup_jobs.errors import ConfigurationError
 
@@ -43,6 +44,10 @@ DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 # Two prefork children: the size of the machines this is developed on.
 DEFAULT_WORKER_CONCURRENCY = 2
+# A job no worker started for this long fails (QueueTimeout); before that, the queue sweep
+# re-sends its message now and then. A week: long queues of long backups are legitimate.
+DEFAULT_QUEUED_TIMEOUT_SECONDS = 7 * 24 * 3600
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 PROVIDERS = ("local",)
 
@@ -64,6 +69,8 @@ TICK_RANGE_SECONDS = (0.2, 3600)
 PORT_RANGE = (1, 65535)
 # Prefork children of one worker: 256 is far beyond what one machine's cores use well.
 WORKER_CONCURRENCY_RANGE = (1, 256)
+# At least a minute in the queue before a job is given up; at most the default week.
+QUEUED_TIMEOUT_RANGE_SECONDS = (60, WEEK_SECONDS)
 
 N = TypeVar("N", int, float)
 
@@ -101,6 +108,7 @@ class Settings:
     flower_port: int = DEFAULT_FLOWER_PORT
     flower_address: str = DEFAULT_FLOWER_ADDRESS
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    queued_timeout_seconds: int = DEFAULT_QUEUED_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,7 +116,7 @@ class Settings:
         env = _Env(os.environ if environ is None else environ)
         data_dir = env.path("DATA_DIR", Path(DEFAULT_DATA_DIR))
         settings = cls(
-            redis_url=env.text("REDIS_URL", "") or None,
+            redis_url=env.redis_url("REDIS_URL"),
             data_dir=data_dir,
             vault=env.name("VAULT", DEFAULT_VAULT),
             region=env.name("REGION", DEFAULT_REGION),
@@ -144,6 +152,12 @@ class Settings:
             worker_concurrency=env.number(
                 "WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, int, WORKER_CONCURRENCY_RANGE
             ),
+            queued_timeout_seconds=env.number(
+                "QUEUED_TIMEOUT_SECONDS",
+                DEFAULT_QUEUED_TIMEOUT_SECONDS,
+                int,
+                QUEUED_TIMEOUT_RANGE_SECONDS,
+            ),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):
             raise ConfigurationError(
@@ -165,6 +179,22 @@ class _Env:
 
     def text(self, name: str, default: str) -> str:
         return self._environ.get(PREFIX + name, default).strip()
+
+    def redis_url(self, name: str) -> str | None:
+        """A Redis URL, checked enough that a typo fails here and not deep in a client."""
+        value = self.text(name, "")
+        if not value:
+            return None
+        problem = redis_url_problem(value)
+        if problem:
+            shown = redact_url(value)
+            raise ConfigurationError(
+                detail=(
+                    f"{PREFIX}{name}={shown!r} is not valid: {problem}; accepted: "
+                    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:///PATH"
+                )
+            )
+        return value
 
     def path(self, name: str, default: Path) -> Path:
         value = self.text(name, "")
@@ -205,3 +235,40 @@ class _Env:
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:
     return ConfigurationError(detail=f"{PREFIX}{name}={value!r} is not valid; accepted: {accepted}")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None if it looks usable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    db = parts.path.strip("/")
+    checks = (
+        (
+            parts.scheme not in REDIS_SCHEMES,
+            f"the scheme must be one of {', '.join(REDIS_SCHEMES)}, not {parts.scheme!r}",
+        ),
+        (parts.scheme == "unix" and not parts.path, "a unix URL needs a socket path"),
+        (parts.scheme != "unix" and not parts.hostname, "it names no host"),
+        (port == 0, "port 0 is not a port"),
+        (
+            parts.scheme != "unix" and bool(db) and not db.isdigit(),
+            f"the database {db!r} is not a number",
+        ),
+    )
+    return next((problem for failed, problem in checks if failed), None)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -14,7 +14,14 @@ from backup_jobs.catalogs.memory import MemoryCatalog
 from backup_jobs.clock import FrozenClock
 from backup_jobs.dispatcher import task_id_for
 from backup_jobs.models import VM, Job
-from backup_jobs.provider import ProviderError, ProviderTimeout
+from backup_jobs.provider import (
+    CommitGuard,
+    Inventory,
+    ProviderError,
+    ProviderFenced,
+    ProviderTimeout,
+    Unreadable,
+)
 
 __all__ = ["FrozenClock", "MemoryCatalog", "MemoryProvider", "RecordingDispatcher"]
 
@@ -36,26 +43,36 @@ class MemoryProvider:
 
     def __init__(self, vms: Iterable[VM] = ()) -> None:
         self.vms = {vm.id: vm for vm in vms}
+        self.unreadable: list[Unreadable] = []
         self.fail_listing = False
         self.install_hangs = False
         self.installed: list[str] = []
+        self._tokens: dict[str, int] = {}
 
-    def list_vms(self) -> list[VM]:
-        """Every VM, or ``ProviderError`` if ``fail_listing``."""
+    def list_vms(self) -> Inventory:
+        """Every VM (and ``unreadable``), or ``ProviderError`` if ``fail_listing``."""
         if self.fail_listing:
             raise ProviderError("listing failed (fail_listing is set)")
-        return list(self.vms.values())
+        return Inventory(list(self.vms.values()), list(self.unreadable))
 
     def get_vm(self, vm_id: str) -> VM | None:
         """One VM, or None."""
         return self.vms.get(vm_id)
 
     def install_extension(
-        self, vm_id: str, timeout_seconds: float, heartbeat: Callable[[], None]
+        self,
+        vm_id: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None],
+        guard: CommitGuard,
     ) -> None:
-        """Record the install, or time out if ``install_hangs``."""
+        """Record the install (fenced like the local fleet), or time out if ``install_hangs``."""
         heartbeat()
         if self.install_hangs:
             raise ProviderTimeout(f"install on {vm_id}")
+        guard.check()
+        if self._tokens.get(vm_id, 0) > guard.token:
+            raise ProviderFenced(f"{vm_id}: token {guard.token} is stale")
+        self._tokens[vm_id] = guard.token
         self.installed.append(vm_id)
         self.vms[vm_id] = replace(self.vms[vm_id], extension_installed=True)

@@ -13,7 +13,10 @@ KEY_PREFIX = "bj"
 QUEUE_CONTROL = "control"
 QUEUE_BACKUP = "backup"
 QUEUE_MAINTENANCE = "maintenance"
+# The queues of the job pool (``celery -A workers worker``).
 QUEUES = (QUEUE_CONTROL, QUEUE_BACKUP, QUEUE_MAINTENANCE)
+# Beat's ticks have a queue and a consumer of their own, so that no job can delay them.
+QUEUE_TICKS = "ticks"
 
 TASK_PREFIX = "backup_jobs."
 # Spelled out, not derived from the enum: renaming an operation never renames its task.
@@ -23,6 +26,8 @@ TASK_NAMES: dict[Operation, str] = {
 }
 TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
 TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
+TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
+TICK_TASKS = (TASK_DISPATCH_RETRIES, TASK_REAP, TASK_SWEEP_QUEUED)
 
 OPERATION_QUEUES: dict[Operation, str] = {
     Operation.DISCOVERY: QUEUE_CONTROL,
@@ -77,3 +82,11 @@ def fence_key(vault: str, item: str) -> str:
 
 RETRY_SET_KEY = f"{KEY_PREFIX}:retries"
 IN_PROGRESS_KEY = f"{KEY_PREFIX}:in-progress"
+# Queued jobs by when the sweep should look at them again (a message may never have gone out).
+QUEUED_KEY = f"{KEY_PREFIX}:queued"
+# Records that could not be read, by key: what the ticks skipped (``backup-jobs problem list``).
+PROBLEMS_KEY = f"{KEY_PREFIX}:problems"
+# When each tick last ran, by tick name.
+TICKS_KEY = f"{KEY_PREFIX}:ticks"
+# The beat process that last started (its pid and host), for `backup-jobs up`'s readiness check.
+BEAT_KEY = f"{KEY_PREFIX}:beat"

@@ -44,14 +44,14 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def cluster(redis_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Database 1 with a worker and beat for the whole session."""
+    """Database 1 with a worker, a tick consumer and beat for the whole session."""
     url = with_db(redis_base_url, 1)
     flush(url)
     c = Cluster(url, tmp_path_factory.mktemp("cluster"), dict(SESSION_ENV))
-    c.start("worker")
-    c.start("beat", beat=True)
+    c.start_all()
     try:
         c.wait_ready("worker")
+        c.wait_ready("ticks")
         yield c
     finally:
         c.stop()

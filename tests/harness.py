@@ -72,10 +72,9 @@ class Cluster:
         """The environment of this cluster's processes."""
         return processes.child_environment(self.settings(), self.redis_url, self.env)
 
-    def start(self, name: str, *, beat: bool = False) -> subprocess.Popen[bytes]:
-        """Start a worker (or beat) process named ``name``."""
-        commands = processes.process_commands(self.settings())
-        command = commands["beat"] if beat else commands["worker"]
+    def start(self, name: str, *, kind: str = "worker") -> subprocess.Popen[bytes]:
+        """Start a process named ``name`` of a kind of ``up``'s: worker, ticks or beat."""
+        command = processes.process_commands(self.settings())[kind]
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             command,
@@ -121,6 +120,11 @@ class Cluster:
             RedisCatalog.from_url(self.redis_url),
             CeleryDispatcher.from_url(settings, self.redis_url),
         )
+
+    def start_all(self, suffix: str = "") -> None:
+        """A job worker, a tick consumer and beat, as ``backup-jobs up`` starts them."""
+        for kind in ("worker", "ticks", "beat"):
+            self.start(kind + suffix, kind=kind)
 
     def wait_ready(self, name: str, timeout: float = 60.0) -> None:
         """Wait until a worker logs that it is ready to take tasks."""

@@ -6,5 +6,5 @@ from celery import Celery
 
 from workers import celeryconfig, root
 
-app = Celery("backup_jobs", include=["workers.tasks"])
+app = Celery("backup_jobs", include=["workers.tasks", "workers.signals"])
 app.conf.update(celeryconfig.build(root.settings(), root.redis_url()))

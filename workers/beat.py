@@ -1,4 +1,9 @@
-"""The beat schedule: a few fixed clock ticks, not one entry per policy (DESIGN §6)."""
+"""The beat schedule: a few fixed clock ticks, not one entry per policy (DESIGN §6).
+
+Ticks go to their own queue (``ticks``), consumed by a process of their own (``celery -A
+workers worker --queues ticks``), never by the job pool: a tick runs within a tick interval of
+being due whatever the job queues hold (DESIGN §10).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,19 @@ from typing import Any
 from backup_jobs import wire
 from backup_jobs.settings import Settings
 
+TICKS = {
+    "dispatch-due-retries": wire.TASK_DISPATCH_RETRIES,
+    "reap-lost-jobs": wire.TASK_REAP,
+    "sweep-queued-jobs": wire.TASK_SWEEP_QUEUED,
+}
+
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Ticks that claim due retries and reap jobs whose worker died."""
+    """Ticks that claim due retries, reap jobs whose worker died and re-send lost messages."""
     tick = settings.tick_seconds
-    # A tick not picked up before the next one is due is dropped: the next one does its work.
-    options = {"queue": wire.QUEUE_MAINTENANCE, "expires": tick}
+    # A tick still unconsumed when the next is due (its consumer is down) is dropped: the next
+    # one does its work, so ticks never pile up behind a stopped consumer.
+    options = {"queue": wire.QUEUE_TICKS, "expires": tick}
     return {
-        "dispatch-due-retries": {
-            "task": wire.TASK_DISPATCH_RETRIES,
-            "schedule": tick,
-            "options": options,
-        },
-        "reap-lost-jobs": {"task": wire.TASK_REAP, "schedule": tick, "options": options},
+        name: {"task": task, "schedule": tick, "options": options} for name, task in TICKS.items()
     }

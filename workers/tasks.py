@@ -1,4 +1,9 @@
-"""The tasks: thin, by name, ids in and a small dict out (names pinned in ``backup_jobs.wire``)."""
+"""The tasks: thin, by name, ids in and a small dict out (names pinned in ``backup_jobs.wire``).
+
+Job tasks list ``BackupJobsError`` in ``throws``: a failed attempt shows as FAILURE in Flower
+but is logged as an expected outcome, without a traceback. Tick tasks send no events and store
+no result, so they never crowd Flower's task list.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ from typing import Any
 
 from celery import Task
 
-from backup_jobs import jobs, wire
-from backup_jobs.dispatchers.celery import CeleryDispatcher
+from backup_jobs import wire
+from backup_jobs.errors import BackupJobsError
 from backup_jobs.models import Operation
 from backup_jobs.operations import CLEANUP_MARGIN_SECONDS, OPERATIONS
 from workers import root
 from workers.app import app
 from workers.base import run_job
+from workers.ticks import run_tick
 
 
 def _soft_limit(operation: Operation) -> int:
@@ -28,6 +34,7 @@ def _hard_limit(operation: Operation) -> int:
     bind=True,
     soft_time_limit=_soft_limit(Operation.DISCOVERY),
     time_limit=_hard_limit(Operation.DISCOVERY),
+    throws=(BackupJobsError,),
 )
 def discovery(
     self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
@@ -41,6 +48,7 @@ def discovery(
     bind=True,
     soft_time_limit=_soft_limit(Operation.REGISTER),
     time_limit=_hard_limit(Operation.REGISTER),
+    throws=(BackupJobsError,),
 )
 def register(
     self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
@@ -49,15 +57,22 @@ def register(
     return run_job(self, Operation.REGISTER, job_id, attempt)
 
 
-@app.task(name=wire.TASK_DISPATCH_RETRIES)
+_TICK_OPTIONS: dict[str, Any] = {"send_events": False, "ignore_result": True}
+
+
+@app.task(name=wire.TASK_DISPATCH_RETRIES, **_TICK_OPTIONS)
 def dispatch_due_retries() -> dict[str, Any]:
     """Beat tick: send the next attempt of every job whose retry is due."""
-    sent = jobs.dispatch_due_retries(root.catalog(), CeleryDispatcher(app), root.clock())
-    return {"retried": sent}
+    return run_tick("dispatch-due-retries")
 
 
-@app.task(name=wire.TASK_REAP)
+@app.task(name=wire.TASK_REAP, **_TICK_OPTIONS)
 def reap_lost_jobs() -> dict[str, Any]:
     """Beat tick: fail with WorkerLost the attempts whose worker died, and schedule retries."""
-    reaped = jobs.reap_lost_jobs(root.catalog(), root.settings().retry_delay_seconds, root.clock())
-    return {"reaped": reaped}
+    return run_tick("reap-lost-jobs")
+
+
+@app.task(name=wire.TASK_SWEEP_QUEUED, **_TICK_OPTIONS)
+def sweep_queued() -> dict[str, Any]:
+    """Beat tick: re-send the messages of Queued jobs that may have lost theirs."""
+    return run_tick("sweep-queued-jobs")

@@ -1,30 +1,37 @@
-"""An in-memory catalog with the same semantics as the Redis one; thread-safe."""
+"""An in-memory catalog with the same semantics as the Redis one; thread-safe.
+
+Records are kept as the same JSON strings under the same keys as in Redis (``records``), so a
+test can write garbage into one and see the catalog isolate it exactly as Redis's does.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from datetime import datetime
-from typing import Any
 
+from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
-from backup_jobs.errors import LeaseLost
-from backup_jobs.models import VM, Job, JobStatus, VaultConfig
+from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
+from backup_jobs.errors import CorruptRecord, LeaseLost
+from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
 
 
 class MemoryCatalog:
     """The catalog port kept in dictionaries; leases expire on the monotonic clock."""
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._vaults: dict[str, VaultConfig] = {}
-        self._vms: dict[tuple[str, str], dict[str, Any]] = {}
-        self._vm_states: dict[tuple[str, str], dict[str, Any]] = {}
-        self._jobs: dict[str, Job] = {}
-        self._locks: dict[tuple[str, str], tuple[str, float]] = {}
-        self._fences: dict[tuple[str, str], int] = {}
+        self._mutex = threading.RLock()
+        self.records: dict[str, str] = {}
+        self._vm_ids: dict[str, set[str]] = {}
+        self._job_index: dict[str, dict[str, float]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._fences: dict[str, int] = {}
         self._retries: dict[str, float] = {}
+        self._queued: dict[str, float] = {}
         self._in_progress: set[str] = set()
+        self._problems: dict[str, Problem] = {}
+        self._ticks: dict[str, datetime] = {}
 
     def ping(self) -> None:
         """Always answers."""
@@ -32,86 +39,157 @@ class MemoryCatalog:
     def put_vault(self, vault: VaultConfig) -> None:
         """Create or replace a vault's configuration."""
         with self._mutex:
-            self._vaults[vault.name] = vault
+            self.records[wire.vault_key(vault.name)] = dump(vault.to_dict())
 
     def get_vault(self, name: str) -> VaultConfig | None:
         """A vault's configuration, or None."""
-        return self._vaults.get(name)
+        key = wire.vault_key(name)
+        raw = self.records.get(key)
+        return decode_record(key, raw, VaultConfig.from_dict) if raw else None
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:
-        """One VM of a vault, or None."""
-        with self._mutex:
-            return self._joined((vault, vm_id))
+        """One VM of a vault, or None; ``CorruptRecord`` if unreadable."""
+        found = self._vms(vault, [vm_id])
+        if found.problems:
+            raise CorruptRecord(found.problems[0].key, found.problems[0].reason)
+        return next(iter(found), None)
 
-    def list_vms(self, vault: str) -> list[VM]:
-        """Every VM of a vault, sorted by id."""
+    def list_vms(self, vault: str) -> Listing[VM]:
+        """Every readable VM of a vault, sorted by id."""
         with self._mutex:
-            keys = sorted(key for key in self._vms if key[0] == vault)
-            return [vm for key in keys if (vm := self._joined(key)) is not None]
+            ids = sorted(self._vm_ids.get(vault, set()))
+        return self._vms(vault, ids)
 
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties."""
         with self._mutex:
-            self._vms[(vault, vm.id)] = vm.properties_dict()
+            self.records[wire.vm_key(vault, vm.id)] = dump(vm.properties_dict())
+            self._vm_ids.setdefault(vault, set()).add(vm.id)
 
     def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
         """Replace a VM's state, checking the fence atomically."""
         with self._mutex:
-            self._check(fence)
-            self._vm_states[(vault, vm.id)] = vm.state_dict()
+            if not self._fence_ok(fence):
+                raise LeaseLost(vm.id)
+            self.records[wire.vm_state_key(vault, vm.id)] = dump(vm.state_dict())
 
-    def _joined(self, key: tuple[str, str]) -> VM | None:
-        properties = self._vms.get(key)
-        return VM.from_records(properties, self._vm_states.get(key)) if properties else None
-
-    def create_job(self, job: Job) -> bool:
-        """Store a new job unless its id exists."""
+    def repair_vm_state(self, vault: str, vm: VM) -> bool:
+        """Rewrite a VM's state record only if it cannot be read now."""
+        key = wire.vm_state_key(vault, vm.id)
         with self._mutex:
-            if job.id in self._jobs:
+            raw = self.records.get(key)
+            if raw is None or readable_state(raw):
                 return False
-            self._jobs[job.id] = job
+            self.records[key] = dump(vm.state_dict())
+            return True
+
+    def _vms(self, vault: str, ids: list[str]) -> Listing[VM]:
+        with self._mutex:
+            rows = [
+                (
+                    i,
+                    self.records.get(wire.vm_key(vault, i)),
+                    self.records.get(wire.vm_state_key(vault, i)),
+                )
+                for i in ids
+            ]
+        return vms_listing(vault, rows)
+
+    def create_job(self, job: Job, check_at: datetime) -> bool:
+        """Store a new job unless its id exists."""
+        key = wire.job_key(job.id)
+        with self._mutex:
+            if key in self.records:
+                return False
+            self.records[key] = dump(job.to_dict())
+            self._job_index.setdefault(job.vault, {})[job.id] = job.queued_at.timestamp()
+            self._queued[job.id] = check_at.timestamp()
             return True
 
     def get_job(self, job_id: str) -> Job | None:
-        """One job, or None."""
-        return self._jobs.get(job_id)
+        """One job, or None; ``CorruptRecord`` if unreadable."""
+        key = wire.job_key(job_id)
+        raw = self.records.get(key)
+        return decode_record(key, raw, Job.from_dict) if raw else None
 
-    def save_job(self, job: Job, fence: Fence | None = None) -> None:
-        """Replace a job, checking the fence atomically."""
+    def save_job(
+        self,
+        job: Job,
+        fence: Fence | None = None,
+        *,
+        expect: JobStatus | None = None,
+        check_at: datetime | None = None,
+    ) -> bool:
+        """Replace a job and its index entries atomically; ``LeaseLost`` if fenced out."""
+        if job.status == JobStatus.QUEUED and check_at is None:
+            raise ValueError("saving a Queued job needs check_at")
         with self._mutex:
-            self._check(fence)
-            self._jobs[job.id] = job
-            if job.status == JobStatus.IN_PROGRESS:
-                self._in_progress.add(job.id)
-                return
+            if not self._fence_ok(fence):
+                raise LeaseLost(job.item_name)
+            if expect is not None and not self._has_status(job.id, expect):
+                return False
+            self.records[wire.job_key(job.id)] = dump(job.to_dict())
+            self._index(job, check_at)
+            return True
+
+    def _has_status(self, job_id: str, status: JobStatus) -> bool:
+        try:
+            stored = self.get_job(job_id)
+        except CorruptRecord:
+            return False
+        return stored is not None and stored.status == status
+
+    def _index(self, job: Job, check_at: datetime | None) -> None:
+        if job.status == JobStatus.IN_PROGRESS:
+            self._in_progress.add(job.id)
+        else:
             self._in_progress.discard(job.id)
-            if self._live_holder((job.vault, job.item)) == job.id:
-                del self._locks[(job.vault, job.item)]
+            lock = wire.lock_key(job.vault, job.item)
+            if self._live_holder(lock) == job.id:
+                del self._locks[lock]
+        if job.status == JobStatus.WAITING_TO_RETRY and job.next_retry_at is not None:
+            self._retries[job.id] = job.next_retry_at.timestamp()
+        else:
+            self._retries.pop(job.id, None)
+        if job.status == JobStatus.QUEUED and check_at is not None:
+            self._queued[job.id] = check_at.timestamp()
+        else:
+            self._queued.pop(job.id, None)
 
-    def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
-        """The jobs of a vault, newest first."""
+    def list_jobs(self, vault: str, since: datetime | None = None) -> Listing[Job]:
+        """The readable jobs of a vault, newest first."""
+        low = since.timestamp() if since else float("-inf")
         with self._mutex:
-            jobs = [
-                j
-                for j in self._jobs.values()
-                if j.vault == vault and (since is None or j.queued_at >= since)
-            ]
-        return sorted(jobs, key=lambda j: j.queued_at, reverse=True)
+            index = self._job_index.get(vault, {})
+            ids = sorted((i for i, t in index.items() if t >= low), key=lambda i: -index[i])
+            raws = [(wire.job_key(i), self.records.get(wire.job_key(i))) for i in ids]
+        jobs: Listing[Job] = Listing()
+        for key, raw in raws:
+            if raw:
+                collect(jobs, key, raw, Job.from_dict, "list jobs")
+        return jobs
 
-    def acquire_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> LockResult:
-        """Take the lease if free or expired; bump the fencing token."""
-        key = (vault, item)
+    def acquire_lock(
+        self,
+        vault: str,
+        item: str,
+        holder: str,
+        ttl_seconds: float,
+        stale_holder: str | None = None,
+    ) -> LockResult:
+        """Take the lease if free, expired or held by ``stale_holder``; bump the token."""
+        key = wire.lock_key(vault, item)
         with self._mutex:
             current = self._live_holder(key)
-            if current is not None:
+            if current is not None and (stale_holder is None or current != stale_holder):
                 return LockResult(False, holder=current)
             self._locks[key] = (holder, time.monotonic() + ttl_seconds)
-            self._fences[key] = self._fences.get(key, 0) + 1
-            return LockResult(True, token=self._fences[key], holder=holder)
+            token = self._bump(wire.fence_key(vault, item))
+            return LockResult(True, token=token, holder=holder)
 
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
         """Extend the lease if ``holder`` still holds it."""
-        key = (vault, item)
+        key = wire.lock_key(vault, item)
         with self._mutex:
             if self._live_holder(key) != holder:
                 return False
@@ -120,7 +198,7 @@ class MemoryCatalog:
 
     def release_lock(self, vault: str, item: str, holder: str) -> None:
         """Free the lease if ``holder`` holds it."""
-        key = (vault, item)
+        key = wire.lock_key(vault, item)
         with self._mutex:
             if self._live_holder(key) == holder:
                 del self._locks[key]
@@ -128,41 +206,94 @@ class MemoryCatalog:
     def lock_holder(self, vault: str, item: str) -> str | None:
         """Who holds the lease now."""
         with self._mutex:
-            return self._live_holder((vault, item))
+            return self._live_holder(wire.lock_key(vault, item))
 
-    def invalidate_fence(self, vault: str, item: str) -> None:
-        """Make every token issued so far stale."""
+    def fence_is_current(self, fence: Fence, holder: str) -> bool:
+        """True if ``holder`` holds the lease and ``fence`` is the latest token."""
         with self._mutex:
-            self._fences[(vault, item)] = self._fences.get((vault, item), 0) + 1
+            held = self._live_holder(wire.lock_key(fence.vault, fence.item)) == holder
+            return held and self._fence_ok(fence)
 
-    def schedule_retry(self, job_id: str, at: datetime) -> None:
-        """Put a job in the retry set."""
+    def invalidate_fence(self, vault: str, item: str) -> int:
+        """Make every token issued so far stale; the new token."""
         with self._mutex:
-            self._retries[job_id] = at.timestamp()
+            return self._bump(wire.fence_key(vault, item))
 
     def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
         """Job ids due at ``now``, oldest first."""
-        with self._mutex:
-            due = sorted((t, j) for j, t in self._retries.items() if t <= now.timestamp())
-        return [j for _, j in due[:limit]]
+        return self._due(self._retries, now, limit)
 
-    def remove_retry(self, job_id: str) -> bool:
-        """Take a job out of the retry set."""
+    def due_queued(self, now: datetime, limit: int = 100) -> list[str]:
+        """Queued job ids whose sweep check is due, oldest first."""
+        return self._due(self._queued, now, limit)
+
+    def mark_sent(self, job_id: str, check_at: datetime) -> None:
+        """Push the sweep's check of a queued job back (only if it is still queued)."""
         with self._mutex:
-            return self._retries.pop(job_id, None) is not None
+            if job_id in self._queued:
+                self._queued[job_id] = check_at.timestamp()
+
+    def drop_from_index(self, index: str, job_id: str) -> None:
+        """Drop a job id from one index the ticks read."""
+        with self._mutex:
+            if index == wire.IN_PROGRESS_KEY:
+                self._in_progress.discard(job_id)
+            elif index == wire.RETRY_SET_KEY:
+                self._retries.pop(job_id, None)
+            elif index == wire.QUEUED_KEY:
+                self._queued.pop(job_id, None)
+            else:
+                raise ValueError(f"not a job index: {index}")
 
     def in_progress(self) -> list[str]:
         """Ids of jobs recorded as running."""
         with self._mutex:
             return sorted(self._in_progress)
 
-    def _live_holder(self, key: tuple[str, str]) -> str | None:
+    def record_problem(self, problem: Problem) -> None:
+        """Remember an unreadable record, one entry per key."""
+        with self._mutex:
+            self._problems[problem.key] = problem
+
+    def problems(self) -> list[Problem]:
+        """Every remembered problem, by key."""
+        with self._mutex:
+            return [self._problems[key] for key in sorted(self._problems)]
+
+    def clear_problems(self) -> int:
+        """Forget every problem."""
+        with self._mutex:
+            count = len(self._problems)
+            self._problems.clear()
+            return count
+
+    def record_tick(self, name: str, at: datetime) -> None:
+        """Note when a tick ran."""
+        with self._mutex:
+            self._ticks[name] = at
+
+    def last_ticks(self) -> dict[str, datetime]:
+        """When each tick last ran."""
+        with self._mutex:
+            return dict(self._ticks)
+
+    def _due(self, index: dict[str, float], now: datetime, limit: int) -> list[str]:
+        with self._mutex:
+            due = sorted((t, j) for j, t in index.items() if t <= now.timestamp())
+        return [j for _, j in due[:limit]]
+
+    def _bump(self, key: str) -> int:
+        self._fences[key] = self._fences.get(key, 0) + 1
+        return self._fences[key]
+
+    def _live_holder(self, key: str) -> str | None:
         held = self._locks.get(key)
         if held is None or held[1] <= time.monotonic():
             self._locks.pop(key, None)
             return None
         return held[0]
 
-    def _check(self, fence: Fence | None) -> None:
-        if fence is not None and self._fences.get((fence.vault, fence.item), 0) != fence.token:
-            raise LeaseLost(fence.item)
+    def _fence_ok(self, fence: Fence | None) -> bool:
+        if fence is None:
+            return True
+        return self._fences.get(wire.fence_key(fence.vault, fence.item), 0) == fence.token

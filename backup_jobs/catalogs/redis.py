@@ -1,102 +1,46 @@
-"""The catalog in Redis: JSON records, a sorted-set job index, leases with fencing tokens.
+"""The catalog in Redis: JSON records, sorted-set indexes, leases with fencing tokens.
 
 Leases are ``SET NX PX`` keys holding the job id; acquiring one also increments the item's
 fencing counter, in one Lua script so nobody sees a lease without its token. Fenced writes are
-Lua scripts that compare the counter and write in one step. Redis errors are translated here
-into ``RedisUnavailable``, raised from the original.
+Lua scripts that compare the counter and write in one step; saving a job maintains every index
+its status implies in the same script. Redis errors are translated into the catalog's errors
+(``catalogs.redis_errors``); a record that cannot be parsed becomes ``CorruptRecord`` naming
+its key, and listings skip it into ``Listing.problems``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TypeVar
 
 import redis
 
 from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
-from backup_jobs.errors import LeaseLost, RedisUnavailable
-from backup_jobs.models import VM, Job, JobStatus, VaultConfig
+from backup_jobs.catalogs import scripts
+from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
+from backup_jobs.catalogs.redis_errors import translated
+from backup_jobs.errors import ConfigurationError, CorruptRecord, LeaseLost
+from backup_jobs.models import (
+    VM,
+    Job,
+    JobStatus,
+    Listing,
+    Problem,
+    VaultConfig,
+    from_iso,
+    to_iso,
+)
+from backup_jobs.settings import redact_url as redact
 
 T = TypeVar("T")
+# Records fetched per MGET when listing.
+BATCH = 500
 
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2]), ARGV[1]}
-end
-local holder = redis.call('GET', KEYS[1])
-if not holder then holder = '' end
-return {0, 0, holder}
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# Every fenced script starts so: KEYS[1] is the item's fencing counter, ARGV[1] the writer's
-# token ('' = unfenced write); a stale token writes nothing.
-_FENCE_CHECK = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-"""
-
-# KEYS[1] fence counter, KEYS[2] record; ARGV[1] token ('' = unfenced), ARGV[2] JSON.
-_FENCED_SET = (
-    _FENCE_CHECK
-    + """
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
-)
-
-# KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress index, KEYS[4] item lease;
-# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] job id, ARGV[4] '1' if in progress.
-_SAVE_JOB = (
-    _FENCE_CHECK
-    + """
-redis.call('SET', KEYS[2], ARGV[2])
-if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[3], ARGV[3])
-else
-  redis.call('SREM', KEYS[3], ARGV[3])
-  if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
-end
-return 1
-"""
-)
-
-# KEYS[1] job record, KEYS[2] the vault's job index; ARGV[1] JSON, ARGV[2] score, ARGV[3] id.
-_CREATE_JOB = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced by ``***``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+__all__ = ["RedisCatalog", "redact"]
 
 
 class RedisCatalog:
@@ -105,17 +49,30 @@ class RedisCatalog:
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
         self._redis = client
         self._url = url
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._fenced_set = client.register_script(_FENCED_SET)
-        self._create_job = client.register_script(_CREATE_JOB)
-        self._save_job = client.register_script(_SAVE_JOB)
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._release = client.register_script(scripts.RELEASE)
+        self._fenced_set = client.register_script(scripts.FENCED_SET)
+        self._repair = client.register_script(scripts.REPAIR)
+        self._create_job = client.register_script(scripts.CREATE_JOB)
+        self._save_job = client.register_script(scripts.SAVE_JOB)
 
     @classmethod
     def from_url(cls, url: str) -> RedisCatalog:
         """Connect to ``url`` (nothing is sent until the first call)."""
-        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+        try:
+            client = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                # A record that is not UTF-8 is unreadable, not a crash of the whole listing.
+                encoding_errors="replace",
+                socket_connect_timeout=5,
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                detail=f"BACKUP_JOBS_REDIS_URL={redact(url)} is not a Redis URL ({exc})"
+            ) from exc
         return cls(client, url)
 
     @property
@@ -127,29 +84,35 @@ class RedisCatalog:
         """Raise ``RedisUnavailable`` unless the server answers."""
         self._call(self._redis.ping)
 
+    # --- vaults and VMs ----------------------------------------------------------------------
+
     def put_vault(self, vault: VaultConfig) -> None:
         """Create or replace a vault's configuration."""
-        self._call(lambda: self._redis.set(wire.vault_key(vault.name), _dump(vault.to_dict())))
+        self._call(lambda: self._redis.set(wire.vault_key(vault.name), dump(vault.to_dict())))
 
     def get_vault(self, name: str) -> VaultConfig | None:
         """A vault's configuration, or None."""
-        raw = self._call(lambda: self._redis.get(wire.vault_key(name)))
-        return VaultConfig.from_dict(json.loads(raw)) if raw else None
+        key = wire.vault_key(name)
+        raw = self._call(lambda: self._redis.get(key))
+        return decode_record(key, _text(raw), VaultConfig.from_dict) if raw else None
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:
-        """One VM of a vault, or None."""
-        return next(iter(self._vms(vault, [vm_id])), None)
+        """One VM of a vault, or None; ``CorruptRecord`` if unreadable."""
+        found = self._vms(vault, [vm_id])
+        if found.problems:
+            problem = found.problems[0]
+            raise CorruptRecord(problem.key, problem.reason)
+        return next(iter(found), None)
 
-    def list_vms(self, vault: str) -> list[VM]:
-        """Every VM of a vault, sorted by id."""
-        ids = sorted(
-            str(i) for i in self._call(lambda: self._redis.smembers(wire.vm_index_key(vault)))
-        )
-        return self._vms(vault, ids) if ids else []
+    def list_vms(self, vault: str) -> Listing[VM]:
+        """Every readable VM of a vault, sorted by id."""
+        members = self._call(lambda: self._redis.smembers(wire.vm_index_key(vault)))
+        ids = sorted(str(i) for i in members)
+        return self._vms(vault, ids) if ids else Listing()
 
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties and index it (one round trip)."""
-        record = _dump(vm.properties_dict())
+        record = dump(vm.properties_dict())
 
         def write() -> None:
             pipe = self._redis.pipeline(transaction=True)
@@ -163,63 +126,117 @@ class RedisCatalog:
         """Replace a VM's state, checking the fence atomically."""
         key = wire.vm_state_key(vault, vm.id)
         keys = [_fence_key(fence, key), key]
-        args = [_token(fence), _dump(vm.state_dict())]
+        args = [_token(fence), dump(vm.state_dict())]
         if not self._call(lambda: self._fenced_set(keys=keys, args=args)):
             raise LeaseLost(vm.id)
 
-    def _vms(self, vault: str, ids: list[str]) -> list[VM]:
+    def repair_vm_state(self, vault: str, vm: VM) -> bool:
+        """Rewrite a VM's state record only if it cannot be read now."""
+        key = wire.vm_state_key(vault, vm.id)
+        raw = self._call(lambda: self._redis.get(key))
+        if raw is None or readable_state(_text(raw)):
+            return False
+        args = [raw, dump(vm.state_dict())]
+        return bool(self._call(lambda: self._repair(keys=[key], args=args)))
+
+    def _vms(self, vault: str, ids: list[str]) -> Listing[VM]:
         keys = [wire.vm_key(vault, i) for i in ids] + [wire.vm_state_key(vault, i) for i in ids]
         raws = self._call(lambda: self._redis.mget(keys))
-        properties, states = raws[: len(ids)], raws[len(ids) :]
-        return [
-            VM.from_records(json.loads(p), json.loads(s) if s else None)
-            for p, s in zip(properties, states, strict=True)
-            if p
-        ]
+        texts = [_text(raw) if raw else None for raw in raws]
+        return vms_listing(vault, list(zip(ids, texts[: len(ids)], texts[len(ids) :], strict=True)))
 
-    def create_job(self, job: Job) -> bool:
-        """Store a new job unless its id exists, and index it by queue time (one round trip)."""
-        keys = [wire.job_key(job.id), wire.job_index_key(job.vault)]
-        args: list[str | float] = [_dump(job.to_dict()), job.queued_at.timestamp(), job.id]
+    # --- jobs --------------------------------------------------------------------------------
+
+    def create_job(self, job: Job, check_at: datetime) -> bool:
+        """Store a new job unless its id exists; index it by queue time and for the sweep."""
+        keys = [wire.job_key(job.id), wire.job_index_key(job.vault), wire.QUEUED_KEY]
+        args: list[str | float] = [
+            dump(job.to_dict()),
+            job.queued_at.timestamp(),
+            job.id,
+            check_at.timestamp(),
+        ]
         return bool(self._call(lambda: self._create_job(keys=keys, args=args)))
 
     def get_job(self, job_id: str) -> Job | None:
-        """One job, or None."""
-        raw = self._call(lambda: self._redis.get(wire.job_key(job_id)))
-        return Job.from_dict(json.loads(raw)) if raw else None
+        """One job, or None; ``CorruptRecord`` if its record is unreadable."""
+        key = wire.job_key(job_id)
+        raw = self._call(lambda: self._redis.get(key), key)
+        return decode_record(key, _text(raw), Job.from_dict) if raw else None
 
-    def save_job(self, job: Job, fence: Fence | None = None) -> None:
-        """Replace a job, checking the fence; a job no longer running also frees its lease."""
+    def save_job(
+        self,
+        job: Job,
+        fence: Fence | None = None,
+        *,
+        expect: JobStatus | None = None,
+        check_at: datetime | None = None,
+    ) -> bool:
+        """Replace a job and its index entries in one script; ``LeaseLost`` if fenced out."""
+        if job.status == JobStatus.QUEUED and check_at is None:
+            raise ValueError("saving a Queued job needs check_at")
         key = wire.job_key(job.id)
-        lease = wire.lock_key(job.vault, job.item)
-        keys = [_fence_key(fence, key), key, wire.IN_PROGRESS_KEY, lease]
-        running = "1" if job.status == JobStatus.IN_PROGRESS else "0"
-        args = [_token(fence), _dump(job.to_dict()), job.id, running]
-        if not self._call(lambda: self._save_job(keys=keys, args=args)):
+        keys = [
+            _fence_key(fence, key),
+            key,
+            wire.IN_PROGRESS_KEY,
+            wire.lock_key(job.vault, job.item),
+            wire.RETRY_SET_KEY,
+            wire.QUEUED_KEY,
+        ]
+        retry_at = job.next_retry_at if job.status == JobStatus.WAITING_TO_RETRY else None
+        args = [
+            _token(fence),
+            dump(job.to_dict()),
+            job.id,
+            "1" if job.status == JobStatus.IN_PROGRESS else "0",
+            expect.value if expect else "",
+            _score(retry_at),
+            _score(check_at if job.status == JobStatus.QUEUED else None),
+        ]
+        written = self._call(lambda: self._save_job(keys=keys, args=args), key)
+        if written == 0:
             raise LeaseLost(job.item_name)
+        return bool(written == 1)
 
-    def list_jobs(self, vault: str, since: datetime | None = None) -> list[Job]:
-        """The jobs of a vault, newest first."""
+    def list_jobs(self, vault: str, since: datetime | None = None) -> Listing[Job]:
+        """The readable jobs of a vault, newest first."""
         low = since.timestamp() if since else "-inf"
+        index = wire.job_index_key(vault)
         ids = [
             str(i)
-            for i in self._call(
-                lambda: self._redis.zrevrangebyscore(wire.job_index_key(vault), "+inf", low)
-            )
+            for i in self._call(lambda: self._redis.zrevrangebyscore(index, "+inf", low), index)
         ]
-        jobs: list[Job] = []
-        for start in range(0, len(ids), 500):
-            keys = [wire.job_key(i) for i in ids[start : start + 500]]
+        jobs: Listing[Job] = Listing()
+        for start in range(0, len(ids), BATCH):
+            keys = [wire.job_key(i) for i in ids[start : start + BATCH]]
             raws = self._call(partial(self._redis.mget, keys))
-            jobs.extend(Job.from_dict(json.loads(raw)) for raw in raws if raw)
+            for key, raw in zip(keys, raws, strict=True):
+                if raw:
+                    collect(jobs, key, _text(raw), Job.from_dict, "list jobs")
         return jobs
 
-    def acquire_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> LockResult:
-        """Take the lease without blocking; bump the fencing token on success."""
+    # --- leases ------------------------------------------------------------------------------
+
+    def acquire_lock(
+        self,
+        vault: str,
+        item: str,
+        holder: str,
+        ttl_seconds: float,
+        stale_holder: str | None = None,
+    ) -> LockResult:
+        """Take the lease without blocking (or over from ``stale_holder``); bump the token."""
         keys = [wire.lock_key(vault, item), wire.fence_key(vault, item)]
-        ok, token, current = self._call(
-            lambda: self._acquire(keys=keys, args=[holder, _ms(ttl_seconds)])
-        )
+        # A fencing counter that is not an integer any more restarts from the clock in ms,
+        # which is above every count issued before.
+        args: list[str | int] = [
+            holder,
+            _ms(ttl_seconds),
+            stale_holder or "",
+            int(time.time() * 1000),
+        ]
+        ok, token, current = self._call(lambda: self._acquire(keys=keys, args=args), keys[0])
         return LockResult(bool(ok), int(token), current or None)
 
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
@@ -234,60 +251,103 @@ class RedisCatalog:
 
     def lock_holder(self, vault: str, item: str) -> str | None:
         """Who holds the lease now."""
-        holder = self._call(lambda: self._redis.get(wire.lock_key(vault, item)))
+        key = wire.lock_key(vault, item)
+        holder = self._call(lambda: self._redis.get(key), key)
         return str(holder) if holder else None
 
-    def invalidate_fence(self, vault: str, item: str) -> None:
-        """Make every token issued so far stale."""
-        self._call(lambda: self._redis.incr(wire.fence_key(vault, item)))
+    def fence_is_current(self, fence: Fence, holder: str) -> bool:
+        """True if ``holder`` holds the lease and ``fence`` is the latest token."""
+        keys = [wire.lock_key(fence.vault, fence.item), wire.fence_key(fence.vault, fence.item)]
+        current_holder, token = self._call(lambda: self._redis.mget(keys))
+        return bool(current_holder == holder and token == str(fence.token))
 
-    def schedule_retry(self, job_id: str, at: datetime) -> None:
-        """Put a job in the durable retry set."""
-        self._call(lambda: self._redis.zadd(wire.RETRY_SET_KEY, {job_id: at.timestamp()}))
+    def invalidate_fence(self, vault: str, item: str) -> int:
+        """Make every token issued so far stale; the new token."""
+        key = wire.fence_key(vault, item)
+        return int(self._call(lambda: self._redis.incr(key), key))
+
+    # --- indexes the ticks work from ---------------------------------------------------------
 
     def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
         """Job ids due at ``now``, oldest first."""
-        due = self._call(
-            lambda: self._redis.zrangebyscore(
-                wire.RETRY_SET_KEY, "-inf", now.timestamp(), start=0, num=limit
-            )
-        )
-        return [str(job_id) for job_id in due]
+        return self._due(wire.RETRY_SET_KEY, now, limit)
 
-    def remove_retry(self, job_id: str) -> bool:
-        """Take a job out of the retry set."""
-        return bool(self._call(lambda: self._redis.zrem(wire.RETRY_SET_KEY, job_id)))
+    def due_queued(self, now: datetime, limit: int = 100) -> list[str]:
+        """Queued job ids whose sweep check is due, oldest first."""
+        return self._due(wire.QUEUED_KEY, now, limit)
+
+    def mark_sent(self, job_id: str, check_at: datetime) -> None:
+        """Push the sweep's check of a queued job back (only if it is still queued)."""
+        self._call(lambda: self._redis.zadd(wire.QUEUED_KEY, {job_id: _score(check_at)}, xx=True))
+
+    def drop_from_index(self, index: str, job_id: str) -> None:
+        """Drop a job id from one index the ticks read."""
+        if index == wire.IN_PROGRESS_KEY:
+            self._call(lambda: self._redis.srem(index, job_id))
+        elif index in (wire.RETRY_SET_KEY, wire.QUEUED_KEY):
+            self._call(lambda: self._redis.zrem(index, job_id))
+        else:
+            raise ValueError(f"not a job index: {index}")
 
     def in_progress(self) -> list[str]:
         """Ids of jobs recorded as running."""
-        return sorted(
-            str(i) for i in self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY))
-        )
+        members = self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY))
+        return sorted(str(i) for i in members)
 
-    def _call(self, operation: Callable[[], T]) -> T:
-        with translate_redis_errors(self._url):
+    def _due(self, key: str, now: datetime, limit: int) -> list[str]:
+        due = self._call(
+            lambda: self._redis.zrangebyscore(key, "-inf", now.timestamp(), start=0, num=limit),
+            key,
+        )
+        return [str(job_id) for job_id in due]
+
+    # --- problems and ticks ------------------------------------------------------------------
+
+    def record_problem(self, problem: Problem) -> None:
+        """Remember an unreadable record, one entry per key."""
+        record = dump(problem.to_dict())
+        self._call(lambda: self._redis.hset(wire.PROBLEMS_KEY, problem.key, record))
+
+    def problems(self) -> list[Problem]:
+        """Every remembered problem, by key."""
+        raw = self._call(lambda: self._redis.hgetall(wire.PROBLEMS_KEY), wire.PROBLEMS_KEY)
+        found: Listing[Problem] = Listing()
+        for key, value in sorted(raw.items()):
+            where = f"{wire.PROBLEMS_KEY}[{_text(key)}]"
+            collect(found, where, _text(value), Problem.from_dict, "problems")
+        return [*found, *found.problems]
+
+    def clear_problems(self) -> int:
+        """Forget every problem."""
+        count = self._call(lambda: self._redis.hlen(wire.PROBLEMS_KEY), wire.PROBLEMS_KEY)
+        self._call(lambda: self._redis.delete(wire.PROBLEMS_KEY))
+        return int(count)
+
+    def record_tick(self, name: str, at: datetime) -> None:
+        """Note when a tick ran."""
+        self._call(lambda: self._redis.hset(wire.TICKS_KEY, name, to_iso(at) or ""))
+
+    def last_ticks(self) -> dict[str, datetime]:
+        """When each tick last ran (unreadable entries left out)."""
+        raw = self._call(lambda: self._redis.hgetall(wire.TICKS_KEY), wire.TICKS_KEY)
+        ticks: dict[str, datetime] = {}
+        for name, value in raw.items():
+            try:
+                at = from_iso(_text(value))
+            except ValueError:
+                continue
+            if at is not None:
+                ticks[_text(name)] = at
+        return ticks
+
+    def _call(self, operation: Callable[[], T], key: str | None = None) -> T:
+        with translated(self._url, key):
             return operation()
 
 
-@contextmanager
-def translate_redis_errors(url: str) -> Iterator[None]:
-    """Turn redis-py's connection and authentication errors into ``RedisUnavailable``."""
-    try:
-        yield
-    except redis.AuthenticationError as exc:
-        detail = f"{redact(url)}: authentication failed ({exc})"
-        raise RedisUnavailable(detail=detail) from exc
-    except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            detail = f"{redact(url)}: authentication failed ({exc})"
-            raise RedisUnavailable(detail=detail) from exc
-        raise
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(detail=f"{redact(url)}: {exc}") from exc
-
-
-def _dump(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+def _text(raw: str | bytes) -> str:
+    """A reply as text (the client decodes already; this satisfies the type checker)."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
 
 
 def _fence_key(fence: Fence | None, record_key: str) -> str:
@@ -298,6 +358,11 @@ def _fence_key(fence: Fence | None, record_key: str) -> str:
 def _token(fence: Fence | None) -> str:
     """The token a fenced script compares; '' means unfenced."""
     return str(fence.token) if fence else ""
+
+
+def _score(at: datetime | None) -> str:
+    """A sorted-set score for a time; '' for none."""
+    return repr(at.timestamp()) if at else ""
 
 
 def _ms(seconds: float) -> int:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from backup_jobs import wire
-from backup_jobs.catalogs.redis import redact
+from backup_jobs.catalogs.redis_errors import translate
 from backup_jobs.dispatcher import task_id_for
 from backup_jobs.errors import RedisUnavailable
 from backup_jobs.models import Job
 from backup_jobs.settings import Settings
+from backup_jobs.settings import redact_url as redact
 
 # Added to the longest operation timeout: the Redis transport re-delivers an unacknowledged
 # message after the visibility timeout, so it must outlast any job (DESIGN §5).
@@ -95,4 +97,6 @@ class CeleryDispatcher:
         except OperationalError as exc:
             url = redact(str(self._app.conf.broker_url))
             raise RedisUnavailable(job.item_name, f"{url}: {exc}") from exc
+        except redis.RedisError as exc:
+            raise translate(str(self._app.conf.broker_url), exc) from exc
         return task_id

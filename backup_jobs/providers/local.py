@@ -7,12 +7,15 @@ stop, delete, agents, disks); ``LocalProvider`` is the provider port over it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,15 @@ from typing import Any
 from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
 from backup_jobs.inventory import VMIndex
 from backup_jobs.models import VM, Disk, PowerState
-from backup_jobs.provider import ProviderError, ProviderTimeout
+from backup_jobs.provider import (
+    CommitGuard,
+    Inventory,
+    ProviderError,
+    ProviderFenced,
+    ProviderStorageError,
+    ProviderTimeout,
+    Unreadable,
+)
 from backup_jobs.providers.local_faults import Fault, FaultStore
 
 VM_FILE = "vm.json"
@@ -139,12 +150,49 @@ class LocalFleet:
         return self.load(path)
 
     def write(self, data: dict[str, Any]) -> None:
-        """Write one ``vm.json`` atomically."""
+        """Write one ``vm.json`` atomically; ``ProviderStorageError`` naming the path if refused."""
         folder = self.root / data["cloud_service"] / data["name"]
-        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (VM_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, folder / VM_FILE)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(tmp, folder / VM_FILE)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise ProviderStorageError(f"{exc.filename or folder}: {exc.strerror}") from exc
+
+    def commit_extension(self, vm_id: str, token: int) -> None:
+        """Record the installed extension, unless a job with a newer fencing token already did.
+
+        The token is kept in ``vm.json`` (the fleet's own fencing): a worker that was frozen
+        past its lease and resumes cannot overwrite what a newer attempt wrote.
+        """
+        with self._vm_locked(vm_id):
+            data = self.read(vm_id)
+            seen = int(data.get("extension", {}).get("fencing_token", 0))
+            if seen > token:
+                raise ProviderFenced(f"{vm_id}: token {token} is older than {seen}")
+            data["extension"] = {
+                "installed": True,
+                "version": "1.0.0",
+                "installed_at": time.time(),
+                "fencing_token": token,
+            }
+            self.write(data)
+
+    @contextmanager
+    def _vm_locked(self, vm_id: str) -> Iterator[None]:
+        """An exclusive lock on one VM's folder, across processes."""
+        try:
+            handle = os.open(self.vm_dir(vm_id), os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError as exc:
+            raise VMNotFoundInInventory(vm_id, f" The fleet {self.root} has no such VM.") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(handle)
 
     def update(self, name: str, **changes: Any) -> dict[str, Any]:
         """Change fields of one VM (``cloud_service/name`` or a unique name); write it back."""
@@ -251,15 +299,23 @@ class LocalProvider:
         self.fleet = fleet
         self._sleep = sleep
 
-    def list_vms(self) -> list[VM]:
-        """Every VM of the fleet."""
+    def list_vms(self) -> Inventory:
+        """Every VM of the fleet; a VM whose description cannot be read is named, not fatal."""
         fault = self.fleet.faults.consume("discovery-internal-error")
         if fault is not None:
             raise ProviderError("injected fault discovery-internal-error")
         slow = self.fleet.faults.consume("discovery-slow")
         if slow is not None:
             self._sleep(slow.seconds)
-        return [self._to_vm(path.parent, self.fleet.load(path)) for path in self.fleet.vm_files()]
+        inventory = Inventory([])
+        for path in self.fleet.vm_files():
+            try:
+                inventory.vms.append(self._to_vm(path.parent, self.fleet.load(path)))
+            except (ConfigurationError, ProviderError) as exc:
+                vm_id = "/".join(path.parent.parts[-2:])
+                reason = exc.detail if isinstance(exc, ConfigurationError) else str(exc)
+                inventory.unreadable.append(Unreadable(vm_id, str(path), reason))
+        return inventory
 
     def get_vm(self, vm_id: str) -> VM | None:
         """One VM, or None if it is gone."""
@@ -269,7 +325,11 @@ class LocalProvider:
         return self._to_vm(path.parent, self.fleet.load(path))
 
     def install_extension(
-        self, vm_id: str, timeout_seconds: float, heartbeat: Callable[[], None]
+        self,
+        vm_id: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None],
+        guard: CommitGuard,
     ) -> None:
         """Install the extension; an injected hang or slowness runs into the deadline."""
         hang = self.fleet.faults.consume("install-agent-timeout", vm_id)
@@ -282,9 +342,8 @@ class LocalProvider:
             if time.monotonic() >= deadline:
                 raise ProviderTimeout(f"install of the backup extension on {vm_id}")
             self._sleep(min(0.2, max(0.0, min(finish, deadline) - time.monotonic())))
-        data = self.fleet.read(vm_id)
-        data["extension"] = {"installed": True, "version": "1.0.0", "installed_at": time.time()}
-        self.fleet.write(data)
+        guard.check()
+        self.fleet.commit_extension(vm_id, guard.token)
 
     @staticmethod
     def _to_vm(folder: Path, data: dict[str, Any]) -> VM:

@@ -6,6 +6,7 @@ read-modify-write of the JSON file.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from backup_jobs.errors import ConfigurationError
+from backup_jobs.provider import ProviderStorageError
 
 FAULT_KINDS = (
     "discovery-internal-error",
@@ -96,13 +98,34 @@ class FaultStore:
     @contextmanager
     def _locked(self) -> Iterator[list[Fault]]:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._lock_file() as lock:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
             faults = self._read()
             before = list(faults)
             yield faults
             if faults != before:
                 self._write(faults)
+
+    @contextmanager
+    def _lock_file(self) -> Iterator[TextIO | None]:
+        """The side file to lock; on a read-only fleet, opened for reading (or none at all).
+
+        A read-only fleet can still be listed: only consuming a fault writes.
+        """
+        lock: TextIO | None = None
+        for mode in ("a", "r"):
+            try:
+                lock = open(self._lock_path, mode)  # noqa: SIM115 - closed below
+                break
+            except OSError as exc:
+                if not _read_only(exc):
+                    raise
+        try:
+            yield lock
+        finally:
+            if lock is not None:
+                lock.close()
 
     def _read(self) -> list[Fault]:
         if not self._path.exists():
@@ -115,5 +138,14 @@ class FaultStore:
 
     def _write(self, faults: list[Fault]) -> None:
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": 1, "faults": [asdict(f) for f in faults]}, indent=2))
-        os.replace(tmp, self._path)
+        record = json.dumps({"version": 1, "faults": [asdict(f) for f in faults]}, indent=2)
+        try:
+            tmp.write_text(record)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            raise ProviderStorageError(f"{exc.filename or self._path}: {exc.strerror}") from exc
+
+
+def _read_only(exc: OSError) -> bool:
+    """True for the errors of a file system or directory we may not write to."""
+    return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT)

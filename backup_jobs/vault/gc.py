@@ -3,6 +3,10 @@
 Nothing is deleted on first sight: an unreferenced blob older than the cutoff is *condemned*
 (moved to ``garbage/``), and only a later run that still finds it unreferenced and condemned
 before its own cutoff deletes it. The cutoff never passes the start of a live backup.
+
+A run that could not read every committed manifest and its indexes (a read error, an index
+truncated while it ran) has a partial live set: it deletes nothing, condemns nothing and
+removes no index, and its report says why. It still rescues what it found live.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from backup_jobs.errors import VaultIntegrityError
+from backup_jobs.errors import RecoveryPointNotFound, VaultIntegrityError
 from backup_jobs.vault.format import ZERO_DIGEST
 from backup_jobs.vault.repository import WRITER_LEASE_TTL_SECONDS, Vault
 
@@ -32,49 +36,67 @@ class GcReport:
     temporaries_removed: int
     orphan_indexes_removed: int
     unreadable_manifests: tuple[str, ...]
+    # Why this run deleted and condemned nothing, if it did not (a partial mark).
+    skipped_reason: str | None = None
 
 
 def collect_garbage(
     vault: Vault, margin_seconds: float = DEFAULT_MARGIN_SECONDS, now: float | None = None
 ) -> GcReport:
-    """One mark-and-sweep pass over the vault."""
+    """One mark-and-sweep pass over the vault; nothing is deleted on a partial mark."""
     started = time.time() if now is None else now
     cutoff = min([started, *vault.live_writer_starts(started)]) - margin_seconds
     live, committed, unreadable = _mark(vault)
+    rescued = _rescue(vault, live)
+    if unreadable:
+        reason = (
+            f"{len(unreadable)} recovery point(s) could not be read ({', '.join(unreadable)}); "
+            "nothing was condemned or deleted. Run verify, then GC again."
+        )
+        return GcReport(cutoff, len(live), rescued, 0, 0, 0, 0, unreadable, reason)
     orphans = _remove_orphan_indexes(vault, committed, cutoff)
-    rescued = purged = 0
+    purged = 0
     for digest, condemned_at in list(vault.store.garbage()):
-        if digest in live:
-            vault.store.rescue(digest)
-            rescued += 1
-        elif condemned_at < cutoff:
+        if digest not in live and condemned_at < cutoff:
             vault.store.purge(digest)
             purged += 1
     condemned = 0
-    if not unreadable:  # never condemn on a partial mark
-        for digest, mtime in list(vault.store.chunks()):
-            if digest not in live and mtime < cutoff:
-                vault.store.condemn(digest)
-                condemned += 1
+    for digest, mtime in list(vault.store.chunks()):
+        if digest not in live and mtime < cutoff:
+            vault.store.condemn(digest)
+            condemned += 1
     # A temp file is an interrupted write only if it is far older than any write takes: a
     # fresh one belongs to a backup that may have started after this GC looked at the leases.
     temporaries = vault.store.remove_temporaries(min(cutoff, started - WRITER_LEASE_TTL_SECONDS))
-    return GcReport(cutoff, len(live), rescued, purged, condemned, temporaries, orphans, unreadable)
+    return GcReport(cutoff, len(live), rescued, purged, condemned, temporaries, orphans, ())
+
+
+def _rescue(vault: Vault, live: set[str]) -> int:
+    """Move every condemned blob that is live again back into the store."""
+    rescued = 0
+    for digest, _ in list(vault.store.garbage()):
+        if digest in live:
+            vault.store.rescue(digest)
+            rescued += 1
+    return rescued
 
 
 def _mark(vault: Vault) -> tuple[set[str], set[str], tuple[str, ...]]:
+    """The live digests, the committed points, and the points that could not be read."""
     live: set[str] = set()
     committed: set[str] = set()
     unreadable: list[str] = []
     for path in sorted((vault.root / "manifests").glob("*.json")):
-        committed.add(path.stem)
         try:
             manifest = vault.manifest(path.stem)
             for disk in manifest.disks:
                 index = vault.read_index(manifest, disk)
                 live.update(d.hex() for d in index.digests if d != ZERO_DIGEST)
-        except VaultIntegrityError:
+        except RecoveryPointNotFound:
+            continue  # pruned while this run listed the manifests: not live any more
+        except (VaultIntegrityError, OSError):
             unreadable.append(path.stem)
+        committed.add(path.stem)
     return live, committed, tuple(unreadable)
 
 

@@ -73,7 +73,8 @@ def test_killed_worker_job_is_reaped_retried_on_a_new_worker_and_completes(
     crash = Cluster(url, tmp_path, env)
     fleet = demo_fleet(tmp_path)
     try:
-        crash.start("beat", beat=True)
+        crash.start("beat", kind="beat")
+        crash.start("ticks", kind="ticks")
         crash.start("worker-a")
         crash.wait_ready("worker-a")
         client = crash.client(tmp_path / "fleet")

@@ -8,6 +8,7 @@ import pytest
 
 from backup_jobs import errors
 from backup_jobs.models import JobStatus, RegistrationState
+from backup_jobs.providers.local_demo import DEMO_VMS
 from backup_jobs.providers.local_faults import Fault
 from tests.harness import Cluster, demo_fleet, discovered, wait_for_status
 
@@ -230,16 +231,21 @@ def test_missing_fleet_directory_fails_discovery_naming_the_directory(
     assert "fleet create-demo" in job.error["message"]
 
 
-def test_malformed_vm_json_fails_discovery_naming_the_file_and_field(
+def test_a_malformed_vm_json_is_skipped_with_a_warning_naming_the_file_and_field(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     fleet = demo_fleet(tmp_path)
     path = fleet.root / "cs-app" / "app01" / "vm.json"
-    path.write_text(path.read_text().replace('"nics": 1', '"nics": "one"'))
+    good = path.read_text()
     client = cluster.client(tmp_path / "fleet")
+    assert client.discover().wait(30).status == JobStatus.COMPLETED
+    path.write_text(good.replace('"nics": 1', '"nics": "one"'))
 
     job = client.discover().wait(30)
 
-    assert job.status == JobStatus.FAILED
-    assert job.error is not None and job.error["code"] == "ConfigurationError"
-    assert str(path) in job.error["message"] and "'nics'" in job.error["message"]
+    assert job.status == JobStatus.COMPLETED_WITH_WARNINGS
+    [warning] = job.warnings
+    assert str(path) in warning and "'nics'" in warning
+    assert job.properties["skipped"] == 1 and job.properties["deleted"] == 0
+    vms = {vm.id: vm for vm in client.vms()}
+    assert len(vms) == len(DEMO_VMS) and not vms["cs-app/app01"].deleted

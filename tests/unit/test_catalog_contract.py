@@ -9,16 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backup_jobs import wire
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.memory import MemoryCatalog
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.errors import LeaseLost
+from backup_jobs.errors import CorruptRecord, LeaseLost
 from backup_jobs.models import (
     VM,
     Job,
     JobStatus,
     Operation,
     PowerState,
+    Problem,
     RegistrationState,
     VaultConfig,
 )
@@ -38,6 +40,10 @@ def _job(job_id: str, minutes: int = 0) -> Job:
     return Job(job_id, "v", Operation.DISCOVERY, "vault", "v", T0 + timedelta(minutes=minutes), 3)
 
 
+def _create(catalog: Catalog, job: Job) -> bool:
+    return catalog.create_job(job, job.queued_at + timedelta(seconds=30))
+
+
 def test_vault_and_vm_records_round_trip(catalog: Catalog) -> None:
     vault = VaultConfig("v", "r1", "local", "/f")
     vm = VM("web01", "cs1", "r1", last_error={"code": "X"}, last_job_id="j")
@@ -53,9 +59,9 @@ def test_vault_and_vm_records_round_trip(catalog: Catalog) -> None:
 
 
 def test_jobs_are_created_once_and_listed_newest_first_since_a_time(catalog: Catalog) -> None:
-    assert catalog.create_job(_job("a", 0))
-    assert catalog.create_job(_job("b", 10))
-    assert not catalog.create_job(_job("a", 99))
+    assert _create(catalog, _job("a", 0))
+    assert _create(catalog, _job("b", 10))
+    assert not _create(catalog, _job("a", 99))
 
     assert [j.id for j in catalog.list_jobs("v")] == ["b", "a"]
     assert [j.id for j in catalog.list_jobs("v", since=T0 + timedelta(minutes=5))] == ["b"]
@@ -91,15 +97,15 @@ def test_fenced_writes_are_refused_once_the_token_is_stale(catalog: Catalog) -> 
     fence = Fence("v", "cs1/web01", lock.token)
     catalog.put_vm("v", VM("web01", "cs1", "r1"))
     catalog.put_vm_state("v", VM("web01", "cs1", "r1", last_job_id="job-1"), fence)
-    catalog.create_job(_job("job-1"))
-    catalog.save_job(_job("job-1"), fence)
+    _create(catalog, _job("job-1"))
+    catalog.save_job(_job("job-1").evolve(status=JobStatus.IN_PROGRESS), fence)
 
     catalog.invalidate_fence("v", "cs1/web01")
 
     with pytest.raises(LeaseLost):
         catalog.put_vm_state("v", VM("web01", "cs1", "r1", last_job_id="stale"), fence)
     with pytest.raises(LeaseLost):
-        catalog.save_job(_job("job-1", 5), fence)
+        catalog.save_job(_job("job-1", 5).evolve(status=JobStatus.FAILED), fence)
     assert catalog.get_vm("v", "cs1/web01").last_job_id == "job-1"  # type: ignore[union-attr]
 
 
@@ -122,19 +128,94 @@ def test_a_vm_no_job_has_touched_is_not_registered(catalog: Catalog) -> None:
     assert catalog.get_vm("v", "cs1/web01").registration == RegistrationState.NOT_REGISTERED  # type: ignore[union-attr]
 
 
-def test_retry_set_returns_due_jobs_oldest_first(catalog: Catalog) -> None:
-    catalog.schedule_retry("late", T0 + timedelta(seconds=20))
-    catalog.schedule_retry("early", T0 + timedelta(seconds=10))
-    catalog.schedule_retry("future", T0 + timedelta(hours=1))
+def test_retry_set_follows_every_job_save_and_returns_due_jobs_oldest_first(
+    catalog: Catalog,
+) -> None:
+    for job_id, seconds in (("late", 20), ("early", 10), ("future", 3600)):
+        _create(catalog, _job(job_id))
+        retry_at = T0 + timedelta(seconds=seconds)
+        catalog.save_job(
+            _job(job_id).evolve(status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at)
+        )
 
     assert catalog.due_retries(T0 + timedelta(seconds=30)) == ["early", "late"]
-    assert catalog.remove_retry("early") and not catalog.remove_retry("early")
+    catalog.save_job(_job("early").evolve(status=JobStatus.IN_PROGRESS))
     assert catalog.due_retries(T0 + timedelta(seconds=30)) == ["late"]
+    catalog.drop_from_index(wire.RETRY_SET_KEY, "late")
+    assert catalog.due_retries(T0 + timedelta(hours=2)) == ["future"]
+
+
+def test_queued_set_holds_queued_jobs_until_they_leave_queued(catalog: Catalog) -> None:
+    _create(catalog, _job("a"))
+    _create(catalog, _job("b"))
+    catalog.mark_sent("b", T0 + timedelta(hours=1))
+    catalog.save_job(_job("c").evolve(status=JobStatus.QUEUED), check_at=T0)
+
+    assert catalog.due_queued(T0 + timedelta(minutes=1)) == ["c", "a"]
+    catalog.save_job(_job("a").evolve(status=JobStatus.IN_PROGRESS))
+    catalog.mark_sent("a", T0)  # only a job still queued is pushed back
+    assert catalog.due_queued(T0 + timedelta(hours=2)) == ["c", "b"]
+    with pytest.raises(ValueError, match="check_at"):
+        catalog.save_job(_job("d").evolve(status=JobStatus.QUEUED))
+
+
+def test_save_with_an_expected_status_writes_only_if_the_stored_job_has_it(
+    catalog: Catalog,
+) -> None:
+    _create(catalog, _job("a"))
+
+    assert not catalog.save_job(
+        _job("a").evolve(status=JobStatus.FAILED), expect=JobStatus.WAITING_TO_RETRY
+    )
+    assert catalog.get_job("a").status == JobStatus.QUEUED  # type: ignore[union-attr]
+    assert catalog.save_job(_job("a").evolve(status=JobStatus.FAILED), expect=JobStatus.QUEUED)
+    assert catalog.get_job("a").status == JobStatus.FAILED  # type: ignore[union-attr]
+    assert not catalog.save_job(_job("gone"), expect=JobStatus.QUEUED, check_at=T0)
+
+
+def test_a_stale_holder_s_lease_is_taken_over_with_a_new_token(catalog: Catalog) -> None:
+    first = catalog.acquire_lock("v", "vm", "dead-job", 30)
+
+    refused = catalog.acquire_lock("v", "vm", "job-2", 30, stale_holder="someone-else")
+    taken = catalog.acquire_lock("v", "vm", "job-2", 30, stale_holder="dead-job")
+
+    assert not refused.acquired and refused.holder == "dead-job"
+    assert taken.acquired and taken.token > first.token
+    assert catalog.lock_holder("v", "vm") == "job-2"
+
+
+def test_fence_is_current_only_for_the_holder_with_the_latest_token(catalog: Catalog) -> None:
+    lock = catalog.acquire_lock("v", "vm", "job-1", 30)
+    fence = Fence("v", "vm", lock.token)
+
+    assert catalog.fence_is_current(fence, "job-1")
+    assert not catalog.fence_is_current(fence, "job-2")
+    assert catalog.invalidate_fence("v", "vm") == lock.token + 1
+    assert not catalog.fence_is_current(fence, "job-1")
+
+
+def test_problems_are_kept_one_per_key_and_cleared(catalog: Catalog) -> None:
+    catalog.record_problem(Problem("bj:job:x", "not JSON", "reap", T0))
+    catalog.record_problem(Problem("bj:job:x", "still not JSON", "reap", T0))
+    catalog.record_problem(Problem("bj:job:a", "field 'id' is missing", "sweep", T0))
+
+    assert [(p.key, p.reason) for p in catalog.problems()] == [
+        ("bj:job:a", "field 'id' is missing"),
+        ("bj:job:x", "still not JSON"),
+    ]
+    assert catalog.clear_problems() == 2 and catalog.problems() == []
+
+
+def test_ticks_are_recorded_by_name(catalog: Catalog) -> None:
+    catalog.record_tick("reap", T0)
+    catalog.record_tick("reap", T0 + timedelta(seconds=1))
+
+    assert catalog.last_ticks() == {"reap": T0 + timedelta(seconds=1)}
 
 
 def test_in_progress_index_follows_every_job_save(catalog: Catalog) -> None:
     for job_id in ("a", "b"):
-        catalog.create_job(_job(job_id))
+        _create(catalog, _job(job_id))
         catalog.save_job(_job(job_id).evolve(status=JobStatus.IN_PROGRESS))
     catalog.save_job(_job("b").evolve(status=JobStatus.COMPLETED))
 
@@ -144,7 +225,7 @@ def test_in_progress_index_follows_every_job_save(catalog: Catalog) -> None:
 def test_saving_a_job_that_no_longer_runs_frees_its_lease_and_only_its_own(
     catalog: Catalog,
 ) -> None:
-    catalog.create_job(_job("a"))
+    _create(catalog, _job("a"))
     catalog.acquire_lock("v", "vault", "a", 30)
     catalog.save_job(_job("a").evolve(status=JobStatus.IN_PROGRESS))
     assert catalog.lock_holder("v", "vault") == "a"
@@ -155,3 +236,65 @@ def test_saving_a_job_that_no_longer_runs_frees_its_lease_and_only_its_own(
     catalog.acquire_lock("v", "vault", "b", 30)
     catalog.save_job(_job("a").evolve(status=JobStatus.FAILED))
     assert catalog.lock_holder("v", "vault") == "b"
+
+
+def _write_raw(catalog: Catalog, key: str, value: str | bytes) -> None:
+    """Put garbage where a record lives, as a bad tool or a bug would."""
+    if isinstance(catalog, MemoryCatalog):
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        catalog.records[key] = text
+    else:
+        assert isinstance(catalog, RedisCatalog)
+        catalog.client.set(key, value)
+
+
+GARBAGE: list[str | bytes] = ["not json", "[]", "{}", '{"id": 1}', b"\xff\xfe not UTF-8"]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE)
+def test_an_unreadable_job_is_named_by_get_and_skipped_by_listings(
+    catalog: Catalog, garbage: str | bytes
+) -> None:
+    _create(catalog, _job("good"))
+    _create(catalog, _job("bad", 1))
+    _write_raw(catalog, wire.job_key("bad"), garbage)
+
+    with pytest.raises(CorruptRecord) as raised:
+        catalog.get_job("bad")
+    listing = catalog.list_jobs("v")
+
+    assert raised.value.item == wire.job_key("bad")
+    assert [j.id for j in listing] == ["good"]
+    assert [p.key for p in listing.problems] == [wire.job_key("bad")]
+
+
+@pytest.mark.parametrize("which", ["properties", "state"])
+def test_an_unreadable_vm_record_is_named_and_skipped_and_its_state_can_be_repaired(
+    catalog: Catalog, which: str
+) -> None:
+    for name in ("good", "bad"):
+        catalog.put_vm("v", VM(name, "cs", "r1"))
+        catalog.put_vm_state("v", VM(name, "cs", "r1"))
+    key = wire.vm_key("v", "cs/bad") if which == "properties" else wire.vm_state_key("v", "cs/bad")
+    _write_raw(catalog, key, '{"registration": "Sideways"}')
+
+    listing = catalog.list_vms("v")
+    with pytest.raises(CorruptRecord):
+        catalog.get_vm("v", "cs/bad")
+
+    assert [vm.id for vm in listing] == ["cs/good"]
+    assert [p.key for p in listing.problems] == [key]
+    if which == "state":
+        repaired = VM("bad", "cs", "r1", registration=RegistrationState.REGISTERED)
+        assert catalog.repair_vm_state("v", repaired)
+        assert not catalog.repair_vm_state("v", VM("bad", "cs", "r1"))  # readable now: kept
+        assert catalog.get_vm("v", "cs/bad").registration == RegistrationState.REGISTERED  # type: ignore[union-attr]
+
+
+def test_an_unreadable_vault_record_is_named(catalog: Catalog) -> None:
+    _write_raw(catalog, wire.vault_key("v"), "{")
+
+    with pytest.raises(CorruptRecord) as raised:
+        catalog.get_vault("v")
+
+    assert raised.value.item == wire.vault_key("v") and "not JSON" in raised.value.message

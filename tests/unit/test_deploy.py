@@ -56,10 +56,13 @@ def _exec_start(unit: str) -> list[str]:
 
 def test_systemd_units_run_the_same_processes_as_backup_jobs_up() -> None:
     commands = processes.process_commands(Settings.from_env({}))
-    for name in ("worker", "beat"):
+    for name in ("worker", "ticks", "beat"):
         unit = _exec_start(f"backup-jobs-{name}.service")
         expected = commands[name][commands[name].index("workers") + 1 :]
-        assert unit[1:4] == ["-A", "workers", name]
+        assert unit[1:4] == ["-A", "workers", expected[0]]
+        for option in ("--queues", "--pool"):
+            if option in expected:
+                assert unit[unit.index(option) + 1] == expected[expected.index(option) + 1]
         options = {a for a in expected if a.startswith("--")} - {"--hostname"}
         assert options == {a for a in unit if a.startswith("--")}
     assert _exec_start("backup-jobs-flower.service")[1:] == ["flower"]

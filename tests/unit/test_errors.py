@@ -34,6 +34,7 @@ def test_only_transient_errors_are_retryable() -> None:
     assert retryable == [
         "BackupInternalError",
         "DiscoveryInternalError",
+        "FleetStorageError",
         "SnapshotTimeout",
         "VaultTransferTimeout",
         "WorkerLost",

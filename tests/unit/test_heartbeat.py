@@ -19,7 +19,7 @@ TTL = 0.3
 def _started(catalog: MemoryCatalog, item: str) -> jobs.Started:
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
     job = jobs.new_job("v", Operation.REGISTER, item, item, 3, clock)
-    catalog.create_job(job)
+    catalog.create_job(job, clock.now())
     started = jobs.begin_attempt(catalog, job.id, 1, "t", TTL, 900, clock)
     assert started is not None
     return started

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backup_jobs import errors, inventory, jobs
+from backup_jobs import errors, inventory, jobs, wire
 from backup_jobs.models import (
     VM,
     Disk,
@@ -17,6 +17,7 @@ from backup_jobs.models import (
     RegistrationState,
     VaultConfig,
 )
+from backup_jobs.provider import ProviderStorageError, Unreadable
 from backup_jobs.settings import Settings
 from backup_jobs.testing import FrozenClock, MemoryCatalog, MemoryProvider
 
@@ -86,7 +87,7 @@ def _context(
 ) -> inventory.JobContext:
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
     job = jobs.new_job("v", operation, item, item, 3, clock)
-    catalog.create_job(job)
+    catalog.create_job(job, clock.now())
     started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
     assert started is not None
     return inventory.JobContext(
@@ -103,7 +104,7 @@ def test_discovery_keeps_registration_state_and_marks_vanished_vms_deleted() -> 
 
     result = inventory.discover(_context(catalog, provider, Operation.DISCOVERY, "vault"))
 
-    assert result == {"vms": 1, "new": 0, "deleted": 1}
+    assert result == {"vms": 1, "new": 0, "deleted": 1, "skipped": 0}
     assert catalog.get_vm("v", "cs1/web01").registration == RegistrationState.REGISTERED  # type: ignore[union-attr]
     assert catalog.get_vm("v", "cs1/gone").deleted  # type: ignore[union-attr]
 
@@ -134,7 +135,7 @@ def test_register_timeout_is_install_agent_timeout_and_rolls_the_vm_back() -> No
 
     with pytest.raises(errors.InstallAgentTimeout) as raised:
         inventory.register(ctx)
-    inventory.register_failed(ctx, raised.value)
+    inventory.register_failed(catalog, ctx.job, ctx.fence, raised.value)
 
     record = catalog.get_vm("v", HEALTHY.id)
     assert record is not None and record.registration == RegistrationState.NOT_REGISTERED
@@ -156,3 +157,66 @@ def test_retry_of_a_register_that_already_succeeded_completes_instead_of_failing
     other = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
     with pytest.raises(errors.AlreadyRegistered):
         inventory.register(other)
+
+
+def test_discovery_skips_a_vm_the_provider_cannot_read_with_a_warning_never_as_deleted() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", VM("broken", "cs1", "r1"))
+    provider.unreadable = [Unreadable("cs1/broken", "/fleet/cs1/broken/vm.json", "field 'nics'")]
+    ctx = _context(catalog, provider, Operation.DISCOVERY, "vault")
+
+    result = inventory.discover(ctx)
+
+    assert result == {"vms": 1, "new": 1, "deleted": 0, "skipped": 1}
+    assert not catalog.get_vm("v", "cs1/broken").deleted  # type: ignore[union-attr]
+    assert ctx.warnings == ["/fleet/cs1/broken/vm.json: field 'nics'; the VM was skipped."]
+
+
+def test_discovery_rewrites_unreadable_vm_records_from_the_provider() -> None:
+    installed = replace(HEALTHY, extension_installed=True)
+    catalog, provider = MemoryCatalog(), MemoryProvider([installed, VM("app01", "cs1", "r1")])
+    catalog.put_vm("v", installed)
+    catalog.records[wire.vm_state_key("v", HEALTHY.id)] = "{garbage"
+    catalog.records[wire.vm_key("v", "cs1/app01")] = "[]"
+    catalog.put_vm_state("v", VM("app01", "cs1", "r1"))
+    ctx = _context(catalog, provider, Operation.DISCOVERY, "vault")
+
+    inventory.discover(ctx)
+
+    listing = catalog.list_vms("v")
+    assert listing.problems == []
+    assert {vm.id: vm.registration for vm in listing} == {
+        "cs1/app01": RegistrationState.NOT_REGISTERED,
+        "cs1/web01": RegistrationState.REGISTERED,
+    }
+    assert any("rewritten as Registered" in warning for warning in ctx.warnings)
+
+
+def test_register_commits_nothing_once_its_lease_is_gone() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", HEALTHY)
+    ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
+
+    def lease_gone() -> None:
+        raise errors.LeaseLost(HEALTHY.id)
+
+    with pytest.raises(errors.LeaseLost):
+        inventory.register(replace(ctx, guard=lease_gone))
+
+    assert provider.installed == []
+
+
+def test_register_maps_a_full_fleet_disk_to_a_retryable_fleet_storage_error() -> None:
+    catalog = MemoryCatalog()
+    catalog.put_vm("v", HEALTHY)
+
+    class FullDisk(MemoryProvider):
+        def install_extension(self, *args: object) -> None:
+            raise ProviderStorageError("/fleet/cs1/web01/vm.json.tmp: No space left on device")
+
+    ctx = _context(catalog, FullDisk([HEALTHY]), Operation.REGISTER, HEALTHY.id)
+    with pytest.raises(errors.FleetStorageError) as raised:
+        inventory.register(ctx)
+
+    assert raised.value.retryable and "No space left on device" in raised.value.message
+    assert "vm.json.tmp" in raised.value.message

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -66,30 +65,6 @@ def test_job_on_a_held_item_fails_at_once_naming_the_running_job(clock: FrozenCl
     assert catalog.lock_holder("v", "cs/vm") == first.id
 
 
-def test_retryable_failure_waits_without_the_lease_and_is_dispatched_when_due(
-    clock: FrozenClock,
-) -> None:
-    catalog, dispatcher = MemoryCatalog(), RecordingDispatcher()
-    job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
-    assert started is not None
-
-    waiting = jobs.fail_attempt(
-        catalog, started.job, errors.WorkerLost("cs/vm"), 900, clock, started.fence
-    )
-    clock.advance(899)
-    early = jobs.dispatch_due_retries(catalog, dispatcher, clock)
-    clock.advance(1)
-    due = jobs.dispatch_due_retries(catalog, dispatcher, clock)
-
-    assert waiting.status == JobStatus.WAITING_TO_RETRY
-    assert waiting.next_retry_at == datetime(2026, 3, 1, 12, 15, tzinfo=UTC)
-    assert catalog.lock_holder("v", "cs/vm") is None
-    assert early == [] and due == [job.id]
-    assert dispatcher.sent == [(job.id, 2)]
-    assert catalog.due_retries(clock.now()) == []
-
-
 def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
@@ -103,33 +78,6 @@ def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
     assert last.status == JobStatus.FAILED
     assert [a.status for a in last.attempts] == [JobStatus.FAILED] * 3
     assert catalog.due_retries(clock.now()) == []
-
-
-def test_reaper_fails_expired_attempts_and_fences_out_the_lost_worker(clock: FrozenClock) -> None:
-    catalog = MemoryCatalog()
-    job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 0.01, 900, clock)
-    assert started is not None
-    time.sleep(0.02)
-    reaped = jobs.reap_lost_jobs(catalog, 900, clock)
-    late = jobs.complete(catalog, started, {}, clock)
-
-    assert reaped == [job.id]
-    record = catalog.get_job(job.id)
-    assert record is not None and record.status == JobStatus.WAITING_TO_RETRY
-    assert record.attempts[0].error is not None and record.attempts[0].error["code"] == "WorkerLost"
-    assert late.status == JobStatus.COMPLETED  # what the zombie believed...
-    assert catalog.get_job(job.id).status == JobStatus.WAITING_TO_RETRY  # type: ignore[union-attr]  # ...was refused
-    assert catalog.in_progress() == []
-
-
-def test_reaper_leaves_attempts_with_a_live_lease_alone(clock: FrozenClock) -> None:
-    catalog = MemoryCatalog()
-    job = _submit(catalog, clock)
-    jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
-
-    assert jobs.reap_lost_jobs(catalog, 900, clock) == []
-    assert catalog.get_job(job.id).status == JobStatus.IN_PROGRESS  # type: ignore[union-attr]
 
 
 class RefusingDispatcher:
@@ -169,3 +117,23 @@ def test_a_retry_that_finds_its_item_busy_waits_for_the_next_retry(clock: Frozen
     assert record.attempts[-1].error is not None
     assert record.attempts[-1].error["code"] == "OperationInProgress"
     assert catalog.due_retries(clock.now() + timedelta(seconds=900)) == [job.id]
+
+
+def test_a_lease_left_by_a_job_that_no_longer_runs_is_taken_over(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    ended, job = _submit(catalog, clock), _submit(catalog, clock)
+    catalog.save_job(ended.evolve(status=JobStatus.FAILED))
+    catalog.acquire_lock("v", "cs/vm", ended.id, 60)  # as a crash between two writes could
+
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
+
+    assert started is not None and catalog.lock_holder("v", "cs/vm") == job.id
+
+
+def test_a_lease_held_by_a_job_being_started_is_not_taken_over(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    starting, job = _submit(catalog, clock), _submit(catalog, clock)
+    catalog.acquire_lock("v", "cs/vm", starting.id, 60)  # acquired, not saved InProgress yet
+
+    assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock) is None
+    assert catalog.lock_holder("v", "cs/vm") == starting.id

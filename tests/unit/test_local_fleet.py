@@ -8,17 +8,24 @@ from typing import Any
 
 import pytest
 
-from backup_jobs.errors import AmbiguousVMName, ConfigurationError, VMNotFoundInInventory
+from backup_jobs.errors import (
+    AmbiguousVMName,
+    ConfigurationError,
+    LeaseLost,
+    VMNotFoundInInventory,
+)
 from backup_jobs.models import PowerState
-from backup_jobs.provider import ProviderError, ProviderTimeout
+from backup_jobs.provider import CommitGuard, ProviderError, ProviderFenced, ProviderTimeout
 from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, LocalProvider, agent_version
 from backup_jobs.providers.local_demo import DEMO_VMS, create_demo_fleet
 from backup_jobs.providers.local_faults import Fault
 
+GUARD = CommitGuard(1, lambda: None)
+
 
 def test_demo_fleet_has_a_vm_for_every_seed_row_with_sparse_disks(tmp_path: Path) -> None:
     fleet = create_demo_fleet(tmp_path, "r1")
-    vms = {vm.id: vm for vm in LocalProvider(fleet).list_vms()}
+    vms = {vm.id: vm for vm in LocalProvider(fleet).list_vms().vms}
 
     assert len(vms) == len(DEMO_VMS)
     assert vms["cs-app/stopped01"].power_state == PowerState.STOPPED
@@ -41,7 +48,7 @@ def test_demo_fleet_has_a_vm_for_every_seed_row_with_sparse_disks(tmp_path: Path
         (lambda d: d.update(agent_version="2.6.x"), "2 to 4 dot-separated integers"),
     ],
 )
-def test_malformed_vm_json_names_the_file_and_the_field(
+def test_malformed_vm_json_is_skipped_by_the_listing_naming_the_file_and_the_field(
     tmp_path: Path, mangle, expected: str
 ) -> None:  # type: ignore[no-untyped-def]
     fleet = create_demo_fleet(tmp_path, "r1")
@@ -50,18 +57,27 @@ def test_malformed_vm_json_names_the_file_and_the_field(
     mangle(data)
     path.write_text(json.dumps(data))
 
+    inventory = LocalProvider(fleet).list_vms()
     with pytest.raises(ConfigurationError) as raised:
-        LocalProvider(fleet).list_vms()
+        fleet.load(path)
 
+    [bad] = inventory.unreadable
+    assert bad.vm_id == "cs-app/app01" and bad.where == str(path) and expected in bad.reason
+    assert len(inventory.vms) == len(DEMO_VMS) - 1
     assert str(path) in raised.value.message and expected in raised.value.message
 
 
-def test_unparseable_vm_json_is_a_configuration_error(tmp_path: Path) -> None:
+def test_unparseable_vm_json_and_a_missing_disk_image_are_named_not_fatal(tmp_path: Path) -> None:
     fleet = create_demo_fleet(tmp_path, "r1")
     (tmp_path / "cs-app" / "app01" / "vm.json").write_text("{not json")
+    (tmp_path / "cs-web" / "web01" / "os.img").unlink()
 
-    with pytest.raises(ConfigurationError, match="cannot be read as JSON"):
-        LocalProvider(fleet).list_vms()
+    inventory = LocalProvider(fleet).list_vms()
+
+    reasons = {bad.vm_id: bad.reason for bad in inventory.unreadable}
+    assert "cannot be read as JSON" in reasons["cs-app/app01"]
+    assert "os.img is missing" in reasons["cs-web/web01"]
+    assert len(inventory.vms) == len(DEMO_VMS) - 2
 
 
 def test_faults_fire_for_their_vm_and_count_down(tmp_path: Path) -> None:
@@ -87,11 +103,29 @@ def test_injected_discovery_error_and_install_hang(tmp_path: Path) -> None:
 
     with pytest.raises(ProviderError):
         provider.list_vms()
-    assert provider.list_vms()
+    assert provider.list_vms().vms
     with pytest.raises(ProviderTimeout):
-        provider.install_extension("cs-app/hung01", 0.3, lambda: None)
-    provider.install_extension("cs-app/hung01", 0.3, lambda: None)
+        provider.install_extension("cs-app/hung01", 0.3, lambda: None, GUARD)
+    provider.install_extension("cs-app/hung01", 0.3, lambda: None, GUARD)
     assert fleet.read("cs-app/hung01")["extension"]["installed"] is True
+
+
+def test_an_install_is_committed_only_if_the_guard_allows_and_the_token_is_not_older(
+    tmp_path: Path,
+) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+    provider = LocalProvider(fleet)
+
+    def lost() -> None:
+        raise LeaseLost("cs-app/app01")
+
+    with pytest.raises(LeaseLost):
+        provider.install_extension("cs-app/app01", 5, lambda: None, CommitGuard(7, lost))
+    assert fleet.read("cs-app/app01")["extension"]["installed"] is False
+    provider.install_extension("cs-app/app01", 5, lambda: None, CommitGuard(7, lambda: None))
+    with pytest.raises(ProviderFenced):  # a frozen worker with an older token resumes
+        provider.install_extension("cs-app/app01", 5, lambda: None, CommitGuard(6, lambda: None))
+    assert fleet.read("cs-app/app01")["extension"]["fencing_token"] == 7
 
 
 def test_admin_verbs_change_the_vm(tmp_path: Path) -> None:

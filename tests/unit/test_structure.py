@@ -24,6 +24,7 @@ DOMAIN_MODULES = [
     "backup_jobs.dispatcher",
     "backup_jobs.heartbeat",
     "backup_jobs.jobs",
+    "backup_jobs.ticks",
     "backup_jobs.inventory",
     "backup_jobs.operations",
     "backup_jobs.client",
@@ -67,13 +68,17 @@ def test_wire_names_are_pinned() -> None:
     ]
     assert wire.TASK_DISPATCH_RETRIES == "backup_jobs.tick.dispatch_retries"
     assert wire.TASK_REAP == "backup_jobs.tick.reap_lost_jobs"
+    assert wire.TASK_SWEEP_QUEUED == "backup_jobs.tick.sweep_queued"
     assert wire.QUEUES == ("control", "backup", "maintenance")
+    assert wire.QUEUE_TICKS == "ticks"
     assert wire.job_key("j") == "bj:job:j"
     assert wire.vm_key("v", "cs/n") == "bj:vm:v:cs/n"
     assert wire.vm_state_key("v", "cs/n") == "bj:vmstate:v:cs/n"
     assert wire.lock_key("v", "cs/n") == "bj:lock:v:cs/n"
     assert wire.fence_key("v", "cs/n") == "bj:fence:v:cs/n"
     assert wire.RETRY_SET_KEY == "bj:retries"
+    assert wire.QUEUED_KEY == "bj:queued"
+    assert wire.PROBLEMS_KEY == "bj:problems"
 
 
 def test_front_door_all_is_sorted_and_complete() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backup_jobs.errors import VaultIntegrityError
-from backup_jobs.vault import Vault, collect_garbage, prune, verify
-from backup_jobs.vault.format import ZERO_DIGEST
+from backup_jobs.vault import Manifest, Vault, collect_garbage, prune, verify
+from backup_jobs.vault.format import ZERO_DIGEST, DiskIndex, ManifestDisk
 from backup_jobs.vault.retention import RetentionPolicy
 from tests.vault.conftest import SMALL_CHUNK, back_up, restored_bytes, write_image
 
@@ -212,3 +212,49 @@ def test_gc_removes_only_temp_files_older_than_any_write_takes(vault: Vault) -> 
 
     assert survived
     assert report.temporaries_removed == 1 and not temp.exists()
+
+
+class FlakyIndexVault(Vault):
+    """A vault whose index of one recovery point cannot be read for a while (EIO, truncation)."""
+
+    unreadable: str | None = None
+    error: Exception = OSError(5, "Input/output error")
+
+    def read_index(self, manifest: Manifest, disk: ManifestDisk) -> DiskIndex:
+        if manifest.id == self.unreadable:
+            raise self.error
+        return super().read_index(manifest, disk)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(5, "Input/output error"), VaultIntegrityError("rp", "index truncated")],
+    ids=["read error", "truncated index"],
+)
+def test_a_gc_run_that_cannot_read_every_index_deletes_and_condemns_nothing(
+    tmp_path: Path, error: Exception
+) -> None:
+    Vault.create(tmp_path / "vault", chunk_size=SMALL_CHUNK)
+    vault = FlakyIndexVault.open(tmp_path / "vault")
+    images = [
+        write_image(tmp_path / f"{n}.raw", [("data", 3 * SMALL_CHUNK)], seed=n) for n in (1, 2)
+    ]
+    points = [back_up(vault, image, vm=f"cs/vm{n}") for n, image in enumerate(images)]
+    stale = write_image(tmp_path / "stale.raw", [("data", SMALL_CHUNK)], seed=9)
+    pruned = back_up(vault, stale, vm="cs/gone")
+    vault.delete_manifest(pruned.id)  # its chunk is garbage a full GC would condemn
+    needed = vault.read_index(points[0], points[0].disks[0]).digests[0].hex()
+    vault.store.condemn(needed)  # condemned by an earlier run that raced a backup
+    vault.unreadable, vault.error = points[0].id, error
+
+    report = collect_garbage(vault, margin_seconds=0, now=time.time() + 3600)
+    vault.unreadable = None
+    healed = collect_garbage(vault, margin_seconds=0, now=time.time() + 3600)
+
+    assert report.unreadable_manifests == (points[0].id,)
+    assert (report.purged, report.condemned, report.orphan_indexes_removed) == (0, 0, 0)
+    assert report.skipped_reason is not None and points[0].id in report.skipped_reason
+    assert healed.rescued == 1 and healed.skipped_reason is None and healed.condemned == 1
+    assert verify(vault).ok
+    for point, image in zip(points, images, strict=True):
+        assert restored_bytes(vault, point.id, tmp_path) == image.read_bytes()

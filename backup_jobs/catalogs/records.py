@@ -1,0 +1,87 @@
+"""Reading and writing the catalog's JSON records, shared by the Redis and memory catalogs.
+
+One place decides what an unreadable record is: anything that is not a JSON object with the
+fields its type needs becomes ``CorruptRecord`` naming the key and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from backup_jobs import wire
+from backup_jobs.errors import CorruptRecord
+from backup_jobs.models import VM, Listing, Problem
+
+T = TypeVar("T")
+
+_STATE_PROBE = VM("probe", "probe", "probe").properties_dict()
+
+
+def dump(record: dict[str, Any]) -> str:
+    """Compact, sorted JSON: what every record is stored as."""
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+def decode_record(key: str, raw: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """Parse one JSON record; ``CorruptRecord`` naming ``key`` and why, whatever is wrong."""
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        return build(data)
+    except json.JSONDecodeError as exc:
+        raise CorruptRecord(key, f"not JSON ({exc.msg} at char {exc.pos})") from exc
+    except KeyError as exc:
+        raise CorruptRecord(key, f"field {exc} is missing") from exc
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CorruptRecord(key, f"a field has a wrong value ({exc})") from exc
+
+
+def collect(
+    into: Listing[T], key: str, raw: str, build: Callable[[dict[str, Any]], T], by: str
+) -> None:
+    """Append the decoded record to a listing, or name it in the listing's problems."""
+    try:
+        into.append(decode_record(key, raw, build))
+    except CorruptRecord as exc:
+        into.problems.append(Problem(key, exc.detail, by))
+
+
+def checked_state(data: dict[str, Any]) -> dict[str, Any]:
+    """A VM state record, checked by joining it to a well-formed properties record."""
+    VM.from_records(_STATE_PROBE, data)
+    return data
+
+
+def readable_state(raw: str) -> bool:
+    """True if ``raw`` is a well-formed VM state record."""
+    try:
+        decode_record("", raw, checked_state)
+    except CorruptRecord:
+        return False
+    return True
+
+
+def join_vm(vault: str, vm_id: str, properties: str, state: str | None) -> VM:
+    """Join a VM's two records; ``CorruptRecord`` names whichever cannot be read."""
+    state_data = (
+        decode_record(wire.vm_state_key(vault, vm_id), state, checked_state) if state else None
+    )
+    return decode_record(
+        wire.vm_key(vault, vm_id), properties, lambda data: VM.from_records(data, state_data)
+    )
+
+
+def vms_listing(vault: str, records: list[tuple[str, str | None, str | None]]) -> Listing[VM]:
+    """VMs from ``(id, properties, state)`` raw records; unreadable ones become problems."""
+    found: Listing[VM] = Listing()
+    for vm_id, properties, state in records:
+        if not properties:
+            continue
+        try:
+            found.append(join_vm(vault, vm_id, properties, state))
+        except CorruptRecord as exc:
+            found.problems.append(Problem(exc.item, exc.detail, "list VMs"))
+    return found

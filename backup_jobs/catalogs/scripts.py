@@ -1,0 +1,119 @@
+"""The Redis catalog's Lua scripts: each write that must be atomic is one script.
+
+Keys and arguments are documented above each script. Status decisions are made in Python and
+passed in as flags and scores, so no job status name is spelled twice.
+"""
+
+from __future__ import annotations
+
+# KEYS[1] lease, KEYS[2] fencing counter; ARGV[1] holder, ARGV[2] TTL in ms, ARGV[3] a stale
+# holder to take over from ('' = none), ARGV[4] the counter to restart from if it is corrupt.
+# Returns {acquired, token, holder}.
+ACQUIRE = """
+local function bump()
+  local token = redis.pcall('INCR', KEYS[2])
+  if type(token) == 'table' then
+    redis.call('SET', KEYS[2], ARGV[4])
+    return tonumber(ARGV[4])
+  end
+  return token
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, bump(), ARGV[1]}
+end
+local holder = redis.pcall('GET', KEYS[1])
+if type(holder) == 'table' or (ARGV[3] ~= '' and holder == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, bump(), ARGV[1]}
+end
+if not holder then holder = '' end
+return {0, 0, holder}
+"""
+
+# KEYS[1] lease; ARGV[1] holder, ARGV[2] TTL in ms.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS[1] lease; ARGV[1] holder.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Every fenced script starts so: KEYS[1] is the item's fencing counter, ARGV[1] the writer's
+# token ('' = unfenced write); a stale token writes nothing.
+_FENCE_CHECK = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+"""
+
+# KEYS[1] fence counter, KEYS[2] record; ARGV[1] token ('' = unfenced), ARGV[2] JSON.
+FENCED_SET = (
+    _FENCE_CHECK
+    + """
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
+# KEYS[1] record; ARGV[1] the unreadable value seen, ARGV[2] the new JSON. Writes only if the
+# record still holds what was seen (or is not a string at all): a job's newer write wins.
+REPAIR = """
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'table' or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress set, KEYS[4] item lease,
+# KEYS[5] retry set, KEYS[6] queued set; ARGV[1] token ('' = unfenced), ARGV[2] JSON,
+# ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
+# ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued).
+# Returns 1 written, 0 fenced out, -1 not in the expected status.
+SAVE_JOB = (
+    _FENCE_CHECK
+    + """
+if ARGV[5] ~= '' then
+  local raw = redis.call('GET', KEYS[2])
+  if not raw then return -1 end
+  local ok, stored = pcall(cjson.decode, raw)
+  if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
+end
+redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[3])
+else
+  redis.call('SREM', KEYS[3], ARGV[3])
+  if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+end
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+else
+  redis.call('ZREM', KEYS[5], ARGV[3])
+end
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
+else
+  redis.call('ZREM', KEYS[6], ARGV[3])
+end
+return 1
+"""
+)
+
+# KEYS[1] job record, KEYS[2] the vault's job index, KEYS[3] queued set; ARGV[1] JSON,
+# ARGV[2] queue time, ARGV[3] id, ARGV[4] sweep score.
+CREATE_JOB = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+return 1
+"""

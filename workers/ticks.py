@@ -1,0 +1,63 @@
+"""Running beat's ticks on the tick consumer: one domain function each, never a crash.
+
+A tick that meets Redis trouble logs it and returns: the next tick does the work. A record
+it cannot read is skipped, logged and kept in the problems list (``backup-jobs problem
+list``); the tick goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from backup_jobs import ticks
+from backup_jobs.catalog import Catalog
+from backup_jobs.clock import Clock
+from backup_jobs.dispatchers.celery import CeleryDispatcher
+from backup_jobs.errors import BackupJobsError, CorruptRecord
+from backup_jobs.operations import roll_back
+from workers import root
+
+log = logging.getLogger("backup_jobs.ticks")
+
+Tick = Callable[[Catalog, Clock], ticks.TickReport]
+
+
+def _dispatcher() -> CeleryDispatcher:
+    from workers.app import app
+
+    return CeleryDispatcher(app)
+
+
+TICKS: dict[str, Tick] = {
+    "dispatch-due-retries": lambda catalog, clock: ticks.dispatch_due_retries(
+        catalog, _dispatcher(), clock
+    ),
+    "reap-lost-jobs": lambda catalog, clock: ticks.reap_lost_jobs(
+        catalog, root.settings().retry_delay_seconds, clock, roll_back
+    ),
+    "sweep-queued-jobs": lambda catalog, clock: ticks.sweep_queued(
+        catalog, _dispatcher(), clock, root.settings().queued_timeout_seconds
+    ),
+}
+
+
+def run_tick(name: str) -> dict[str, Any]:
+    """Run the tick ``name``; a small dict of what it did, for the worker log."""
+    catalog, clock = root.catalog(), root.clock()
+    try:
+        report = TICKS[name](catalog, clock)
+    except CorruptRecord as exc:
+        report = ticks.TickReport(problems=[ticks.record_problem(catalog, exc, name, clock)])
+    except BackupJobsError as exc:
+        log.warning("tick_skipped tick=%s code=%s reason=%s", name, exc.code, exc.message)
+        return {"tick": name, "skipped": exc.code}
+    for problem in report.problems:
+        log.warning("record_skipped tick=%s key=%s reason=%s", name, problem.key, problem.reason)
+    if report.jobs:
+        log.info("tick_moved_jobs tick=%s jobs=%s", name, ",".join(report.jobs))
+    with contextlib.suppress(BackupJobsError):
+        catalog.record_tick(name, clock.now())
+    return {"tick": name, "jobs": report.jobs, "problems": [p.key for p in report.problems]}
