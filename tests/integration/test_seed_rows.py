@@ -19,7 +19,12 @@ REGISTER_ROWS = [
         "Please check if the VM is in the Running state",
         "Start the virtual machine",
     ),
-    ("cs-db/disks06", "DataDiskLimitExceeded", "Backup supports up to 5 data disks", "None"),
+    (
+        "cs-db/disks06",
+        "DataDiskLimitExceeded",
+        "Backup supports up to 5 data disks",
+        "Detach data disks until the VM has at most 5, then retry the register operation.",
+    ),
     (
         "cs-db/premium01",
         "UnsupportedConfiguration",
