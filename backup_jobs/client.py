@@ -201,10 +201,11 @@ class Client:
         operation: Operation | str | None = None,
         status: JobStatus | str | None = None,
         since: datetime | str | None = None,
-    ) -> list[Job]:
-        """The vault's jobs, newest first, filtered; names are read in any case (``failed``).
+    ) -> Listing[Job]:
+        """The vault's jobs, newest first, filtered; unreadable records named in ``problems``.
 
-        ``since``: a datetime (UTC if naive), or text as the CLI takes it (``24h``, ISO 8601).
+        Names are read in any case (``failed``); ``since`` is a datetime (UTC if naive), or
+        text as the CLI takes it (``24h``, ISO 8601).
         """
         found = self.catalog.list_jobs(self.vault.name, timeparse.since(since, self._clock.now()))
         wanted_operation = None if operation is None else Operation.parse(operation)

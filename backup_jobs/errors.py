@@ -106,6 +106,10 @@ class BackupJobsError(Exception):
     def __str__(self) -> str:
         return f"{self.message} Recommended action: {self.recommended_action}"
 
+    def __repr__(self) -> str:
+        # What Flower shows for a failed task: the code, the message and what to do.
+        return f"{self.code}({str(self)!r})"
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in the job record."""
         return {

@@ -99,6 +99,11 @@ def run_job(
             properties = spec.run(ctx)
         except SoftTimeLimitExceeded:
             error: BackupJobsError = spec.timeout_error(job.item_name)
+        except LeaseLost:
+            # The item is not ours any more: the reaper (or a newer attempt) records how this
+            # attempt ended; writing here could only be refused or overwrite theirs.
+            events.event("attempt_abandoned", logging.WARNING, reason="lease lost")
+            raise
         except BackupJobsError as exc:
             error = exc
         except Exception as exc:

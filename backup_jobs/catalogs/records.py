@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from backup_jobs import wire
 from backup_jobs.errors import CorruptRecord
-from backup_jobs.models import VM, Listing, Problem
+from backup_jobs.models import VM, VM_STATE_FIELDS, Listing, Problem
 
 T = TypeVar("T")
 
@@ -51,6 +51,9 @@ def collect(
 
 def checked_state(data: dict[str, Any]) -> dict[str, Any]:
     """A VM state record, checked by joining it to a well-formed properties record."""
+    for name in VM_STATE_FIELDS:
+        if name not in data:
+            raise KeyError(name)
     VM.from_records(_STATE_PROBE, data)
     return data
 

@@ -133,10 +133,11 @@ class RedisCatalog:
     def repair_vm_state(self, vault: str, vm: VM) -> bool:
         """Rewrite a VM's state record only if it cannot be read now."""
         key = wire.vm_state_key(vault, vm.id)
-        raw = self._call(lambda: self._redis.get(key))
+        # The exact bytes, undecoded: the script compares them with what is stored now.
+        raw = self._call(lambda: _get_bytes(self._redis, key), key)
         if raw is None or readable_state(_text(raw)):
             return False
-        args = [raw, dump(vm.state_dict())]
+        args: list[bytes | str] = [raw, dump(vm.state_dict())]
         return bool(self._call(lambda: self._repair(keys=[key], args=args)))
 
     def _vms(self, vault: str, ids: list[str]) -> Listing[VM]:
@@ -343,6 +344,14 @@ class RedisCatalog:
     def _call(self, operation: Callable[[], T], key: str | None = None) -> T:
         with translated(self._url, key):
             return operation()
+
+
+def _get_bytes(client: redis.Redis, key: str) -> bytes | None:
+    """GET without decoding, whatever the client's decode_responses says."""
+    raw: bytes | None = client.execute_command(  # type: ignore[no-untyped-call]
+        "GET", key, NEVER_DECODE=True
+    )
+    return raw
 
 
 def _text(raw: str | bytes) -> str:

@@ -17,6 +17,7 @@ from backup_jobs.cli.common import (
     parsed_by,
     wait_option,
 )
+from backup_jobs.cli.problems import warn_problems
 from backup_jobs.cli.waiting import wait_for
 from backup_jobs.client import Batch
 from backup_jobs.models import JobStatus, Operation, ParsedEnum, utcnow
@@ -47,6 +48,7 @@ def vm_list(registrable: bool, include_deleted: bool, as_json: bool) -> None:
         render.emit_json([vm.to_dict() for vm in vms])
     else:
         click.echo(render.vm_table(vms, c.vault.region))
+    warn_problems(vms.problems)
 
 
 @vm_group.command("register")
@@ -133,6 +135,7 @@ def job_list(
             click.echo(job.id)
     else:
         click.echo(render.job_table(jobs))
+    warn_problems(jobs.problems)
 
 
 @job_group.command("show")

@@ -9,6 +9,7 @@ import click
 from backup_jobs.cli.common import echo_error
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
+from backup_jobs.cli.problems import problem_group
 from backup_jobs.cli.stack import demo, flower, server, up
 from backup_jobs.errors import EXIT_INTERRUPTED, BackupJobsError
 
@@ -19,7 +20,7 @@ def cli() -> None:
     """backup-jobs: policy-driven VM backup on Celery workers (backup-jobs NOUN VERB)."""
 
 
-for command in (up, demo, server, flower, fleet_group, vm_group, job_group):
+for command in (up, demo, server, flower, fleet_group, vm_group, job_group, problem_group):
     cli.add_command(command)
 
 

@@ -7,11 +7,13 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backup_jobs.models import JobStatus
 from backup_jobs.runtime import embedded, processes
 from tests.harness import Cluster, demo_fleet, eventually
 
@@ -25,44 +27,74 @@ def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
         return json.loads(response.read())
 
 
-def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+AUTH = ("admin", "s3cret")
+
+
+@pytest.fixture(scope="module")
+def flower(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Flower as `backup-jobs up` starts it, with basic auth; its base URL."""
+    tmp_path = tmp_path_factory.mktemp("flower")
     port = embedded.free_port()
     env = {
         **cluster.child_env(),
-        "BACKUP_JOBS_FLOWER_USER": "admin",
-        "BACKUP_JOBS_FLOWER_PASSWORD": "s3cret",
+        "BACKUP_JOBS_FLOWER_USER": AUTH[0],
+        "BACKUP_JOBS_FLOWER_PASSWORD": AUTH[1],
         "BACKUP_JOBS_FLOWER_PORT": str(port),
         "BACKUP_JOBS_DATA_DIR": str(tmp_path),
     }
     command = processes.process_commands(cluster.settings())["flower"]
     with open(tmp_path / "flower.log", "wb") as log:
-        flower = subprocess.Popen(
+        process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     base = f"http://127.0.0.1:{port}"
     try:
         assert processes.wait_for_http(base, 60)
-        eventually(lambda: _get(f"{base}/api/workers?refresh=1", ("admin", "s3cret")), 30, 0.5)
-        demo_fleet(tmp_path)
-        client = cluster.client(tmp_path / "fleet")
-        client.discover().wait(30)
-        job = client.register(["cs-app/app01"])[0].wait(30)
-
-        def registered_task() -> dict[str, Any] | None:
-            tasks = _get(f"{base}/api/tasks?taskname=backup_jobs.register", ("admin", "s3cret"))
-            return tasks.get(f"{job.id}.1")
-
-        task = eventually(registered_task, 30, 0.5)
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            _get(f"{base}/api/tasks")
+        eventually(lambda: _get(f"{base}/api/workers?refresh=1", AUTH), 30, 0.5)
+        yield base
     finally:
-        flower.terminate()
-        flower.wait(timeout=20)
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _task(base: str, name: str, task_id: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = _get(f"{base}/api/tasks?taskname={name}", AUTH).get(task_id)
+    return found if found and found.get("state") in ("SUCCESS", "FAILURE") else None
+
+
+def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
+    cluster: Cluster, flower: str, tmp_path: Path
+) -> None:
+    demo_fleet(tmp_path)
+    client = cluster.client(tmp_path / "fleet")
+    client.discover().wait(30)
+    job = client.register(["cs-app/app01"])[0].wait(30)
+
+    task = eventually(lambda: _task(flower, "backup_jobs.register", f"{job.id}.1"), 30, 0.5)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _get(f"{flower}/api/tasks")
 
     assert task["name"] == "backup_jobs.register"
     assert job.id in task["kwargs"] and "cs-app/app01" in task["kwargs"]
     assert task["state"] == "SUCCESS"
     assert "Completed" in str(task["result"])
     assert refused.value.code == 401
+
+
+def test_a_failed_attempt_shows_as_failed_in_flower_with_its_error_and_ticks_do_not_show(
+    cluster: Cluster, flower: str, tmp_path: Path
+) -> None:
+    demo_fleet(tmp_path)
+    client = cluster.client(tmp_path / "fleet")
+    client.discover().wait(30)
+    job = client.register(["cs-app/stopped01"])[0].wait(30)
+
+    task = eventually(lambda: _task(flower, "backup_jobs.register", f"{job.id}.1"), 30, 0.5)
+    every = _get(f"{flower}/api/tasks", AUTH)
+    workers = _get(f"{flower}/api/workers", AUTH)
+
+    assert job.status == JobStatus.FAILED  # the job record, still the truth
+    assert task["state"] == "FAILURE"
+    assert "VMNotRunning" in task["exception"] and "Start the virtual machine" in task["exception"]
+    assert not [t for t in every.values() if str(t.get("name", "")).startswith("backup_jobs.tick")]
+    assert workers  # the tick consumer answers too, but sends no task events
