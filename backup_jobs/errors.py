@@ -87,7 +87,9 @@ class BackupJobsError(Exception):
         super().__init__(item, detail, action)
         self.item = item
         self.detail = detail
-        message = self.template.format(detail=detail)
+        # A detail that ends a sentence the template ends too: one full stop, not two.
+        shown = detail[:-1] if detail.endswith(".") and "{detail}." in self.template else detail
+        message = self.template.format(detail=shown)
         if detail and "{detail}" not in self.template:
             message = f"{message} ({detail})"
         self.message = f"{item}: {message}" if item else message

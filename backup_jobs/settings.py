@@ -191,7 +191,7 @@ class _Env:
             raise ConfigurationError(
                 detail=(
                     f"{PREFIX}{name}={shown!r} is not valid: {problem}; accepted: "
-                    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:///PATH"
+                    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// (the same with TLS) or unix:///PATH"
                 )
             )
         return value
