@@ -4,7 +4,7 @@ The front door: ``Client`` (``Client.from_env()``), job handles, the domain valu
 error catalog. Submitting work from Python never imports the worker code.
 """
 
-from backup_jobs.client import Client, JobHandle, JobTimeout
+from backup_jobs.client import Batch, Client, JobHandle, JobTimeout, Refusal
 from backup_jobs.errors import (
     AlreadyRegistered,
     AmbiguousVMName,
@@ -33,6 +33,7 @@ __all__ = [  # noqa: RUF022 - plain sorted order, pinned by a test
     "AlreadyRegistered",
     "AmbiguousVMName",
     "BackupJobsError",
+    "Batch",
     "Client",
     "ConfigurationError",
     "DataDiskLimitExceeded",
@@ -50,6 +51,7 @@ __all__ = [  # noqa: RUF022 - plain sorted order, pinned by a test
     "OperationInProgress",
     "PowerState",
     "RedisUnavailable",
+    "Refusal",
     "RegionMismatch",
     "RegistrationState",
     "Settings",

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from backup_jobs import inventory, jobs
+from backup_jobs import inventory, jobs, timeparse
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
-from backup_jobs.errors import CorruptRecord, JobNotFound
+from backup_jobs.errors import BackupJobsError, CorruptRecord, JobNotFound, most_severe
 from backup_jobs.models import (
     VM,
     Job,
@@ -74,6 +75,31 @@ class JobHandle:
         return {"status": job.status.value, "error": job.error, **job.properties}
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A VM of a batch that was not submitted: the name it was given by, and why."""
+
+    name: str
+    error: BackupJobsError
+
+
+class Batch(list[JobHandle]):
+    """The jobs a batch started (it is a list of their handles) and the VMs it ``refused``."""
+
+    def __init__(self, handles: Iterable[JobHandle] = (), refused: Iterable[Refusal] = ()) -> None:
+        super().__init__(handles)
+        self.refused = tuple(refused)
+
+    def __repr__(self) -> str:
+        return f"Batch({list(self)!r}, refused={self.refused!r})"
+
+    def raise_refused(self) -> None:
+        """Raise the most severe refusal's error (``errors.SEVERITY``), if any VM was refused."""
+        worst = most_severe(refusal.error for refusal in self.refused)
+        if worst is not None:
+            raise worst
+
+
 class Client:
     """The front door for scripts: ``Client.from_env()`` then verbs."""
 
@@ -125,40 +151,46 @@ class Client:
         if current != self.vault:
             self.catalog.put_vault(self.vault)
 
-    def discover(self) -> JobHandle:
-        """Start a Discovery job for the vault."""
-        self._record_vault()
+    def _submit(self, operation: Operation, item: str, item_name: str) -> JobHandle:
+        """Create one job and send its first attempt."""
         job = jobs.new_job(
-            self.vault.name,
-            Operation.DISCOVERY,
-            jobs.VAULT_ITEM,
-            self.vault.name,
-            self.settings.max_attempts,
-            self._clock,
+            self.vault.name, operation, item, item_name, self.settings.max_attempts, self._clock
         )
         jobs.submit(self.catalog, self._dispatcher, job, self._clock)
         return self.handle(job.id)
 
-    def register(self, vms: Iterable[str]) -> list[JobHandle]:
-        """Start one Register job per VM; every name is checked before any job is created."""
-        index = inventory.VMIndex(self.catalog.list_vms(self.vault.name))
-        targets = [index.resolve(name) for name in vms]
-        for vm in targets:
-            inventory.check_submittable(vm, self.vault)
+    def discover(self) -> JobHandle:
+        """Start a Discovery job for the vault."""
         self._record_vault()
-        handles = []
-        for vm in {vm.id: vm for vm in targets}.values():
-            job = jobs.new_job(
-                self.vault.name,
-                Operation.REGISTER,
-                vm.id,
-                vm.id,
-                self.settings.max_attempts,
-                self._clock,
-            )
-            jobs.submit(self.catalog, self._dispatcher, job, self._clock)
-            handles.append(self.handle(job.id))
-        return handles
+        return self._submit(Operation.DISCOVERY, jobs.VAULT_ITEM, self.vault.name)
+
+    def register(self, vms: str | Iterable[str]) -> Batch:
+        """Start one Register job per VM that can be registered; refuse the others.
+
+        ``vms``: names (``cloud_service/name`` or a unique name), or one name as a ``str``.
+        A name that matches no VM or several, or a VM registered already or in another region,
+        is refused (``Batch.refused``) while the others go on: a refusal never raises here
+        (``Batch.raise_refused()`` does); Redis errors still do.
+        """
+        targets, refused = self._screen([vms] if isinstance(vms, str) else vms)
+        if targets:
+            self._record_vault()
+        return Batch([self._submit(Operation.REGISTER, vm_id, vm_id) for vm_id in targets], refused)
+
+    def _screen(self, names: Iterable[str]) -> tuple[list[str], list[Refusal]]:
+        """The ids of the named VMs that can be registered (once each), and the refusals."""
+        index = inventory.VMIndex(self.catalog.list_vms(self.vault.name))
+        targets: dict[str, None] = {}
+        refused: list[Refusal] = []
+        for name in dict.fromkeys(names):
+            try:
+                vm = index.resolve(name)
+                inventory.check_submittable(vm, self.vault)
+            except BackupJobsError as exc:
+                refused.append(Refusal(name, exc))
+            else:
+                targets[vm.id] = None
+        return list(targets), refused
 
     def job(self, job_id: str) -> Job:
         """One job record."""
@@ -168,15 +200,20 @@ class Client:
         self,
         operation: Operation | str | None = None,
         status: JobStatus | str | None = None,
-        since: datetime | None = None,
+        since: datetime | str | None = None,
     ) -> Listing[Job]:
-        """The vault's jobs, newest first, filtered; unreadable records named in ``problems``."""
-        found = self.catalog.list_jobs(self.vault.name, since)
+        """The vault's jobs, newest first, filtered; unreadable records named in ``problems``.
+
+        Names are read in any case (``failed``); ``since`` is a datetime (UTC if naive), or
+        text as the CLI takes it (``24h``, ISO 8601).
+        """
+        found = self.catalog.list_jobs(self.vault.name, timeparse.since(since, self._clock.now()))
+        wanted_operation = None if operation is None else Operation.parse(operation)
+        wanted_status = None if status is None else JobStatus.parse(status)
         kept = [
             job
             for job in found
-            if (operation is None or job.operation == Operation(operation))
-            and (status is None or job.status == JobStatus(status))
+            if wanted_operation in (None, job.operation) and wanted_status in (None, job.status)
         ]
         return Listing(kept, found.problems)
 

@@ -6,7 +6,7 @@ action, a ``retryable`` flag (only transient errors are retried) and a CLI exit 
 Messages keep the wording of the seed's troubleshooting table.
 
     BackupJobsError
-    ├── InvalidInput (exit 2)         ConfigurationError, AmbiguousVMName, RegionMismatch,
+    ├── InvalidInput (exit 8)         ConfigurationError, AmbiguousVMName, RegionMismatch,
     │                                 InvalidRestoreTarget,
     │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
     │                                 UnsupportedConfiguration, VMAgentNotInstalled,
@@ -20,14 +20,21 @@ Messages keep the wording of the seed's troubleshooting table.
     ├── Unavailable (exit 7)          RedisUnavailable
     └── (exit 1)                      Cancelled, InternalError
 
+CLI exit codes, one per class so that a script can tell them apart: 0 ok; 1 internal error (a
+bug); 2 usage error (click's only: unknown command, bad option value); 3 not found; 4
+conflict; 5 integrity; 6 transient; 7 unavailable (Redis); 8 invalid input; 130 interrupted.
+A command with several outcomes (a batch of VMs, ``--wait`` on several jobs) exits with the
+code of the most severe one, in the order of ``SEVERITY``.
+
 Errors survive a trip through Celery and through the job record: ``to_dict`` gives the JSON
 stored on the job, ``error_from_dict`` rebuilds the right class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 
 class ErrorKind(StrEnum):
@@ -43,7 +50,7 @@ class ErrorKind(StrEnum):
 
 
 EXIT_CODES: dict[ErrorKind, int] = {
-    ErrorKind.INVALID_INPUT: 2,
+    ErrorKind.INVALID_INPUT: 8,
     ErrorKind.NOT_FOUND: 3,
     ErrorKind.CONFLICT: 4,
     ErrorKind.INTEGRITY: 5,
@@ -51,6 +58,19 @@ EXIT_CODES: dict[ErrorKind, int] = {
     ErrorKind.UNAVAILABLE: 7,
     ErrorKind.INTERNAL: 1,
 }
+# Ctrl-C (or SIGTERM) stopped the command; the shell's convention for SIGINT.
+EXIT_INTERRUPTED = 130
+
+# Most severe first: what a batch with several outcomes reports (and exits with).
+SEVERITY: tuple[ErrorKind, ...] = (
+    ErrorKind.INTERNAL,
+    ErrorKind.INTEGRITY,
+    ErrorKind.UNAVAILABLE,
+    ErrorKind.TRANSIENT,
+    ErrorKind.CONFLICT,
+    ErrorKind.NOT_FOUND,
+    ErrorKind.INVALID_INPUT,
+)
 
 MIN_AGENT_VERSION = "2.6.1198.718"
 
@@ -73,7 +93,7 @@ class BackupJobsError(Exception):
         if detail and "{detail}" not in self.template:
             message = f"{message} ({detail})"
         self.message = f"{item}: {message}" if item else message
-        self.recommended_action = action if action is not None else self.action
+        self.recommended_action = action or self.action
 
     @property
     def code(self) -> str:
@@ -86,9 +106,7 @@ class BackupJobsError(Exception):
         return EXIT_CODES[self.kind]
 
     def __str__(self) -> str:
-        if self.recommended_action and self.recommended_action != "None":
-            return f"{self.message} Recommended action: {self.recommended_action}"
-        return self.message
+        return f"{self.message} Recommended action: {self.recommended_action}"
 
     def __repr__(self) -> str:
         # What Flower shows for a failed task: the code, the message and what to do.
@@ -178,7 +196,7 @@ class AlreadyRegistered(InvalidInput):
     """Raised when registering a VM that is already registered."""
 
     template = "The VM is already registered."
-    action = "None"
+    action = "Nothing to do: the VM is registered; see `backup-jobs vm list`."
 
 
 class JobNotFound(NotFound):
@@ -208,7 +226,10 @@ class DiscoveryInProgress(Conflict):
         "Failed to discover new items - Another Discovery operation is already in progress. "
         "Please wait until the current Discovery operation has completed."
     )
-    action = "None"
+    action = (
+        "Wait for the running discovery (its job is named in the message) to finish; "
+        "its results include the VMs this one would find."
+    )
 
 
 # --- Register --------------------------------------------------------------------------------
@@ -235,7 +256,10 @@ class DataDiskLimitExceeded(InvalidInput):
         "Please detach some data disks on this virtual machine and retry the operation. "
         "{detail}"
     )
-    action = "None"
+    action = (
+        "Detach data disks until the VM has at most the supported number "
+        "(BACKUP_JOBS_MAX_DATA_DISKS), then retry the register operation."
+    )
 
 
 class UnsupportedConfiguration(InvalidInput):
@@ -290,14 +314,18 @@ class LeaseLost(Conflict):
     """Raised when a worker's fencing token is stale: another attempt owns the item now."""
 
     template = "The job lost its lease on the item; a newer attempt owns it."
-    action = "None: the newer attempt carries on."
+    action = (
+        "Nothing to do: the newer attempt carries on; follow it with `backup-jobs job show ID`."
+    )
 
 
 class WorkerLost(Transient):
     """Raised (by the reaper) when the worker running an attempt died."""
 
     template = "The worker running this job stopped responding (its lease expired)."
-    action = "None: the job is retried automatically."
+    action = (
+        "Nothing to do: the job is retried automatically; follow it with `backup-jobs job show ID`."
+    )
 
 
 # --- Backup (used by later jobs; here so the catalog is whole) -------------------------------
@@ -391,7 +419,7 @@ class Cancelled(BackupJobsError):
     """Raised inside a job when its cancel flag is seen; the job ends Cancelled."""
 
     template = "The operation was cancelled; nothing partial was kept."
-    action = "None"
+    action = "Nothing to do: the job was cancelled as asked; start it again if you still want it."
 
 
 class InternalError(BackupJobsError):
@@ -410,6 +438,14 @@ class RedisUnavailable(Unavailable):
     )
 
 
+E = TypeVar("E", bound=BackupJobsError)
+
+
+def most_severe(errors: Iterable[E]) -> E | None:
+    """The error of the most severe kind (``SEVERITY``), the first of equals; None if none."""
+    return min(errors, key=lambda error: SEVERITY.index(error.kind), default=None)
+
+
 def _catalog() -> dict[str, type[BackupJobsError]]:
     found: dict[str, type[BackupJobsError]] = {}
     pending: list[type[BackupJobsError]] = [BackupJobsError]
@@ -426,8 +462,14 @@ def error_class(code: str) -> type[BackupJobsError]:
 
 
 def error_from_dict(data: dict[str, Any]) -> BackupJobsError:
-    """Rebuild an error from its ``to_dict`` form."""
+    """Rebuild an error from its ``to_dict`` form.
+
+    Records written before every error had an action hold ``"None"``; they get the class's.
+    """
     cls = error_class(str(data.get("code", "")))
+    action = data.get("recommended_action")
     return cls(
-        str(data.get("item", "")), str(data.get("detail", "")), data.get("recommended_action")
+        str(data.get("item", "")),
+        str(data.get("detail", "")),
+        None if action == "None" else action,
     )

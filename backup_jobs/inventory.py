@@ -167,6 +167,8 @@ def check_registrable(vm: VM, vault: VaultConfig, max_data_disks: int) -> None:
         raise DataDiskLimitExceeded(
             vm.id,
             f"Backup supports up to {max_data_disks} data disks; this VM has {len(vm.data_disks)}.",
+            f"Detach data disks until the VM has at most {max_data_disks}, "
+            "then retry the register operation.",
         )
     unsupported = [
         reason

@@ -9,20 +9,51 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
+
+from backup_jobs.errors import ConfigurationError
 
 RECORD_VERSION = 1
 T = TypeVar("T")
 
 
-class Operation(StrEnum):
-    """What a job does; the task name is ``backup_jobs.<value>``."""
-
-    DISCOVERY = "discovery"
-    REGISTER = "register"
+def _folded(text: str) -> str:
+    """``in-progress``, ``in_progress`` and ``InProgress`` all fold to ``inprogress``."""
+    return "".join(c for c in text.lower() if c not in "-_ ")
 
 
-class JobStatus(StrEnum):
+class ParsedEnum(StrEnum):
+    """A ``StrEnum`` that reads any case, with or without ``-``/``_`` between words.
+
+    People and old records spell values several ways (``register``, ``Register``,
+    ``in-progress``); the enum always prints its own spelling.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Self | None:
+        wanted = _folded(str(value))
+        return next((member for member in cls if _folded(member.value) == wanted), None)
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """The member ``text`` names in any spelling; ``ConfigurationError`` listing the values."""
+        try:
+            return cls(text)
+        except ValueError:
+            accepted = ", ".join(member.value for member in cls)
+            raise ConfigurationError(
+                detail=f"{cls.__name__} {text!r} is not valid; accepted: {accepted} (any case)"
+            ) from None
+
+
+class Operation(ParsedEnum):
+    """What a job does, in the seed's spelling; ``wire.TASK_NAMES`` maps it to its task."""
+
+    DISCOVERY = "Discovery"
+    REGISTER = "Register"
+
+
+class JobStatus(ParsedEnum):
     """Where a job is in its life (DESIGN §3)."""
 
     QUEUED = "Queued"

@@ -7,6 +7,7 @@ the variable and the values it accepts.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,28 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 PROVIDERS = ("local",)
 
-T = TypeVar("T")
+# Accepted ranges (inclusive) of the numeric settings: anything outside is a typo, not a choice.
+# A week bounds every delay and deadline: the seed's retry delay is 15 minutes, its longest
+# step (a transfer) hours; a larger value would only stall a job or the visibility timeout.
+WEEK_SECONDS = 7 * 24 * 3600
+RETRY_DELAY_RANGE_SECONDS = (0, WEEK_SECONDS)
+TIMEOUT_RANGE_SECONDS = (1, WEEK_SECONDS)
+# A hundred attempts at the default delay is more than a day of retrying.
+MAX_ATTEMPTS_RANGE = (1, 100)
+# 64: the most data disks any hypervisor or cloud here attaches to one VM.
+MAX_DATA_DISKS_RANGE = (0, 64)
+# At least two seconds so that a heartbeat can renew it; at most an hour, or a dead worker's
+# item stays locked for longer than anyone waits.
+LEASE_TTL_RANGE_SECONDS = (2, 3600)
+# Beat ticks: faster than 0.2 s only loads Redis; slower than an hour delays every retry.
+TICK_RANGE_SECONDS = (0.2, 3600)
+PORT_RANGE = (1, 65535)
+# Prefork children of one worker: 256 is far beyond what one machine's cores use well.
+WORKER_CONCURRENCY_RANGE = (1, 256)
+# At least a minute in the queue before a job is given up; at most the default week.
+QUEUED_TIMEOUT_RANGE_SECONDS = (60, WEEK_SECONDS)
+
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -102,12 +124,18 @@ class Settings:
             fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
             vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
             retry_delay_seconds=env.number(
-                "RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY_SECONDS, int, 0
+                "RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY_SECONDS, int, RETRY_DELAY_RANGE_SECONDS
             ),
-            max_attempts=env.number("MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int, 1),
-            max_data_disks=env.number("MAX_DATA_DISKS", DEFAULT_MAX_DATA_DISKS, int, 0),
-            lease_ttl_seconds=env.number("LEASE_TTL_SECONDS", DEFAULT_LEASE_TTL_SECONDS, int, 2),
-            tick_seconds=env.number("TICK_SECONDS", float(DEFAULT_TICK_SECONDS), float, 0.2),
+            max_attempts=env.number("MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int, MAX_ATTEMPTS_RANGE),
+            max_data_disks=env.number(
+                "MAX_DATA_DISKS", DEFAULT_MAX_DATA_DISKS, int, MAX_DATA_DISKS_RANGE
+            ),
+            lease_ttl_seconds=env.number(
+                "LEASE_TTL_SECONDS", DEFAULT_LEASE_TTL_SECONDS, int, LEASE_TTL_RANGE_SECONDS
+            ),
+            tick_seconds=env.number(
+                "TICK_SECONDS", float(DEFAULT_TICK_SECONDS), float, TICK_RANGE_SECONDS
+            ),
             timeouts=Timeouts(
                 discovery_seconds=env.timeout("DISCOVERY", DEFAULT_DISCOVERY_TIMEOUT_SECONDS),
                 install_agent_seconds=env.timeout(
@@ -119,11 +147,16 @@ class Settings:
             ),
             flower_user=env.text("FLOWER_USER", "") or None,
             flower_password=env.text("FLOWER_PASSWORD", "") or None,
-            flower_port=env.number("FLOWER_PORT", DEFAULT_FLOWER_PORT, int, 1),
+            flower_port=env.number("FLOWER_PORT", DEFAULT_FLOWER_PORT, int, PORT_RANGE),
             flower_address=env.text("FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS),
-            worker_concurrency=env.number("WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, int, 1),
+            worker_concurrency=env.number(
+                "WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, int, WORKER_CONCURRENCY_RANGE
+            ),
             queued_timeout_seconds=env.number(
-                "QUEUED_TIMEOUT_SECONDS", DEFAULT_QUEUED_TIMEOUT_SECONDS, int, 60
+                "QUEUED_TIMEOUT_SECONDS",
+                DEFAULT_QUEUED_TIMEOUT_SECONDS,
+                int,
+                QUEUED_TIMEOUT_RANGE_SECONDS,
             ),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):
@@ -179,20 +212,25 @@ class _Env:
             raise _bad(name, value, ", ".join(choices))
         return value
 
-    def number(self, name: str, default: T, kind: Callable[[str], T], minimum: float) -> T:
+    def number(
+        self, name: str, default: N, kind: Callable[[str], N], bounds: tuple[float, float]
+    ) -> N:
+        """A finite number within ``bounds`` (inclusive); ``default`` when unset."""
         raw = self.text(name, "")
         if not raw:
             return default
+        low, high = bounds
         try:
-            value = kind(raw)
-        except ValueError:
+            value: N | None = kind(raw)
+        except (ValueError, OverflowError):
             value = None
-        if value is None or float(value) < minimum:  # type: ignore[arg-type]
-            raise _bad(name, raw, f"a number >= {minimum:g}")
+        if value is None or not math.isfinite(value) or not low <= value <= high:
+            whole = "a whole number" if kind is int else "a number"
+            raise _bad(name, raw, f"{whole} from {low:g} to {high:g}")
         return value
 
     def timeout(self, operation: str, default: int) -> int:
-        return self.number(f"{operation}_TIMEOUT_SECONDS", default, int, 1)
+        return self.number(f"{operation}_TIMEOUT_SECONDS", default, int, TIMEOUT_RANGE_SECONDS)
 
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:

@@ -19,6 +19,11 @@ QUEUES = (QUEUE_CONTROL, QUEUE_BACKUP, QUEUE_MAINTENANCE)
 QUEUE_TICKS = "ticks"
 
 TASK_PREFIX = "backup_jobs."
+# Spelled out, not derived from the enum: renaming an operation never renames its task.
+TASK_NAMES: dict[Operation, str] = {
+    Operation.DISCOVERY: TASK_PREFIX + "discovery",
+    Operation.REGISTER: TASK_PREFIX + "register",
+}
 TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
 TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
@@ -31,8 +36,8 @@ OPERATION_QUEUES: dict[Operation, str] = {
 
 
 def task_name(operation: Operation) -> str:
-    """The Celery task name of an operation: ``backup_jobs.<operation>``."""
-    return TASK_PREFIX + operation.value
+    """The Celery task name of an operation, as pinned in ``TASK_NAMES``."""
+    return TASK_NAMES[operation]
 
 
 def vault_key(vault: str) -> str:

@@ -1,26 +1,41 @@
-"""What the CLI's commands share: the client, waiting with progress, time filters."""
+"""What the CLI's commands share: the client, option parsing, errors and exit codes."""
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import click
 
-from backup_jobs.cli import render
-from backup_jobs.client import Client, JobHandle
-from backup_jobs.errors import ConfigurationError, error_class
-from backup_jobs.models import Job, JobStatus, utcnow
+from backup_jobs.client import Client, Refusal
+from backup_jobs.errors import (
+    BackupJobsError,
+    ConfigurationError,
+    error_from_dict,
+    most_severe,
+)
+from backup_jobs.models import Job, JobStatus
 
-# How often --wait re-reads the jobs it follows.
-WAIT_POLL_SECONDS = 0.25
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 wait_option = click.option("--wait", is_flag=True, help="Wait for the jobs, showing progress.")
+
+
+def parsed_by(
+    parse: Callable[[str], T],
+) -> Callable[[click.Context, click.Parameter, str | None], T | None]:
+    """An option callback reading the value with a domain parser; a bad value is a usage error."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ConfigurationError as exc:
+            raise click.BadParameter(exc.detail, ctx, param) from None
+
+    return convert
 
 
 def client() -> Client:
@@ -28,63 +43,25 @@ def client() -> Client:
     return Client.from_env()
 
 
-def parse_since(value: str | None) -> datetime | None:
-    """``24h``, ``30m``, ``7d`` ago, or an ISO 8601 time (UTC if no zone)."""
-    if not value:
-        return None
-    match = _DURATION.match(value.strip())
-    if match:
-        amount, unit = match.groups()
-        return utcnow() - timedelta(**{_UNITS[unit]: int(amount)})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ConfigurationError(
-            detail=f"--since {value!r} is not valid; accepted: 30m, 24h, 7d or an ISO 8601 time"
-        ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=utcnow().tzinfo)
+def echo_error(error: Mapping[str, Any], prefix: str = "error") -> None:
+    """Print an error (its ``to_dict`` form) on stderr: code, message, and what to do."""
+    click.echo(f"{prefix}: {error['code']}: {error['message']}", err=True)
+    click.echo(f"  what to do: {error_from_dict(dict(error)).recommended_action}", err=True)
 
 
-def wait_for(handles: Sequence[JobHandle], as_json: bool) -> int:
-    """Follow jobs to the end, printing each status change; the exit code of the outcome.
-
-    Ctrl-C stops the waiting, not the jobs: they go on, and the message says how to follow them.
-    """
-    seen: dict[str, JobStatus] = {}
-    pending = {h.id: h for h in handles}
-    finished: list[Job] = []
-    try:
-        while pending:
-            for job_id, handle in list(pending.items()):
-                job = handle.job()
-                if seen.get(job_id) != job.status and not as_json:
-                    seen[job_id] = job.status
-                    click.echo(
-                        f"{render.short_time(utcnow())}  {job.item_name:<24} {job.status.value}",
-                        err=True,
-                    )
-                if job.status.is_final:
-                    finished.append(job)
-                    del pending[job_id]
-            if pending:
-                time.sleep(WAIT_POLL_SECONDS)
-    except KeyboardInterrupt:
-        ids = " ".join(pending)
-        click.echo(
-            f"\nStopped waiting; the jobs go on. Follow them with `backup-jobs job show ID` "
-            f"(IDs: {ids}) or `backup-jobs job list`.",
-            err=True,
-        )
-        return 130
-    if as_json:
-        render.emit_json([job.to_dict() for job in finished])
-    else:
-        click.echo(render.job_table(finished))
-    return _outcome(finished)
+def echo_refusals(refused: Iterable[Refusal]) -> None:
+    """Print each VM a batch refused on stderr: the name it was given by, why, and what to do."""
+    for refusal in refused:
+        name = refusal.name or repr(refusal.name)  # an empty name still reads as one
+        echo_error(refusal.error.to_dict(), prefix=f"refused {name}")
 
 
-def _outcome(jobs: Sequence[Job]) -> int:
-    for job in jobs:
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error:
-            return error_class(job.error["code"])().exit_code
-    return 0
+def outcome(jobs: Sequence[Job], refused: Sequence[BackupJobsError] = ()) -> int:
+    """0 if every job succeeded and nothing was refused, else the most severe one's exit code."""
+    failures = [
+        error_from_dict(job.error)
+        for job in jobs
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error
+    ]
+    worst = most_severe([*failures, *refused])
+    return worst.exit_code if worst else 0

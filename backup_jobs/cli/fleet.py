@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import click
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import json_option
-from backup_jobs.providers.local import LocalFleet
+from backup_jobs.cli.common import json_option, parsed_by
+from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, agent_version
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.providers.local_faults import FAULT_KINDS, Fault
 from backup_jobs.settings import Settings
 
 
 def _fleet() -> LocalFleet:
-    return LocalFleet(Settings.from_env().fleet_dir)
+    """The configured fleet; it must exist (``fleet create-demo`` makes one)."""
+    fleet = LocalFleet(Settings.from_env().fleet_dir)
+    fleet.require()
+    return fleet
+
+
+def _id(data: dict[str, Any]) -> str:
+    return f"{data['cloud_service']}/{data['name']}"
 
 
 @click.group("fleet")
@@ -42,7 +50,7 @@ def fleet_list(as_json: bool) -> None:
         return
     rows = [
         (
-            f"{vm['cloud_service']}/{vm['name']}",
+            _id(vm),
             vm["region"],
             vm["power_state"],
             vm["os_type"],
@@ -58,8 +66,8 @@ def fleet_list(as_json: bool) -> None:
 
 
 def _set(vm: str, message: str, **changes: object) -> None:
-    _fleet().update(vm, **changes)
-    click.echo(f"{vm}: {message}.")
+    data = _fleet().update(vm, **changes)
+    click.echo(f"{_id(data)}: {message}.")
 
 
 @fleet_group.command("start")
@@ -80,13 +88,19 @@ def fleet_stop(vm: str) -> None:
 @click.argument("vm")
 def fleet_delete(vm: str) -> None:
     """Delete a VM and its disks from the fleet."""
-    _fleet().delete_vm(vm)
-    click.echo(f"{vm}: deleted from the fleet.")
+    click.echo(f"{_fleet().delete_vm(vm)}: deleted from the fleet.")
 
 
 @fleet_group.command("install-agent")
 @click.argument("vm")
-@click.option("--version", "version", default="2.7.1198.800", show_default=True)
+@click.option(
+    "--version",
+    "version",
+    default="2.7.1198.800",
+    show_default=True,
+    callback=parsed_by(agent_version),
+    help="2 to 4 dot-separated integers.",
+)
 def fleet_install_agent(vm: str, version: str) -> None:
     """Install (or upgrade) the VM agent."""
     _set(vm, f"VM agent {version} installed", agent_version=version)
@@ -102,11 +116,14 @@ def fleet_remove_agent(vm: str) -> None:
 @fleet_group.command("add-disks")
 @click.argument("vm")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option("--size-mib", default=16, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--size-mib", default=16, show_default=True, type=click.IntRange(1, MAX_DISK_BYTES >> 20)
+)
 def fleet_add_disks(vm: str, count: int, size_mib: int) -> None:
     """Attach new sparse data disks."""
     data = _fleet().add_data_disks(vm, count, size_mib << 20)
-    click.echo(f"{vm}: now has {sum(d['kind'] == 'data' for d in data['disks'])} data disks.")
+    disks = sum(d["kind"] == "data" for d in data["disks"])
+    click.echo(f"{_id(data)}: now has {disks} data disks.")
 
 
 @fleet_group.group("fault")
@@ -126,9 +143,10 @@ def fault_group() -> None:
 )
 def fault_set(kind: str, vm: str | None, times: int, forever: bool, seconds: float) -> None:
     """Arm a fault."""
-    fault = Fault(kind, vm, None if forever else times, seconds)
-    _fleet().faults.add(fault)
-    click.echo(f"Armed {kind} for {vm or 'any VM'} ({'forever' if forever else f'{times}x'}).")
+    fault = _fleet().arm(Fault(kind, vm, None if forever else times, seconds))
+    click.echo(
+        f"Armed {kind} for {fault.vm or 'any VM'} ({'forever' if forever else f'{times}x'})."
+    )
 
 
 @fault_group.command("list")

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from datetime import datetime
 
 import click
 
+from backup_jobs import timeparse
 from backup_jobs.cli import render
-from backup_jobs.cli.common import client, json_option, parse_since, wait_for, wait_option
+from backup_jobs.cli.common import (
+    client,
+    echo_refusals,
+    json_option,
+    outcome,
+    parsed_by,
+    wait_option,
+)
 from backup_jobs.cli.problems import warn_problems
-from backup_jobs.models import JobStatus, Operation
+from backup_jobs.cli.waiting import wait_for
+from backup_jobs.client import Batch
+from backup_jobs.models import JobStatus, Operation, ParsedEnum, utcnow
 
 
 @click.group("vm")
@@ -23,8 +33,7 @@ def vm_group() -> None:
 @json_option
 def vm_discover(wait: bool, as_json: bool) -> None:
     """Start a Discovery job: list the fleet's VMs into the vault."""
-    handle = client().discover()
-    _started([handle.id], wait, as_json, lambda: wait_for([handle], as_json))
+    _started(Batch([client().discover()]), wait, as_json)
 
 
 @vm_group.command("list")
@@ -47,19 +56,38 @@ def vm_list(registrable: bool, include_deleted: bool, as_json: bool) -> None:
 @wait_option
 @json_option
 def vm_register(vms: tuple[str, ...], wait: bool, as_json: bool) -> None:
-    """Start one Register job per VM (cloud_service/name, or a unique name)."""
-    handles = client().register(vms)
-    _started([h.id for h in handles], wait, as_json, lambda: wait_for(handles, as_json))
+    """Start one Register job per VM (cloud_service/name, or a unique name).
+
+    VMs that cannot be registered are reported (name, error, what to do) and the others go on;
+    the exit code is then the most severe refusal's.
+    """
+    _started(client().register(vms), wait, as_json)
 
 
-def _started(ids: list[str], wait: bool, as_json: bool, waiter: Callable[[], int]) -> None:
+def _started(batch: Batch, wait: bool, as_json: bool) -> None:
+    """Report the started jobs and refused VMs, or follow the jobs; exit with the outcome."""
+    echo_refusals(batch.refused)
+    refused = [refusal.error for refusal in batch.refused]
     if wait:
-        sys.exit(waiter())
+        sys.exit(wait_for(batch, as_json, refused))
     if as_json:
-        render.emit_json({"job_ids": ids})
+        render.emit_json(
+            {
+                "job_ids": [handle.id for handle in batch],
+                "refused": [{"name": r.name, "error": r.error.to_dict()} for r in batch.refused],
+            }
+        )
     else:
-        for job_id in ids:
-            click.echo(f"Started job {job_id}; follow it with `backup-jobs job show {job_id}`.")
+        for handle in batch:
+            click.echo(
+                f"Started job {handle.id}; follow it with `backup-jobs job show {handle.id}`."
+            )
+    sys.exit(outcome([], refused))
+
+
+def _choices(enum: type[ParsedEnum]) -> str:
+    """``[A|B|C]``: the values an option accepts, for its help."""
+    return "[" + "|".join(member.value for member in enum) + "]"
 
 
 @click.group("job")
@@ -69,16 +97,42 @@ def job_group() -> None:
 
 @job_group.command("list")
 @click.option(
-    "--operation", type=click.Choice([o.value for o in Operation]), help="Only this operation."
+    "--operation",
+    callback=parsed_by(Operation.parse),
+    metavar=_choices(Operation),
+    help="Only this operation (any case).",
 )
-@click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only this status.")
-@click.option("--since", help="Only jobs queued since: 30m, 24h, 7d or an ISO time.")
+@click.option(
+    "--status",
+    callback=parsed_by(JobStatus.parse),
+    metavar=_choices(JobStatus),
+    help="Only this status (any case, e.g. failed, in-progress).",
+)
+@click.option(
+    "--since",
+    callback=parsed_by(lambda text: timeparse.parse_since(text, utcnow())),
+    help="Only jobs queued since: 30m, 24h, 7d or an ISO time.",
+)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print only the job ids, newest first, one per line."
+)
 @json_option
-def job_list(operation: str | None, status: str | None, since: str | None, as_json: bool) -> None:
+def job_list(
+    operation: Operation | None,
+    status: JobStatus | None,
+    since: datetime | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """List the vault's jobs, newest first."""
-    jobs = client().jobs(operation=operation, status=status, since=parse_since(since))
+    if quiet and as_json:
+        raise click.UsageError("--quiet and --json cannot be used together.")
+    jobs = client().jobs(operation=operation, status=status, since=since)
     if as_json:
         render.emit_json([job.to_dict() for job in jobs])
+    elif quiet:
+        for job in jobs:
+            click.echo(job.id)
     else:
         click.echo(render.job_table(jobs))
     warn_problems(jobs.problems)

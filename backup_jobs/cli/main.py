@@ -6,11 +6,12 @@ import sys
 
 import click
 
+from backup_jobs.cli.common import echo_error
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
 from backup_jobs.cli.problems import problem_group
 from backup_jobs.cli.stack import demo, flower, server, up
-from backup_jobs.errors import BackupJobsError
+from backup_jobs.errors import EXIT_INTERRUPTED, BackupJobsError
 
 
 @click.group()
@@ -28,18 +29,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)
     except BackupJobsError as exc:
-        click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        if exc.recommended_action and exc.recommended_action != "None":
-            click.echo(f"  what to do: {exc.recommended_action}", err=True)
+        echo_error(exc.to_dict())
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
+from backup_jobs.errors import error_from_dict
 from backup_jobs.models import VM, Job
 
 
@@ -34,6 +35,25 @@ def short_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+def clock_time(value: datetime, now: datetime) -> str:
+    """``12:34:56 UTC``, with the date in front when it is not ``now``'s day."""
+    if value.date() == now.date():
+        return value.strftime("%H:%M:%S UTC")
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(span: timedelta) -> str:
+    """A span the way people read it: ``45s``, ``1m20s``, ``14m``, ``2h05m`` (never negative)."""
+    seconds = max(0, round(span.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
+    hours, rest = divmod(seconds // 60, 60)
+    return f"{hours}h{rest:02d}m"
+
+
 def vm_table(vms: Sequence[VM], region: str | None = None) -> str:
     """VMs with their registration and, when it failed, the error and what to do."""
     rows = []
@@ -44,8 +64,7 @@ def vm_table(vms: Sequence[VM], region: str | None = None) -> str:
         if region and vm.region != region:
             note = f"not in the vault's region ({region}): not registrable here"
         elif error and not vm.deleted:
-            action = error["recommended_action"]
-            note = f"{error['code']}: {error['detail'] if action == 'None' else action}"
+            note = f"{error['code']}: {error_from_dict(error).recommended_action}"
         rows.append(
             (
                 vm.id,
@@ -65,7 +84,7 @@ def job_table(jobs: Sequence[Job]) -> str:
     rows = [
         (
             job.id,
-            job.operation.value.capitalize(),
+            job.operation.value,
             job.item_name,
             job.status.value,
             f"{job.attempt}/{job.max_attempts}",
@@ -84,7 +103,7 @@ def job_detail(job: Job) -> str:
     """One job in full: fields, error with its action, and every attempt."""
     lines = [
         f"Job {job.id}",
-        f"  operation   {job.operation.value.capitalize()}",
+        f"  operation   {job.operation.value}",
         f"  item        {job.item_name}",
         f"  status      {job.status.value}",
         f"  attempt     {job.attempt} of {job.max_attempts}",
@@ -98,7 +117,7 @@ def job_detail(job: Job) -> str:
         lines += [
             f"  error       {job.error['code']}",
             f"  message     {job.error['message']}",
-            f"  action      {job.error['recommended_action']}",
+            f"  action      {error_from_dict(job.error).recommended_action}",
         ]
     for key, value in sorted(job.properties.items()):
         lines.append(f"  {key:<11} {value}")

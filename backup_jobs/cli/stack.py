@@ -15,9 +15,9 @@ import click
 
 from backup_jobs.catalogs.redis import RedisCatalog, redact
 from backup_jobs.cli import render
-from backup_jobs.client import Client, JobHandle
+from backup_jobs.cli.common import echo_refusals
+from backup_jobs.client import Client
 from backup_jobs.dispatchers.celery import CeleryDispatcher
-from backup_jobs.errors import BackupJobsError
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.settings import DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS, PREFIX, Settings
@@ -140,13 +140,9 @@ def _run_demo(client: Client) -> None:
     discovery = client.discover().wait(DEMO_JOB_TIMEOUT_SECONDS)
     click.echo(f"{discovery.status.value}: {discovery.properties}")
     click.echo("\n== Register every VM")
-    handles: list[JobHandle] = []
-    for vm in client.vms():
-        try:
-            handles.extend(client.register([vm.id]))
-        except BackupJobsError as exc:
-            click.echo(f"not submitted: {exc.code}: {exc}")
-    for handle in handles:
+    batch = client.register([vm.id for vm in client.vms()])
+    echo_refusals(batch.refused)
+    for handle in batch:
         handle.wait(DEMO_JOB_TIMEOUT_SECONDS)
     click.echo("\n== VMs")
     click.echo(render.vm_table(client.vms(), client.vault.region))

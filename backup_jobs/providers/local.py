@@ -11,14 +11,17 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
+from backup_jobs.inventory import VMIndex
 from backup_jobs.models import VM, Disk, PowerState
 from backup_jobs.provider import (
     CommitGuard,
@@ -29,10 +32,18 @@ from backup_jobs.provider import (
     ProviderTimeout,
     Unreadable,
 )
-from backup_jobs.providers.local_faults import FaultStore
+from backup_jobs.providers.local_faults import Fault, FaultStore
 
 VM_FILE = "vm.json"
 VM_FILE_VERSION = 1
+# The largest disk image the fleet creates: 4 TiB, beyond the seed's largest VM disk; a larger
+# size is a typo, and file systems refuse files near 16 TiB anyway.
+MAX_DISK_BYTES = 4 << 40
+# A VM agent version is 2 to 4 dot-separated integers, like the seed's 2.6.1198.718.
+AGENT_VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
+AGENT_VERSION_FORM = "2 to 4 dot-separated integers, e.g. 2.7.1198.800"
+# Fleet administration reads the fleet directory, not the vault: discovery would not help.
+FLEET_LIST_ACTION = "List the fleet's VMs with `backup-jobs fleet list`."
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "cloud_service": str,
@@ -45,6 +56,15 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "storage_tier": str,
     "disks": list,
 }
+
+
+def agent_version(text: str) -> str:
+    """``text`` if it is a VM agent version; a ``ConfigurationError`` naming the form if not."""
+    if not AGENT_VERSION.fullmatch(text):
+        raise ConfigurationError(
+            detail=f"VM agent version {text!r} is not valid; accepted: {AGENT_VERSION_FORM}"
+        )
+    return text
 
 
 class LocalFleet:
@@ -95,7 +115,23 @@ class LocalFleet:
                 raise ConfigurationError(
                     detail=f"{path}: field 'disks' entries need name, file and kind"
                 )
+        version = data["agent_version"]
+        if version is not None and not AGENT_VERSION.fullmatch(version):
+            raise ConfigurationError(
+                detail=f"{path}: field 'agent_version' is {version!r}; it must be "
+                f"{AGENT_VERSION_FORM}, or null for no agent"
+            )
         return data
+
+    def resolve(self, name: str) -> str:
+        """The id of the fleet VM called ``name``: ``cloud_service/name``, or a unique bare name."""
+        vms = [VM(path.parent.name, path.parent.parent.name, "") for path in self.vm_files()]
+        try:
+            return VMIndex(vms).resolve(name).id
+        except VMNotFoundInInventory as exc:
+            raise VMNotFoundInInventory(
+                name, f" The fleet {self.root} has no such VM.{exc.detail}", FLEET_LIST_ACTION
+            ) from None
 
     def vm_dir(self, vm_id: str) -> Path:
         """The folder of a VM given as ``cloud_service/name``."""
@@ -108,7 +144,9 @@ class LocalFleet:
         path = self.vm_dir(vm_id) / VM_FILE
         if not path.exists():
             self.require()
-            raise VMNotFoundInInventory(vm_id, f" The fleet {self.root} has no such VM.")
+            raise VMNotFoundInInventory(
+                vm_id, f" The fleet {self.root} has no such VM.", FLEET_LIST_ACTION
+            )
         return self.load(path)
 
     def write(self, data: dict[str, Any]) -> None:
@@ -156,9 +194,9 @@ class LocalFleet:
         finally:
             os.close(handle)
 
-    def update(self, vm_id: str, **changes: Any) -> dict[str, Any]:
-        """Change fields of one VM and write it back."""
-        data = self.read(vm_id)
+    def update(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change fields of one VM (``cloud_service/name`` or a unique name); write it back."""
+        data = self.read(self.resolve(name))
         data.update(changes)
         self.write(data)
         return data
@@ -200,26 +238,57 @@ class LocalFleet:
         self.write(data)
         return data
 
-    def add_data_disks(self, vm_id: str, count: int, size_bytes: int = 16 << 20) -> dict[str, Any]:
-        """Attach ``count`` new sparse data disks."""
-        data = self.read(vm_id)
-        for _ in range(count):
-            self._add_disk(data, f"data{len(data['disks'])}", "data", size_bytes)
+    def add_data_disks(self, name: str, count: int, size_bytes: int = 16 << 20) -> dict[str, Any]:
+        """Attach ``count`` new sparse data disks: all of them, or none if one cannot be made."""
+        if not 1 <= size_bytes <= MAX_DISK_BYTES:
+            raise ConfigurationError(
+                detail=f"a disk of {size_bytes} bytes is out of range; accepted: 1 to "
+                f"{MAX_DISK_BYTES} bytes (4 TiB)"
+            )
+        data = self.read(self.resolve(name))
+        first = len(data["disks"])
+        try:
+            for _ in range(count):
+                self._add_disk(data, f"data{len(data['disks'])}", "data", size_bytes)
+        except ConfigurationError:
+            folder = self.root / data["cloud_service"] / data["name"]
+            for disk in data["disks"][first:]:
+                (folder / disk["file"]).unlink(missing_ok=True)
+            raise
         self.write(data)
         return data
 
-    def delete_vm(self, vm_id: str) -> None:
-        """Delete a VM and its disks from the fleet."""
-        self.read(vm_id)
+    def delete_vm(self, name: str) -> str:
+        """Delete a VM and its disks from the fleet; returns its id."""
+        vm_id = self.resolve(name)
         shutil.rmtree(self.vm_dir(vm_id))
+        return vm_id
+
+    def arm(self, fault: Fault) -> Fault:
+        """Arm a fault in this (existing) fleet, for one of its VMs (by id) or for any VM."""
+        self.require()
+        if fault.vm is not None:
+            fault = replace(fault, vm=self.resolve(fault.vm))
+        self.faults.add(fault)
+        return fault
 
     def _add_disk(self, data: dict[str, Any], name: str, kind: str, size_bytes: int) -> None:
-        folder = self.root / data["cloud_service"] / data["name"]
+        """Create one sparse image and list it in ``data``; a failed image leaves no file."""
         file = f"{name}.img"
-        with open(folder / file, "wb") as image:
-            # A recognisable first sector, then a hole: a real, sparse raw image.
-            image.write(f"{data['cloud_service']}/{data['name']}:{name}".encode().ljust(512, b"\0"))
-            image.truncate(size_bytes)
+        path = self.root / data["cloud_service"] / data["name"] / file
+        try:
+            with open(path, "wb") as image:
+                # A recognisable first sector, then a hole: a real, sparse raw image.
+                sector = f"{data['cloud_service']}/{data['name']}:{name}".encode()
+                image.write(sector.ljust(512, b"\0"))
+                image.truncate(size_bytes)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise ConfigurationError(
+                detail=f"cannot create the disk image {path}: {exc.strerror or exc}",
+                action="Check the free space and the file-size limit of the fleet directory's "
+                "file system, or ask for smaller disks.",
+            ) from exc
         data["disks"].append({"name": name, "file": file, "kind": kind})
 
 

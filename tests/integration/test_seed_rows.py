@@ -19,7 +19,12 @@ REGISTER_ROWS = [
         "Please check if the VM is in the Running state",
         "Start the virtual machine",
     ),
-    ("cs-db/disks06", "DataDiskLimitExceeded", "Backup supports up to 5 data disks", "None"),
+    (
+        "cs-db/disks06",
+        "DataDiskLimitExceeded",
+        "Backup supports up to 5 data disks",
+        "Detach data disks until the VM has at most 5, then retry the register operation.",
+    ),
     (
         "cs-db/premium01",
         "UnsupportedConfiguration",
@@ -185,23 +190,25 @@ def test_bare_name_shared_by_two_cloud_services_is_refused_with_the_choices(
 ) -> None:
     _, client = discovered(cluster, tmp_path)
 
+    batch = client.register(["shared01"])
+
     with pytest.raises(errors.AmbiguousVMName) as raised:
-        client.register(["shared01"])
-
+        batch.raise_refused()
     assert "cs-db/shared01, cs-web/shared01" in str(raised.value)
-    assert client.jobs(operation="register") == []
+    assert batch == [] and client.jobs(operation="register") == []
 
 
-def test_unknown_name_is_refused_with_close_matches_and_no_job_is_created(
+def test_unknown_name_is_refused_with_close_matches_and_the_other_vms_go_on(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     _, client = discovered(cluster, tmp_path)
 
-    with pytest.raises(errors.VMNotFoundInInventory) as raised:
-        client.register(["cs-app/app01", "web001"])
+    batch = client.register(["cs-app/app01", "web001"])
 
-    assert "Did you mean: web01" in raised.value.message
-    assert client.jobs(operation="register") == []
+    [refusal] = batch.refused
+    assert refusal.name == "web001" and "Did you mean: web01" in refusal.error.message
+    assert [job.item for job in client.jobs(operation="register")] == ["cs-app/app01"]
+    assert batch[0].wait(30).status == JobStatus.COMPLETED
 
 
 def test_vm_in_another_region_and_registered_vm_are_refused_at_submission(
@@ -211,9 +218,9 @@ def test_vm_in_another_region_and_registered_vm_are_refused_at_submission(
     client.register(["cs-app/app01"])[0].wait(30)
 
     with pytest.raises(errors.RegionMismatch):
-        client.register(["remote01"])
+        client.register(["remote01"]).raise_refused()
     with pytest.raises(errors.AlreadyRegistered):
-        client.register(["cs-app/app01"])
+        client.register(["cs-app/app01"]).raise_refused()
 
 
 def test_missing_fleet_directory_fails_discovery_naming_the_directory(

@@ -13,32 +13,7 @@ from backup_jobs.client import Client
 from backup_jobs.models import JobStatus
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
-from tests.harness import REPO, eventually, run_cli
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_JOBS_")}
-    port = embedded.free_port()
-    # As in an activated virtualenv: the Procfile's `celery` and `backup-jobs` are on PATH.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return {
-        **env,
-        "PATH": path,
-        "BACKUP_JOBS_DATA_DIR": str(data_dir),
-        "BACKUP_JOBS_FLOWER_PORT": str(port),
-    }
-
-
-def _start_up(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """`backup-jobs up ARGS` as a user starts it in a terminal, its output captured."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "backup_jobs", "up", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+from tests.harness import REPO, eventually, run_cli, stack_env, start_up
 
 
 def _alive(pid: int) -> bool:
@@ -52,7 +27,7 @@ def _alive(pid: int) -> bool:
 def test_demo_registers_every_vm_prints_both_tables_and_leaves_nothing_running(
     tmp_path: Path,
 ) -> None:
-    result = run_cli("demo", env=_env(tmp_path / "data"), timeout=300, cwd=tmp_path)
+    result = run_cli("demo", env=stack_env(tmp_path / "data"), timeout=300, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -75,8 +50,8 @@ def test_up_serves_other_commands_through_its_state_file_and_stops_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    env = _env(data)
-    up = _start_up(env, tmp_path)
+    env = stack_env(data)
+    up = start_up(env, tmp_path)
     try:
         assert up.stdout is not None
         lines = [up.stdout.readline() for _ in range(4)]
@@ -100,7 +75,7 @@ def test_up_serves_other_commands_through_its_state_file_and_stops_on_ctrl_c(
 
 def test_procfile_under_honcho_runs_the_whole_stack(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = _env(data)
+    env = stack_env(data)
     with open(tmp_path / "honcho.log", "wb") as log:
         honcho = subprocess.Popen(
             [
@@ -141,8 +116,8 @@ def test_procfile_under_honcho_runs_the_whole_stack(tmp_path: Path) -> None:
 def test_up_uses_the_server_that_backup_jobs_redis_url_names(
     scratch_url: str, tmp_path: Path
 ) -> None:
-    env = {**_env(tmp_path / "data"), "BACKUP_JOBS_REDIS_URL": scratch_url}
-    up = _start_up(env, tmp_path, "--no-flower")
+    env = {**stack_env(tmp_path / "data"), "BACKUP_JOBS_REDIS_URL": scratch_url}
+    up = start_up(env, tmp_path, "--no-flower")
     try:
         assert up.stdout is not None
         first = up.stdout.readline()
@@ -162,9 +137,9 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server, process = embedded.start(data)
     try:
-        result = run_cli("up", env=_env(data), cwd=tmp_path, timeout=60)
+        result = run_cli("up", env=stack_env(data), cwd=tmp_path, timeout=60)
     finally:
         embedded.stop(server, process, data)
 
-    assert result.returncode == 2
+    assert result.returncode == 8
     assert "already runs for data dir" in result.stderr and f"pid {server.pid}" in result.stderr

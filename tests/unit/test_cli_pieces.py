@@ -1,17 +1,25 @@
-"""CLI pieces: tables, time filters, exit codes of waited jobs; the embedded server's state file."""
+"""CLI pieces: tables, option values, refusals, exit codes of waited jobs; the server state file."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import _outcome, parse_since
-from backup_jobs.errors import ConfigurationError, OperationInProgress
-from backup_jobs.models import VM, Job, JobStatus, Operation, utcnow
+from backup_jobs.cli.common import echo_refusals, outcome
+from backup_jobs.cli.main import cli
+from backup_jobs.client import Refusal
+from backup_jobs.errors import (
+    ConfigurationError,
+    OperationInProgress,
+    RegionMismatch,
+    VMNotFoundInInventory,
+)
+from backup_jobs.models import VM, Job, JobStatus, Operation
 from backup_jobs.runtime import embedded
 from backup_jobs.settings import Settings
 
@@ -59,18 +67,22 @@ def test_job_detail_lists_every_attempt() -> None:
     assert "error       X" in text and "action      a" in text and "attempts:" in text
 
 
-def test_since_accepts_durations_and_iso_times() -> None:
-    assert abs((utcnow() - timedelta(hours=24)) - parse_since("24h")).total_seconds() < 5  # type: ignore[operator]
-    assert parse_since("2026-01-01T00:00:00") == datetime(2026, 1, 1, tzinfo=UTC)
-    assert parse_since(None) is None
-    with pytest.raises(ConfigurationError, match="--since 'yesterday'"):
-        parse_since("yesterday")
-
-
 def test_waited_jobs_exit_with_the_code_of_their_error() -> None:
-    assert _outcome([_job(JobStatus.COMPLETED)]) == 0
-    assert _outcome([_job(JobStatus.FAILED, {"code": "VMNotRunning"})]) == 2
-    assert _outcome([_job(JobStatus.FAILED, {"code": "OperationInProgress"})]) == 4
+    assert outcome([_job(JobStatus.COMPLETED)]) == 0
+    assert outcome([_job(JobStatus.FAILED, {"code": "VMNotRunning"})]) == 8
+    assert outcome([_job(JobStatus.FAILED, {"code": "OperationInProgress"})]) == 4
+
+
+def test_waited_batch_exits_with_its_most_severe_failure_whatever_the_order() -> None:
+    batch = [
+        _job(JobStatus.FAILED, {"code": "VMNotRunning"}),
+        _job(JobStatus.COMPLETED),
+        _job(JobStatus.FAILED, {"code": "DiscoveryInternalError"}),
+        _job(JobStatus.FAILED, {"code": "OperationInProgress"}),
+    ]
+
+    assert outcome(batch) == 6
+    assert outcome(batch[::-1]) == 6
 
 
 def test_a_state_file_of_a_dead_server_is_ignored(tmp_path: Path) -> None:
@@ -95,3 +107,45 @@ def test_redacted_urls_keep_everything_but_the_password() -> None:
     assert redact("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact("redis://user:s3cret@127.0.0.1:6379/0") == "redis://user:***@127.0.0.1:6379/0"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "accepted"),
+    [
+        ("--operation", "backup", "accepted: Discovery, Register"),
+        ("--status", "broken", "accepted: Queued, InProgress, WaitingToRetry"),
+        ("--since", "yesterday", "accepted: 30m, 24h, 7d"),
+        ("--since", "999999d", "too far back"),
+    ],
+)
+def test_a_bad_operation_status_or_since_is_a_usage_error_naming_the_accepted_values(
+    option: str, value: str, accepted: str
+) -> None:
+    result = CliRunner().invoke(cli, ["job", "list", option, value])
+
+    assert result.exit_code == 2
+    assert accepted in result.output and "Traceback" not in result.output
+
+
+def test_quiet_and_json_together_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["job", "list", "-q", "--json"])
+
+    assert result.exit_code == 2
+    assert "--quiet and --json cannot be used together" in result.output
+
+
+def test_each_refusal_prints_the_name_it_was_given_the_error_and_what_to_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    echo_refusals(
+        [
+            Refusal("far01", RegionMismatch("cs3/far01", "VM in r2")),
+            Refusal("", VMNotFoundInInventory("")),
+        ]
+    )
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("refused far01: RegionMismatch: cs3/far01: The VM is not")
+    assert lines[1] == "  what to do: Register it with a vault in the VM's region."
+    assert lines[2].startswith("refused '': VMNotFoundInInventory: No VM with this name")
+    assert lines[3].startswith("  what to do: Run `backup-jobs vm discover`")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_jobs import Client, JobTimeout, errors
+from backup_jobs import Batch, Client, JobTimeout, Refusal, errors
 from backup_jobs.models import VM, JobStatus, Operation, RegistrationState
 from backup_jobs.settings import Settings
 from backup_jobs.testing import FrozenClock, MemoryCatalog, RecordingDispatcher
@@ -58,18 +58,61 @@ def test_register_sends_one_first_attempt_per_vm_and_dedups_names(parts) -> None
     assert all(h.status() == JobStatus.QUEUED for h in handles)
 
 
-def test_register_checks_every_name_before_creating_any_job(parts) -> None:  # type: ignore[no-untyped-def]
+def test_register_submits_every_valid_vm_and_reports_each_refused_one(parts) -> None:  # type: ignore[no-untyped-def]
     client, _, dispatcher, _ = parts
 
-    for names, error in (
-        (["web01", "db01"], errors.AmbiguousVMName),
-        (["web01", "far01"], errors.RegionMismatch),
-        (["web01", "gone01"], errors.VMNotFoundInInventory),
-    ):
-        with pytest.raises(error):
-            client.register(names)
+    batch = client.register(["db01", "web01", "far01", "gone01", "cs2/db01"])
 
-    assert dispatcher.sent == [] and client.jobs() == []
+    assert isinstance(batch, Batch) and isinstance(batch, list)
+    assert [h.job().item for h in batch] == ["cs1/web01", "cs2/db01"]
+    assert len(dispatcher.sent) == 2
+    assert [(r.name, r.error.code) for r in batch.refused] == [
+        ("db01", "AmbiguousVMName"),
+        ("far01", "RegionMismatch"),
+        ("gone01", "VMNotFoundInInventory"),
+    ]
+    assert all(isinstance(r, Refusal) for r in batch.refused)
+
+
+def test_raise_refused_raises_the_most_severe_refusal_whatever_the_order(parts) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, _, _ = parts
+    catalog.put_vm_state(
+        "v", replace(VM("web01", "cs1", "r1"), registration=RegistrationState.REGISTERED)
+    )
+
+    for names in (["web01", "nosuch"], ["nosuch", "web01"]):
+        with pytest.raises(errors.VMNotFoundInInventory):
+            client.register(names).raise_refused()
+    client.register(["cs2/db01"]).raise_refused()
+
+
+def test_a_batch_where_every_vm_is_refused_starts_nothing_and_records_no_vault(parts) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, dispatcher, _ = parts
+
+    batch = client.register(["far01", "gone01"])
+
+    assert batch == [] and len(batch.refused) == 2
+    assert dispatcher.sent == [] and client.jobs() == [] and catalog.get_vault("v") is None
+
+
+def test_register_takes_one_name_as_a_string(parts) -> None:  # type: ignore[no-untyped-def]
+    client, _, _, _ = parts
+
+    batch = client.register("cs1/web01")
+
+    assert [h.job().item for h in batch] == ["cs1/web01"] and batch.refused == ()
+
+
+def test_register_still_raises_when_redis_is_unavailable(parts) -> None:  # type: ignore[no-untyped-def]
+    client, catalog, _, _ = parts
+
+    def unavailable(vault: str) -> list[VM]:
+        raise errors.RedisUnavailable(detail="redis://127.0.0.1:1/0")
+
+    catalog.list_vms = unavailable  # type: ignore[method-assign]
+
+    with pytest.raises(errors.RedisUnavailable):
+        client.register(["web01"])
 
 
 def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignore[no-untyped-def]
@@ -81,8 +124,16 @@ def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignor
 
     assert [j.operation for j in client.jobs()] == [Operation.REGISTER, Operation.DISCOVERY]
     assert len(client.jobs(operation="discovery")) == 1
+    assert len(client.jobs(operation="REGISTER", status="failed")) == 1
     assert len(client.jobs(status=JobStatus.FAILED)) == 1
+    with pytest.raises(errors.ConfigurationError, match="accepted: Queued, InProgress"):
+        client.jobs(status="broken")
     assert len(client.jobs(since=T0 + timedelta(minutes=30))) == 1
+    assert len(client.jobs(since="30m")) == 1
+    assert len(client.jobs(since="2h")) == 2
+    assert len(client.jobs(since="2026-04-01T09:30:00")) == 1
+    with pytest.raises(errors.ConfigurationError, match="since='yesterday'"):
+        client.jobs(since="yesterday")
 
 
 def test_vms_lists_registrable_ones_and_hides_deleted_unless_asked(parts) -> None:  # type: ignore[no-untyped-def]

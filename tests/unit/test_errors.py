@@ -44,7 +44,8 @@ def test_only_transient_errors_are_retryable() -> None:
 @pytest.mark.parametrize(
     ("cls", "exit_code"),
     [
-        (errors.ConfigurationError, 2),
+        (errors.ConfigurationError, 8),
+        (errors.VMNotRunning, 8),
         (errors.VMNotFoundInInventory, 3),
         (errors.OperationInProgress, 4),
         (errors.VaultIntegrityError, 5),
@@ -55,6 +56,45 @@ def test_only_transient_errors_are_retryable() -> None:
 )
 def test_exit_codes_follow_the_kind(cls: type[errors.BackupJobsError], exit_code: int) -> None:
     assert cls().exit_code == exit_code
+
+
+def test_invalid_input_no_longer_shares_exit_code_2_with_click_usage_errors() -> None:
+    codes = {kind: errors.EXIT_CODES[kind] for kind in errors.ErrorKind}
+
+    assert 2 not in codes.values()
+    assert len(set(codes.values())) == len(codes)
+    assert codes[errors.ErrorKind.INVALID_INPUT] == 8
+
+
+def test_severity_orders_every_kind_from_internal_to_invalid_input() -> None:
+    assert set(errors.SEVERITY) == set(errors.ErrorKind)
+    assert errors.SEVERITY[0] == errors.ErrorKind.INTERNAL
+    assert errors.SEVERITY[-1] == errors.ErrorKind.INVALID_INPUT
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ([errors.VMNotRunning(), errors.VMNotFoundInInventory()], errors.VMNotFoundInInventory),
+        (
+            [errors.VMNotFoundInInventory(), errors.OperationInProgress()],
+            errors.OperationInProgress,
+        ),
+        ([errors.OperationInProgress(), errors.WorkerLost()], errors.WorkerLost),
+        ([errors.WorkerLost(), errors.RedisUnavailable()], errors.RedisUnavailable),
+        ([errors.RedisUnavailable(), errors.VaultIntegrityError()], errors.VaultIntegrityError),
+        ([errors.VaultIntegrityError(), errors.InternalError()], errors.InternalError),
+    ],
+)
+def test_most_severe_picks_the_same_error_whatever_the_order(
+    found: list[errors.BackupJobsError], expected: type[errors.BackupJobsError]
+) -> None:
+    assert type(errors.most_severe(found)) is expected
+    assert type(errors.most_severe(reversed(found))) is expected
+
+
+def test_most_severe_of_nothing_is_none() -> None:
+    assert errors.most_severe([]) is None
 
 
 def test_seed_messages_are_kept_word_for_word() -> None:
@@ -91,3 +131,33 @@ def test_every_error_is_rebuilt_from_its_args_as_celery_and_pickle_do(
         error.message,
         "do this",
     )
+
+
+@pytest.mark.parametrize(
+    "cls", errors._catalog().values(), ids=[c.__name__ for c in errors._catalog().values()]
+)
+def test_every_error_in_the_catalog_says_what_to_do(cls: type[errors.BackupJobsError]) -> None:
+    action = cls("cs1/web01", "some detail").recommended_action
+
+    assert action.strip()
+    assert not action.lower().startswith("none")
+
+
+def test_a_record_written_with_the_action_none_is_read_with_the_class_action() -> None:
+    old = {"code": "AlreadyRegistered", "item": "cs/a", "detail": "", "recommended_action": "None"}
+
+    rebuilt = errors.error_from_dict(old)
+
+    assert rebuilt.recommended_action == errors.AlreadyRegistered.action
+
+
+def test_the_data_disk_limit_action_names_the_limit() -> None:
+    from backup_jobs import inventory
+    from backup_jobs.models import VM, Disk, VaultConfig
+
+    vm = VM("a", "cs", "r1", data_disks=tuple(Disk(f"d{i}", 1) for i in range(4)))
+
+    with pytest.raises(errors.DataDiskLimitExceeded) as raised:
+        inventory.check_registrable(vm, VaultConfig("v", "r1", "local", "/f"), max_data_disks=3)
+
+    assert "until the VM has at most 3" in raised.value.recommended_action

@@ -61,7 +61,7 @@ def test_job_on_a_held_item_fails_at_once_naming_the_running_job(clock: FrozenCl
     failed = catalog.get_job(second.id)
     assert failed is not None and failed.status == JobStatus.FAILED
     assert failed.error is not None and failed.error["code"] == "OperationInProgress"
-    assert f"Running job: {first.id} (register, InProgress)" in failed.error["message"]
+    assert f"Running job: {first.id} (Register, InProgress)" in failed.error["message"]
     assert catalog.lock_holder("v", "cs/vm") == first.id
 
 

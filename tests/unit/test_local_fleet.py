@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backup_jobs.errors import ConfigurationError, LeaseLost, VMNotFoundInInventory
+from backup_jobs.errors import (
+    AmbiguousVMName,
+    ConfigurationError,
+    LeaseLost,
+    VMNotFoundInInventory,
+)
 from backup_jobs.models import PowerState
 from backup_jobs.provider import CommitGuard, ProviderError, ProviderFenced, ProviderTimeout
-from backup_jobs.providers.local import LocalFleet, LocalProvider
+from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, LocalProvider, agent_version
 from backup_jobs.providers.local_demo import DEMO_VMS, create_demo_fleet
 from backup_jobs.providers.local_faults import Fault
 
@@ -38,6 +44,8 @@ def test_demo_fleet_has_a_vm_for_every_seed_row_with_sparse_disks(tmp_path: Path
         (lambda d: d.pop("region"), "field 'region' is missing"),
         (lambda d: d.update(nics="two"), "field 'nics' has the wrong type"),
         (lambda d: d.update(power_state="Paused"), "'power_state' must be Running or Stopped"),
+        (lambda d: d.update(agent_version="garbage"), "field 'agent_version' is 'garbage'"),
+        (lambda d: d.update(agent_version="2.6.x"), "2 to 4 dot-separated integers"),
     ],
 )
 def test_malformed_vm_json_is_skipped_by_the_listing_naming_the_file_and_the_field(
@@ -138,3 +146,113 @@ def test_admin_verbs_change_the_vm(tmp_path: Path) -> None:
 def test_missing_fleet_directory_says_how_to_create_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="fleet create-demo"):
         LocalProvider(LocalFleet(tmp_path / "none")).list_vms()
+
+
+@pytest.mark.parametrize("version", ["2.6", "2.6.1198", "2.6.1198.718", "10.0.0.1"])
+def test_an_agent_version_is_two_to_four_dot_separated_integers(version: str) -> None:
+    assert agent_version(version) == version
+
+
+@pytest.mark.parametrize("version", ["garbage", "2", "1.2.3.4.5", "2.6.x", "2..6", " 2.6", "٢.٦"])
+def test_anything_else_is_refused_as_an_agent_version(version: str) -> None:
+    with pytest.raises(ConfigurationError, match="2 to 4 dot-separated integers"):
+        agent_version(version)
+
+
+@pytest.mark.parametrize("size_bytes", [0, -1, MAX_DISK_BYTES + 1, 99999999999999 << 20])
+def test_a_disk_size_out_of_range_is_refused_before_any_file_is_made(
+    tmp_path: Path, size_bytes: int
+) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+    before = sorted((tmp_path / "cs-app" / "app01").iterdir())
+
+    with pytest.raises(ConfigurationError, match="out of range"):
+        fleet.add_data_disks("cs-app/app01", 1, size_bytes)
+
+    assert sorted((tmp_path / "cs-app" / "app01").iterdir()) == before
+
+
+def test_disks_added_before_a_failed_one_are_removed_and_vm_json_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+    folder = tmp_path / "cs-app" / "app01"
+    before = (sorted(folder.iterdir()), (folder / "vm.json").read_text())
+    real = LocalFleet._add_disk
+    calls = []
+
+    def second_fails(self: LocalFleet, data: dict[str, Any], *args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise ConfigurationError(detail="disk full")
+        real(self, data, *args)
+
+    monkeypatch.setattr(LocalFleet, "_add_disk", second_fails)
+
+    with pytest.raises(ConfigurationError, match="disk full"):
+        fleet.add_data_disks("cs-app/app01", 3)
+
+    assert (sorted(folder.iterdir()), (folder / "vm.json").read_text()) == before
+
+
+def test_fleet_verbs_take_a_bare_name_that_is_unique_in_the_fleet(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    stopped = fleet.update("app01", power_state="Stopped")
+    fleet.add_data_disks("web01", 1)
+    deleted = fleet.delete_vm("noagent01")
+
+    assert (stopped["cloud_service"], stopped["power_state"]) == ("cs-app", "Stopped")
+    assert len(fleet.read("cs-web/web01")["disks"]) == 2
+    assert deleted == "cs-app/noagent01" and not (tmp_path / "cs-app" / "noagent01").exists()
+
+
+def test_a_bare_name_in_two_cloud_services_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(AmbiguousVMName, match="cs-db/shared01, cs-web/shared01"):
+        fleet.update("shared01", power_state="Stopped")
+
+
+@pytest.mark.parametrize("name", ["app1", "cs-app/app1", "nosuch", "cs-app/../cs-app/app01"])
+def test_an_unknown_fleet_vm_advises_fleet_list_not_discovery(tmp_path: Path, name: str) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(VMNotFoundInInventory) as raised:
+        fleet.update(name, power_state="Stopped")
+
+    assert raised.value.recommended_action == "List the fleet's VMs with `backup-jobs fleet list`."
+    assert f"The fleet {tmp_path} has no such VM." in raised.value.message
+
+
+def test_an_unknown_fleet_vm_suggests_close_names(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(VMNotFoundInInventory, match="Did you mean: app01"):
+        fleet.delete_vm("app1")
+
+
+def test_arming_a_fault_needs_an_existing_fleet_and_creates_none(tmp_path: Path) -> None:
+    fleet = LocalFleet(tmp_path / "none")
+
+    with pytest.raises(ConfigurationError, match="fleet create-demo"):
+        fleet.arm(Fault("discovery-slow"))
+
+    assert not (tmp_path / "none").exists()
+
+
+def test_arming_a_fault_for_an_unknown_vm_is_refused(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    with pytest.raises(VMNotFoundInInventory, match="nosuch"):
+        fleet.arm(Fault("install-slow", vm="nosuch"))
+
+    assert fleet.faults.armed() == [Fault("install-agent-timeout", "cs-app/hung01")]
+
+
+def test_a_fault_armed_for_a_bare_name_is_kept_for_the_vms_id(tmp_path: Path) -> None:
+    fleet = create_demo_fleet(tmp_path, "r1")
+
+    armed = fleet.arm(Fault("install-slow", vm="app01", seconds=1.0))
+
+    assert armed.vm == "cs-app/app01" and armed in fleet.faults.armed()

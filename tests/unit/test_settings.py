@@ -30,11 +30,11 @@ def test_fleet_and_vault_dirs_follow_the_data_dir() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("BACKUP_JOBS_RETRY_DELAY_SECONDS", "soon", "a number >= 0"),
-        ("BACKUP_JOBS_MAX_ATTEMPTS", "0", "a number >= 1"),
+        ("BACKUP_JOBS_RETRY_DELAY_SECONDS", "soon", "a whole number from 0 to 604800"),
+        ("BACKUP_JOBS_MAX_ATTEMPTS", "0", "a whole number from 1 to 100"),
         ("BACKUP_JOBS_PROVIDER", "vmware", "local"),
         ("BACKUP_JOBS_VAULT", "my vault", "letters, digits"),
-        ("BACKUP_JOBS_SNAPSHOT_TIMEOUT_SECONDS", "-1", "a number >= 1"),
+        ("BACKUP_JOBS_SNAPSHOT_TIMEOUT_SECONDS", "-1", "a whole number from 1 to 604800"),
     ],
 )
 def test_bad_value_names_the_variable_and_the_accepted_values(
@@ -50,3 +50,40 @@ def test_bad_value_names_the_variable_and_the_accepted_values(
 def test_flower_user_without_password_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="FLOWER_PASSWORD"):
         Settings.from_env({"BACKUP_JOBS_FLOWER_USER": "admin"})
+
+
+NUMERIC = {
+    "BACKUP_JOBS_RETRY_DELAY_SECONDS": "a whole number from 0 to 604800",
+    "BACKUP_JOBS_MAX_ATTEMPTS": "a whole number from 1 to 100",
+    "BACKUP_JOBS_MAX_DATA_DISKS": "a whole number from 0 to 64",
+    "BACKUP_JOBS_LEASE_TTL_SECONDS": "a whole number from 2 to 3600",
+    "BACKUP_JOBS_TICK_SECONDS": "a number from 0.2 to 3600",
+    "BACKUP_JOBS_DISCOVERY_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
+    "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
+    "BACKUP_JOBS_SNAPSHOT_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
+    "BACKUP_JOBS_TRANSFER_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
+    "BACKUP_JOBS_RESTORE_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
+    "BACKUP_JOBS_FLOWER_PORT": "a whole number from 1 to 65535",
+    "BACKUP_JOBS_WORKER_CONCURRENCY": "a whole number from 1 to 256",
+    "BACKUP_JOBS_QUEUED_TIMEOUT_SECONDS": "a whole number from 60 to 604800",
+}
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 30, "1e30", "nan", "inf", "-inf", "9" * 5000])
+@pytest.mark.parametrize("variable", NUMERIC)
+def test_every_numeric_setting_refuses_huge_and_non_finite_values_naming_its_range(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({variable: value})
+
+    assert f"{variable}=" in raised.value.message
+    assert f"accepted: {NUMERIC[variable]}" in raised.value.message
+
+
+@pytest.mark.parametrize("variable", NUMERIC)
+def test_every_numeric_setting_takes_the_ends_of_its_range(variable: str) -> None:
+    low, high = NUMERIC[variable].split("from ")[1].split(" to ")
+
+    for value in (low, high):
+        Settings.from_env({variable: value})

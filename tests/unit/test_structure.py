@@ -32,6 +32,7 @@ DOMAIN_MODULES = [
     "backup_jobs.operations",
     "backup_jobs.client",
     "backup_jobs.testing",
+    "backup_jobs.timeparse",
     "backup_jobs.providers.local",
     "backup_jobs.providers.local_demo",
     "backup_jobs",

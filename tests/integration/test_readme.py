@@ -1,0 +1,61 @@
+"""The README's "Using it" examples, run in order exactly as written, against `backup-jobs up`."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from backup_jobs.runtime import embedded
+from tests.harness import REPO, eventually, stack_env, start_up
+
+
+def _using_it_blocks() -> tuple[list[str], str]:
+    """The shell lines (without `backup-jobs up` and comments) and the Python block."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Using it\n", 1)[1].split("\n## ", 1)[0]
+    shell = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    python = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert shell and python, "the Using it section lost its sh or python block"
+    lines = [
+        line
+        for line in shell.group(1).splitlines()
+        if line.strip()
+        and not line.lstrip().startswith("#")
+        and line.split()[:2]
+        != [
+            "backup-jobs",
+            "up",
+        ]
+    ]
+    return lines, python.group(1)
+
+
+def _run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_the_readme_using_it_examples_run_in_order_as_written(tmp_path: Path) -> None:
+    lines, python = _using_it_blocks()
+    data = tmp_path / "data"
+    env = stack_env(data)
+    up = start_up(env, tmp_path)
+    try:
+        eventually(lambda: embedded.find(data), 60)
+        shell = _run(["bash", "-c", "set -e\n" + "\n".join(lines)], env, tmp_path)
+        script = _run([sys.executable, "-c", python], env, tmp_path)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+
+    assert len(lines) >= 6 and any("job show" in line for line in lines)
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert '"status": "Completed"' in shell.stdout  # the newest job, shown as JSON
+    assert script.returncode == 0, script.stdout + script.stderr
+    assert "refused remote01 RegionMismatch" in script.stdout
+    assert "cs-web/shared01 Completed None" in script.stdout
+    assert "cs-db/shared01 Completed None" in script.stdout
