@@ -324,7 +324,8 @@ class WorkerLost(Transient):
 
     template = "The worker running this job stopped responding (its lease expired)."
     action = (
-        "Nothing to do: the job is retried automatically; follow it with `backup-jobs job show ID`."
+        "Nothing to do while attempts remain: the job is retried automatically; follow it "
+        "with `backup-jobs job show ID` (after the last attempt, start the operation again)."
     )
 
 

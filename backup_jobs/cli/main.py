@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
 
 import click
 
@@ -11,7 +14,13 @@ from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
 from backup_jobs.cli.problems import problem_group
 from backup_jobs.cli.stack import demo, flower, server, up
-from backup_jobs.errors import EXIT_INTERRUPTED, BackupJobsError
+from backup_jobs.errors import (
+    EXIT_INTERRUPTED,
+    BackupJobsError,
+    FleetStorageError,
+    InternalError,
+)
+from backup_jobs.provider import ProviderStorageError
 
 
 @click.group()
@@ -29,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)
     except BackupJobsError as exc:
-        echo_error(exc.to_dict())
-        sys.exit(exc.exit_code)
+        _fail(exc)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -39,6 +47,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+    except ProviderStorageError as exc:
+        _fail(FleetStorageError(detail=str(exc)))
+    except Exception as exc:  # a bug: one line for the user, the traceback kept in a file
+        _fail(InternalError(detail=f"{type(exc).__name__}: {exc}", action=_report(exc)))
+
+
+def _fail(error: BackupJobsError) -> None:
+    echo_error(error.to_dict())
+    sys.exit(error.exit_code)
+
+
+def _report(exc: Exception) -> str:
+    """Save the traceback of an unexpected error; what to do, naming the file."""
+    handle, path = tempfile.mkstemp(prefix="backup-jobs-traceback-", suffix=".txt")
+    with os.fdopen(handle, "w") as out:
+        traceback.print_exception(exc, file=out)
+    return f"This is a bug. Please report it with the traceback saved in {path}."
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ class LocalFleet:
 
     def vm_dir(self, vm_id: str) -> Path:
         """The folder of a VM given as ``cloud_service/name``."""
-        if vm_id.count("/") != 1:
+        parts = vm_id.split("/")
+        if len(parts) != 2 or any(part in ("", ".", "..") for part in parts):
             raise VMNotFoundInInventory(vm_id, " Name fleet VMs as cloud_service/name.")
         return self.root / vm_id
 

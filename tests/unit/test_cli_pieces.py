@@ -149,3 +149,25 @@ def test_each_refusal_prints_the_name_it_was_given_the_error_and_what_to_do(
     assert lines[1] == "  what to do: Register it with a vault in the VM's region."
     assert lines[2].startswith("refused '': VMNotFoundInInventory: No VM with this name")
     assert lines[3].startswith("  what to do: Run `backup-jobs vm discover`")
+
+
+def test_an_unexpected_error_is_one_line_with_its_traceback_kept_in_a_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backup_jobs.cli import main as cli_main
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a command")
+
+    monkeypatch.setattr(cli_main.cli, "main", lambda **_: broken())
+
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["vm", "list"])
+    err = capsys.readouterr().err
+
+    assert exited.value.code == 1
+    assert err.startswith("error: InternalError: ") and "RuntimeError: a bug in a command" in err
+    assert "Traceback" not in err
+    saved = Path(err.split("traceback saved in ")[1].split(".txt")[0] + ".txt")
+    assert "RuntimeError: a bug in a command" in saved.read_text()
+    saved.unlink()
