@@ -7,13 +7,15 @@ Messages keep the wording of the seed's troubleshooting table.
 
     BackupJobsError
     ├── InvalidInput (exit 8)         ConfigurationError, AmbiguousVMName, RegionMismatch,
+    │                                 InvalidPolicy,
     │                                 InvalidRestoreTarget,
     │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
     │                                 UnsupportedConfiguration, VMAgentNotInstalled,
     │                                 GuestAgentCertificateNotFound, InstallAgentTimeout
     ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound,
-    │                                 RecoveryPointNotFound
-    ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost
+    │                                 RecoveryPointNotFound, PolicyNotFound
+    ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost,
+    │                                 PolicyInUse
     ├── Integrity (exit 5)            VaultIntegrityError, CorruptRecord, QueueTimeout
     ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
     │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError
@@ -370,6 +372,30 @@ class VaultIntegrityError(Integrity):
 
     template = "Vault data failed verification: {detail}."
     action = "Run `backup-jobs vault verify`; the next backup stores quarantined chunks again."
+
+
+class InvalidPolicy(InvalidInput):
+    """Raised when a policy's schedule, zone or retention is not valid; names the field."""
+
+    template = "The policy is not valid: {detail}."
+    action = "Fix the named field and create the policy again (`backup-jobs policy create --help`)."
+
+
+class PolicyNotFound(NotFound):
+    """Raised when a policy name matches no policy of the vault."""
+
+    template = "No policy with this name in the vault.{detail}"
+    action = "List the vault's policies with `backup-jobs policy list`."
+
+
+class PolicyInUse(Conflict):
+    """Raised when deleting a policy that protects VMs; names them."""
+
+    template = "The policy protects VMs and cannot be deleted: {detail}."
+    action = (
+        "Move those VMs to another policy (`backup-jobs protection set VM --policy P`) or stop "
+        "their protection, then delete the policy."
+    )
 
 
 class CorruptRecord(Integrity):
