@@ -8,35 +8,20 @@ outlive the Python object and be found by other processes.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
+from backup_jobs.connection import EmbeddedServer, running, state_file
 from backup_jobs.errors import ConfigurationError, RedisUnavailable
-from backup_jobs.settings import Settings
 
 # How long a fresh server may take to accept connections (it replays the AOF first).
 STARTUP_TIMEOUT_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class EmbeddedServer:
-    """A running embedded server: its process id, port and URL."""
-
-    pid: int
-    port: int
-
-    @property
-    def url(self) -> str:
-        """The Redis URL of the server (database 0)."""
-        return f"redis://127.0.0.1:{self.port}/0"
 
 
 def server_binary() -> Path:
@@ -86,14 +71,13 @@ def start(data_dir: Path) -> tuple[EmbeddedServer, subprocess.Popen[bytes]]:
     )
     server = EmbeddedServer(process.pid, port)
     _wait_ready(server, process)
-    state = data_dir / "server.json"
-    state.write_text(json.dumps({"version": 1, "pid": server.pid, "port": server.port}))
+    state_file(data_dir).write_text(server.state())
     return server, process
 
 
 def stop(server: EmbeddedServer, process: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
     """Stop the server (it flushes its AOF on SIGTERM) and forget it."""
-    state = data_dir / "server.json"
+    state = state_file(data_dir)
     if state.exists() and find(data_dir) in (server, None):
         state.unlink()
     try:
@@ -109,35 +93,7 @@ def stop(server: EmbeddedServer, process: subprocess.Popen[bytes] | None, data_d
 
 def find(data_dir: Path) -> EmbeddedServer | None:
     """The server recorded in ``data_dir``, if its process is still alive."""
-    state = data_dir / "server.json"
-    try:
-        data = json.loads(state.read_text())
-        server = EmbeddedServer(int(data["pid"]), int(data["port"]))
-    except (OSError, ValueError, KeyError):
-        return None
-    try:
-        os.kill(server.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return server
-
-
-def resolve_redis_url(settings: Settings) -> str:
-    """``BACKUP_JOBS_REDIS_URL`` if set, else the embedded server of the data dir."""
-    if settings.redis_url:
-        return settings.redis_url
-    server = find(settings.data_dir)
-    if server is None:
-        raise ConfigurationError(
-            detail=(
-                "BACKUP_JOBS_REDIS_URL is unset and no embedded server runs for data dir "
-                f"{settings.data_dir.resolve()}; start `backup-jobs up` in another terminal "
-                "(same BACKUP_JOBS_DATA_DIR) or set BACKUP_JOBS_REDIS_URL"
-            )
-        )
-    return server.url
+    return running(data_dir)
 
 
 def _wait_ready(server: EmbeddedServer, process: subprocess.Popen[bytes]) -> None:

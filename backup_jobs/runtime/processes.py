@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backup_jobs import wire
+from backup_jobs.connection import EmbeddedServer
 from backup_jobs.runtime import embedded
 from backup_jobs.settings import Settings
 
@@ -87,7 +88,7 @@ class Stack:
 
     settings: Settings
     redis_url: str
-    server: embedded.EmbeddedServer | None = None
+    server: EmbeddedServer | None = None
     server_process: subprocess.Popen[bytes] | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
