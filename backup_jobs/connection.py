@@ -1,8 +1,10 @@
 """Where the Redis server is: ``BACKUP_JOBS_REDIS_URL``, else the embedded server's state file.
 
 ``backup-jobs up`` (or ``backup-jobs server``) records the embedded server it started in
-``<data dir>/server.json``. Every other process (the CLI, ``Client.from_env``, the workers)
-finds the server by reading that file; this module holds its format and only reads it.
+``<data dir>/server.json`` and keeps its password in ``<data dir>/server.password`` (both
+0600, the data dir 0700: only the user who runs the stack can use the server). Every other
+process (the CLI, ``Client.from_env``, the workers) finds the server and its password by
+reading these files; this module holds their format and only reads them.
 Starting and stopping the server is ``runtime/embedded.py``'s business: production wiring
 depends on nothing of it beyond this (DESIGN §10).
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from backup_jobs.errors import ConfigurationError
+from backup_jobs.errors import ConfigurationError, RedisUnavailable
 from backup_jobs.settings import Settings
 
 STATE_FILE = "server.json"
+PASSWORD_FILE = "server.password"  # noqa: S105 - the file name, not a password
 # The version of the state file's format.
 STATE_VERSION = 1
 # The embedded server listens on loopback only.
@@ -26,15 +29,18 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True)
 class EmbeddedServer:
-    """The embedded server as its state file records it: process id and port."""
+    """The embedded server as its state file records it, with the password of the data dir."""
 
     pid: int
     port: int
+    # Kept out of repr: a server printed in a log or a test failure must not show it.
+    password: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
-        """The Redis URL of the server (database 0)."""
-        return f"redis://{HOST}:{self.port}/0"
+        """The Redis URL of the server (database 0), its password included."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     def state(self) -> str:
         """The state file's JSON for this server."""
@@ -46,12 +52,48 @@ def state_file(data_dir: Path) -> Path:
     return data_dir / STATE_FILE
 
 
+def password_file(data_dir: Path) -> Path:
+    """Where the password of the embedded server of ``data_dir`` is kept."""
+    return data_dir / PASSWORD_FILE
+
+
 def recorded(data_dir: Path) -> EmbeddedServer | None:
-    """The server the state file names, running or not; None without a readable record."""
+    """The server the state file names, running or not; None without a readable record.
+
+    A state file this user may not read is an error that says whose data dir it is: it is
+    the usual mistake (another user's stack, or ``sudo`` on one side only).
+    """
+    text = _read_private(state_file(data_dir))
+    if text is None:
+        return None
     try:
-        data = json.loads(state_file(data_dir).read_text())
-        return EmbeddedServer(int(data["pid"]), int(data["port"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(text)
+        pid, port = int(data["pid"]), int(data["port"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return EmbeddedServer(pid, port, read_password(data_dir))
+
+
+def read_password(data_dir: Path) -> str:
+    """The password of the embedded server of ``data_dir``; empty if none was generated."""
+    return (_read_private(password_file(data_dir)) or "").strip()
+
+
+def _read_private(path: Path) -> str | None:
+    """A file of the data dir, None if it does not exist; unreadable ones raise."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        raise RedisUnavailable(
+            detail=f"the embedded server of data dir {path.parent.resolve()}: {exc.strerror}",
+            action=(
+                f"Run the command as the user that owns {path.parent.resolve()} (the one who "
+                "started `backup-jobs up` there), or point BACKUP_JOBS_DATA_DIR at your own."
+            ),
+        ) from exc
+    except OSError:
         return None
 
 

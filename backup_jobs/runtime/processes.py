@@ -21,7 +21,7 @@ from pathlib import Path
 from backup_jobs import wire
 from backup_jobs.connection import EmbeddedServer
 from backup_jobs.runtime import embedded
-from backup_jobs.settings import Settings
+from backup_jobs.settings import PREFIX, Settings
 
 # SIGTERM asks Celery for a warm shutdown; after this long the process group is killed.
 STOP_GRACE_SECONDS = 15.0
@@ -104,18 +104,25 @@ class Stack:
 
 
 def child_environment(
-    settings: Settings, redis_url: str, extra: dict[str, str] | None = None
+    settings: Settings, redis_url: str | None, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of worker, beat and Flower: this one, pinned to the server and dirs."""
+    """The environment of worker, beat and Flower: this one, pinned to the server and dirs.
+
+    Without ``redis_url`` (the embedded server) the children find the server and its
+    password in the data dir, as every other command does: the password stays out of the
+    environment.
+    """
     env = dict(os.environ)
+    env.pop(f"{PREFIX}REDIS_URL", None)
     env.update(
         {
-            "BACKUP_JOBS_REDIS_URL": redis_url,
-            "BACKUP_JOBS_DATA_DIR": str(settings.data_dir.resolve()),
-            "BACKUP_JOBS_FLEET_DIR": str(settings.fleet_dir.resolve()),
-            "BACKUP_JOBS_VAULT_DIR": str(settings.vault_dir.resolve()),
+            f"{PREFIX}DATA_DIR": str(settings.data_dir.resolve()),
+            f"{PREFIX}FLEET_DIR": str(settings.fleet_dir.resolve()),
+            f"{PREFIX}VAULT_DIR": str(settings.vault_dir.resolve()),
         }
     )
+    if redis_url:
+        env[f"{PREFIX}REDIS_URL"] = redis_url
     env.update(extra or {})
     return env
 
@@ -132,7 +139,7 @@ def start_stack(
         stack = Stack(settings, server.url, server, process)
     try:
         stack.log_dir.mkdir(parents=True, exist_ok=True)
-        env = child_environment(settings, stack.redis_url, extra_env)
+        env = child_environment(settings, settings.redis_url, extra_env)
         for name, command in process_commands(settings).items():
             if name == "flower" and not with_flower:
                 continue

@@ -13,6 +13,7 @@ from backup_jobs.client import Client
 from backup_jobs.models import JobStatus
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
+from backup_jobs.settings import redact_url
 from tests.harness import REPO, eventually, run_cli
 
 
@@ -152,7 +153,7 @@ def test_up_uses_the_server_that_backup_jobs_redis_url_names(
         up.send_signal(signal.SIGINT)
         up.communicate(timeout=60)
 
-    assert first.strip() == f"Redis:  {scratch_url}"
+    assert first.strip() == f"Redis:  {redact_url(scratch_url)}"
     assert discovered.returncode == 0, discovered.stderr
     assert embedded.find(tmp_path / "data") is None
     assert not (tmp_path / "data" / "valkey").exists()

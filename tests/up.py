@@ -1,0 +1,132 @@
+"""`backup-jobs up` as a user runs it: its environment, its output line by line, its processes.
+
+The integration tests of the stack start the real command in a subprocess and look at it from
+outside: what it prints, which processes it leaves, which files it writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from backup_jobs.runtime import embedded
+from tests.harness import eventually
+
+
+def stack_env(data_dir: Path, **variables: str) -> dict[str, str]:
+    """A user's environment for the stack on ``data_dir``: no BACKUP_JOBS_* but these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_JOBS_")}
+    # As in an activated virtualenv: the Procfile's `celery` and `backup-jobs` are on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return {
+        **env,
+        "PATH": path,
+        "BACKUP_JOBS_DATA_DIR": str(data_dir),
+        "BACKUP_JOBS_FLOWER_PORT": str(embedded.free_port()),
+        **{f"BACKUP_JOBS_{name.upper()}": value for name, value in variables.items()},
+    }
+
+
+class Up:
+    """A running `backup-jobs ARGS` (``up`` by default) whose output is collected as it comes."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "backup_jobs", *(args or ("up",))],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        """Everything printed so far."""
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+        """The first line containing ``text``, once printed."""
+
+        def line() -> str | None:
+            found = [line for line in self.lines if text in line]
+            if not found and self.process.poll() is not None:
+                self._reader.join(5)
+                found = [line for line in self.lines if text in line]
+                assert found, f"exited {self.process.returncode} without {text!r}:\n{self.output}"
+            return found[0] if found else None
+
+        return eventually(line, timeout, 0.05)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """The exit status, once it has exited by itself."""
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(5)
+        return code
+
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
+        """Signal it (Ctrl-C by default) and wait for it to exit."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+        try:
+            return self.wait_exit(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.wait_exit(10)
+
+
+def running(pid: int) -> bool:
+    """True if ``pid`` is a process that has not exited (a zombie has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in parents.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return {p for p in found if running(p)}
+
+
+def in_sessions(sessions: set[int]) -> set[int]:
+    """Live processes whose session is one of ``sessions`` (each child of `up` leads one)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) in sessions and running(int(stat.parent.name)):
+                found.add(int(stat.parent.name))
+    return found
+
+
+def signal_all(pids: set[int], sig: signal.Signals = signal.SIGKILL) -> None:
+    """Signal processes a failed test may have left behind."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
