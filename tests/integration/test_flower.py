@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
+from backup_jobs.settings import Settings
 from tests.harness import Cluster, demo_fleet, eventually
+from tests.up import stack_env
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
@@ -66,3 +69,22 @@ def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
     assert task["state"] == "SUCCESS"
     assert "Completed" in str(task["result"])
     assert refused.value.code == 401
+
+
+def test_flower_run_by_hand_with_our_config_refuses_exposure_in_one_line(tmp_path: Path) -> None:
+    # As a unit or a Procfile runs it: `celery -A workers flower --conf=workers/flowerconfig.py`.
+    env = stack_env(
+        tmp_path / "data",
+        redis_url=f"redis://127.0.0.1:{embedded.free_port()}/0",
+        flower_address="0.0.0.0",  # noqa: S104 - what is refused
+    )
+    command = processes.process_commands(Settings.from_env({}))["flower"]
+
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == ConfigurationError().exit_code
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ConfigurationError: ") and "without a password" in line
