@@ -21,20 +21,28 @@ from backup_jobs.settings import Settings
 
 STATE_FILE = "server.json"
 PASSWORD_FILE = "server.password"  # noqa: S105 - the file name, not a password
-# The version of the state file's format.
-STATE_VERSION = 1
+# The version of the state file's format (2: the owner's pid).
+STATE_VERSION = 2
 # The embedded server listens on loopback only.
 HOST = "127.0.0.1"
+# Process states of /proc/PID/stat for a process that has exited (zombie, dead).
+ZOMBIE_STATES = ("Z", "X", "x")
+PROC = Path("/proc")
 
 
 @dataclass(frozen=True)
 class EmbeddedServer:
-    """The embedded server as its state file records it, with the password of the data dir."""
+    """The embedded server as its state file records it, with the password of the data dir.
+
+    ``owner`` is the process that started it and stops it (``backup-jobs up`` or ``server``):
+    a server whose owner is gone was left behind, and the next start may stop it.
+    """
 
     pid: int
     port: int
     # Kept out of repr: a server printed in a log or a test failure must not show it.
     password: str = field(default="", repr=False)
+    owner: int | None = None
 
     @property
     def url(self) -> str:
@@ -44,7 +52,8 @@ class EmbeddedServer:
 
     def state(self) -> str:
         """The state file's JSON for this server."""
-        return json.dumps({"version": STATE_VERSION, "pid": self.pid, "port": self.port})
+        record = {"version": STATE_VERSION, "pid": self.pid, "port": self.port, "owner": self.owner}
+        return json.dumps(record)
 
 
 def state_file(data_dir: Path) -> Path:
@@ -69,9 +78,10 @@ def recorded(data_dir: Path) -> EmbeddedServer | None:
     try:
         data = json.loads(text)
         pid, port = int(data["pid"]), int(data["port"])
-    except (ValueError, KeyError, TypeError):
+        owner = int(data["owner"]) if data.get("owner") is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return EmbeddedServer(pid, port, read_password(data_dir))
+    return EmbeddedServer(pid, port, read_password(data_dir), owner)
 
 
 def read_password(data_dir: Path) -> str:
@@ -98,13 +108,27 @@ def _read_private(path: Path) -> str | None:
 
 
 def running(data_dir: Path) -> EmbeddedServer | None:
-    """The server recorded in ``data_dir``, if its process is still alive."""
+    """The server recorded in ``data_dir``, if its process is still running."""
     server = recorded(data_dir)
-    return server if server is not None and is_alive(server.pid) else None
+    return server if server is not None and is_running(server.pid) else None
 
 
-def is_alive(pid: int) -> bool:
-    """True if a process ``pid`` exists."""
+def is_running(pid: int) -> bool:
+    """True if process ``pid`` runs: exists and has not exited (a zombie has exited).
+
+    Where there is no ``/proc`` (not Linux), a zombie cannot be told from a live process.
+    """
+    if not PROC.is_dir():
+        return _exists(pid)
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may contain spaces.
+    return stat.rsplit(")", 1)[-1].split()[0] not in ZOMBIE_STATES
+
+
+def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from backup_jobs.runtime import embedded
@@ -71,6 +73,11 @@ class Up:
 
         return eventually(line, timeout, 0.05)
 
+    def pid_of(self, name: str, timeout: float = 90.0) -> int:
+        """The pid of process ``name`` as its ready line gives it (``worker  ready (pid N``)."""
+        line = self.wait_for(f"{name:<7} ready (pid ", timeout)
+        return int(line.split("(pid ", 1)[1].split(",", 1)[0])
+
     def wait_exit(self, timeout: float = 60.0) -> int:
         """The exit status, once it has exited by itself."""
         code = self.process.wait(timeout=timeout)
@@ -114,19 +121,43 @@ def descendants(pid: int) -> set[int]:
     return {p for p in found if running(p)}
 
 
-def in_sessions(sessions: set[int]) -> set[int]:
-    """Live processes whose session is one of ``sessions`` (each child of `up` leads one)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) in sessions and running(int(stat.parent.name)):
-                found.add(int(stat.parent.name))
-    return found
-
-
 def signal_all(pids: set[int], sig: signal.Signals = signal.SIGKILL) -> None:
     """Signal processes a failed test may have left behind."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def using(data_dir: Path) -> set[int]:
+    """Live processes whose environment names ``data_dir``: a stack's, wherever they hang."""
+    wanted = {f"BACKUP_JOBS_DATA_DIR={path}".encode() for path in (data_dir, data_dir.resolve())}
+    found = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError, ValueError):
+            if wanted & set(environ.read_bytes().split(b"\0")):
+                pid = int(environ.parent.name)
+                if pid != os.getpid() and running(pid):
+                    found.add(pid)
+    return found
+
+
+def http_status(url: str) -> int | None:
+    """The HTTP status ``url`` answers with, or None if nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+    except OSError:
+        return None
+
+
+def finish(up: Up, data_dir: Path) -> set[int]:
+    """Stop ``up`` if it runs and kill what its stack left (a failing test leaves no orphans).
+
+    Returns the pids that were left: an empty set when ``up`` cleaned up after itself.
+    """
+    up.stop()
+    left = using(data_dir)
+    signal_all(left)
+    return left

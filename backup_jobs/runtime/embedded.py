@@ -13,29 +13,37 @@ hold the password 0600, and the server runs with umask 077, so its AOF is privat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import redis
 
 from backup_jobs.connection import (
     HOST,
+    PROC,
     EmbeddedServer,
+    is_running,
     password_file,
     read_password,
+    recorded,
     running,
     state_file,
 )
 from backup_jobs.errors import ConfigurationError, RedisUnavailable
+from backup_jobs.runtime import processes
 from backup_jobs.settings import redact_url
 
 # How long a fresh server may take to accept connections (it replays the AOF first).
 STARTUP_TIMEOUT_SECONDS = 30.0
+# How long the server may take to flush its AOF and exit on SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 10.0
 # 32 random bytes, URL-safe: it goes into redis:// URLs as it is.
 PASSWORD_BYTES = 32
 # Only the owner may read what holds the password or the data.
@@ -50,34 +58,51 @@ def server_binary() -> Path:
     return Path(get_binary_path())
 
 
-def start(data_dir: Path) -> tuple[EmbeddedServer, subprocess.Popen[bytes]]:
-    """Start a server persisting to ``data_dir/valkey`` and record it in the state file."""
+def start(
+    data_dir: Path, port: int | None = None, owner: int | None = None
+) -> tuple[EmbeddedServer, subprocess.Popen[bytes]]:
+    """Start a server persisting to ``data_dir/valkey`` and record it in the state file.
+
+    ``port`` is a free one unless given (a restart keeps its port, so that clients
+    reconnect); ``owner`` is the process that will stop it (default: this one). The server
+    gets SIGTERM if this process dies, and is reaped by whoever holds the returned process.
+    """
     found = find(data_dir)
     if found is not None:
         raise ConfigurationError(
             detail=(
                 f"an embedded server already runs for data dir {data_dir.resolve()} "
-                f"(pid {found.pid}, {redact_url(found.url)}); stop that `backup-jobs up` first, "
-                "or use another BACKUP_JOBS_DATA_DIR"
+                f"(pid {found.pid}, {redact_url(found.url)}, started by pid {found.owner}); "
+                "stop that `backup-jobs up` (or that server) first, or use another "
+                "BACKUP_JOBS_DATA_DIR"
             )
         )
     private_dir(data_dir)
     store = private_dir(data_dir / "valkey").resolve()
-    port = free_port()
-    server = EmbeddedServer(0, port, ensure_password(data_dir))
-    config = write_config(store, server)
-    process = subprocess.Popen(
-        [str(server_binary()), str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
+    server = EmbeddedServer(0, port or free_port(), ensure_password(data_dir))
+    log = log_file(data_dir)
+    offset = log.stat().st_size if log.exists() else 0
+    process = processes.spawn(
+        [str(server_binary()), str(write_config(store, server))],
+        # What Valkey says before it opens its log file (a bad configuration) goes there too.
+        log=log,
+        dies_with=processes.death_signal("server"),
         # The AOF and the log are created by the server: private like the rest.
-        preexec_fn=lambda: os.umask(0o077),  # noqa: PLW1509 - no threads run in `up`
+        umask=0o077,
     )
-    server = EmbeddedServer(process.pid, port, server.password)
-    _wait_ready(server, process)
+    server = replace(server, pid=process.pid, owner=owner or os.getpid())
+    try:
+        _wait_ready(server, process, log, offset)
+    except BaseException:
+        processes.terminate([process], STOP_GRACE_SECONDS)
+        raise
     write_private(state_file(data_dir), server.state())
     return server, process
+
+
+def log_file(data_dir: Path) -> Path:
+    """The embedded server's own log."""
+    return data_dir / "valkey" / "valkey.log"
 
 
 def ensure_password(data_dir: Path) -> str:
@@ -86,7 +111,7 @@ def ensure_password(data_dir: Path) -> str:
     if existing:
         return existing
     password = secrets.token_urlsafe(PASSWORD_BYTES)
-    write_private(password_file(data_dir), password + "\n")
+    write_private(password_file(private_dir(data_dir)), password + "\n")
     return password
 
 
@@ -115,8 +140,16 @@ def _quoted(value: str) -> str:
 
 def private_dir(path: Path) -> Path:
     """``path`` as a directory only its owner may enter (0700), created if needed."""
-    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    path.chmod(PRIVATE_DIR_MODE)
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        path.chmod(PRIVATE_DIR_MODE)
+    except OSError as exc:
+        raise ConfigurationError(
+            detail=(
+                f"cannot make {path.resolve()} a private directory ({exc.strerror}); "
+                "BACKUP_JOBS_DATA_DIR must be a directory you own"
+            )
+        ) from exc
     return path
 
 
@@ -132,42 +165,97 @@ def write_private(path: Path, text: str) -> None:
 
 def stop(server: EmbeddedServer, process: subprocess.Popen[bytes] | None, data_dir: Path) -> None:
     """Stop the server (it flushes its AOF on SIGTERM) and forget it."""
-    state = state_file(data_dir)
-    if state.exists() and find(data_dir) in (server, None):
-        state.unlink()
-    try:
-        os.kill(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
     if process is not None:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, data_dir)
+    else:
+        forget(data_dir, server.pid)
+        _stop_pid(server.pid)
+
+
+def stop_process(process: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """Stop a server this process started, reap it, and forget it."""
+    forget(data_dir, process.pid)
+    processes.terminate([process], STOP_GRACE_SECONDS)
+
+
+def forget(data_dir: Path, pid: int) -> None:
+    """Remove the state file if it still names server ``pid``."""
+    server = recorded(data_dir)
+    if server is not None and server.pid == pid:
+        state_file(data_dir).unlink(missing_ok=True)
 
 
 def find(data_dir: Path) -> EmbeddedServer | None:
-    """The server recorded in ``data_dir``, if its process is still alive."""
+    """The server recorded in ``data_dir``, if its process is still running (not a zombie)."""
     return running(data_dir)
 
 
-def _wait_ready(server: EmbeddedServer, process: subprocess.Popen[bytes]) -> None:
-    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
-    shown = redact_url(server.url)
+def clear_abandoned(data_dir: Path) -> EmbeddedServer | None:
+    """Stop a server whose owner died (a killed ``backup-jobs up``); the server stopped, if any.
+
+    The recorded pid is signalled only once ``/proc/PID/cmdline`` shows it is a Valkey
+    server on the recorded port: a pid the system gave to another process since is left
+    alone, and so is a server whose owner still runs.
+    """
+    server = find(data_dir)
+    if server is None or server.owner is None or is_running(server.owner):
+        return None
+    ours = _is_embedded_valkey(server)
+    if ours is None:
+        return None  # cannot tell (no /proc): `start` refuses rather than share the AOF
+    if not ours:
+        forget(data_dir, server.pid)
+        return None
+    _stop_pid(server.pid)
+    forget(data_dir, server.pid)
+    return server
+
+
+def _is_embedded_valkey(server: EmbeddedServer) -> bool | None:
+    """True if ``server.pid`` is a Valkey server listening on ``server.port``; None if unknown.
+
+    Valkey shows ``<binary> <host>:<port>`` as its command line.
+    """
+    if not PROC.is_dir():
+        return None
+    try:
+        argv = (PROC / str(server.pid) / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    program, _, rest = argv.partition(" ")
+    return Path(program).name == server_binary().name and f"{HOST}:{server.port}" in rest
+
+
+def _stop_pid(pid: int) -> None:
+    """SIGTERM a process we did not start (so cannot reap), then SIGKILL it if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while is_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not is_running(pid):
+            return
+
+
+def _wait_ready(
+    server: EmbeddedServer, process: subprocess.Popen[bytes], log: Path, offset: int
+) -> None:
+    """Return once the server answers PING with its password; raise if it exits or hangs."""
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1, socket_timeout=1)
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RedisUnavailable(detail=f"{shown}: the embedded server exited at start-up")
-        try:
+    while process.poll() is None and time.monotonic() < deadline:
+        # Loading its AOF, not listening yet, or (a port taken since) someone else answering.
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             if client.ping():
                 return
-        except redis.BusyLoadingError:
-            pass
-        except redis.ConnectionError:
-            pass
         time.sleep(0.05)
-    process.kill()
-    raise RedisUnavailable(detail=f"{shown}: the embedded server did not start in time")
+    what = "exited at start-up" if process.poll() is not None else "did not start in time"
+    cause = processes.last_log_line(log, offset)
+    raise RedisUnavailable(
+        detail=f"{redact_url(server.url)}: the embedded server {what}: {cause}",
+        action=f"Fix what the server's log {log} says (a port in use, a full disk), then retry.",
+    )
 
 
 def free_port() -> int:

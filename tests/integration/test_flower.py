@@ -15,8 +15,8 @@ import pytest
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.settings import Settings
-from tests.harness import Cluster, demo_fleet, eventually
-from tests.up import stack_env
+from tests.harness import Cluster, demo_fleet, eventually, run_cli
+from tests.up import http_status, stack_env
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
@@ -46,7 +46,7 @@ def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        assert processes.wait_for_http(base, 60)
+        eventually(lambda: http_status(base), 60)
         eventually(lambda: _get(f"{base}/api/workers?refresh=1", ("admin", "s3cret")), 30, 0.5)
         demo_fleet(tmp_path)
         client = cluster.client(tmp_path / "fleet")
@@ -71,6 +71,31 @@ def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
     assert refused.value.code == 401
 
 
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused start prints (and no traceback)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_backup_jobs_flower_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("flower", env=stack_env(tmp_path / "data"), cwd=tmp_path, timeout=60)
+
+    assert result.returncode == ConfigurationError().exit_code
+    assert "no embedded server runs for data dir" in _one_error_line(result)
+
+
+def test_backup_jobs_flower_beyond_loopback_without_a_password_is_refused_before_it_starts(
+    redis_base_url: str, tmp_path: Path
+) -> None:
+    env = stack_env(tmp_path / "data", redis_url=redis_base_url, flower_address="0.0.0.0")  # noqa: S104
+
+    result = run_cli("flower", env=env, cwd=tmp_path, timeout=60)
+
+    assert result.returncode == ConfigurationError().exit_code
+    assert "Flower would listen on 0.0.0.0 without a password" in _one_error_line(result)
+
+
 def test_flower_run_by_hand_with_our_config_refuses_exposure_in_one_line(tmp_path: Path) -> None:
     # As a unit or a Procfile runs it: `celery -A workers flower --conf=workers/flowerconfig.py`.
     env = stack_env(
@@ -85,6 +110,5 @@ def test_flower_run_by_hand_with_our_config_refuses_exposure_in_one_line(tmp_pat
     )
 
     assert result.returncode == ConfigurationError().exit_code
-    assert "Traceback" not in result.stderr, result.stderr
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: ConfigurationError: ") and "without a password" in line
+    assert "without a password" in _one_error_line(result)
+    assert len(result.stderr.strip().splitlines()) == 1

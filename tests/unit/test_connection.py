@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from backup_jobs import connection
 from backup_jobs.errors import RedisUnavailable
 from backup_jobs.settings import Settings
+from tests.harness import eventually
 
 SECRET = "pw-123"  # noqa: S105 - a test value
 
@@ -58,3 +60,17 @@ def test_a_data_dir_this_user_may_not_read_says_to_run_as_its_owner(
     assert "Permission denied" in refused.value.message
     assert str(tmp_path) in refused.value.message
     assert "as the user that owns" in refused.value.recommended_action
+
+
+def test_a_zombie_is_not_a_running_server(tmp_path: Path) -> None:
+    # What a killed server is until its parent reaps it: `find` took it for a live server.
+    zombie = subprocess.Popen(["true"])
+    try:
+        eventually(lambda: "Z" in Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[-1], 5)
+        _record(tmp_path, zombie.pid, 6390, SECRET)
+
+        assert not connection.is_running(zombie.pid)
+        assert connection.running(tmp_path) is None
+        assert connection.is_running(os.getpid())
+    finally:
+        zombie.wait()

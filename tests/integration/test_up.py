@@ -1,11 +1,15 @@
-"""The embedded server under `backup-jobs up` is locked: a password only its owner can read.
+"""`backup-jobs up` looked at from outside: honest about being up, and locked.
 
-One `up` serves every test here; none of them changes it (the attack must not either).
+It says "Running" only once every process answers; its embedded server takes a password
+that only the data dir's owner can read. One `up` serves every test here; none of them
+changes it (the attack must not either).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import socket
 import stat
 from collections.abc import Iterator
@@ -13,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 
-from backup_jobs import connection
+from backup_jobs import connection, wire
 from backup_jobs.errors import RedisUnavailable
 from tests.harness import eventually, run_cli
-from tests.up import Up, descendants, stack_env
+from tests.up import Up, descendants, http_status, stack_env
 
 
 @dataclass
@@ -29,6 +34,8 @@ class Running:
     env: dict[str, str]
     data: Path
     cwd: Path
+    # What answered at the moment `up` said "Running".
+    answered: dict[str, object]
 
     @property
     def port(self) -> int:
@@ -53,7 +60,13 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     up = Up(env, cwd)
     try:
         up.wait_for("Running", 90)
-        yield Running(up, env, data, cwd)
+        url = Running(up, env, data, cwd, {}).url()
+        answered = {
+            "workers": _workers_answering(url),
+            "beat": json.loads(redis.Redis.from_url(url).get(wire.BEAT_KEY) or "{}").get("pid"),
+            "flower": http_status(f"http://127.0.0.1:{env['BACKUP_JOBS_FLOWER_PORT']}"),
+        }
+        yield Running(up, env, data, cwd, answered)
     finally:
         up.stop()
 
@@ -76,6 +89,23 @@ def _every_argv() -> list[bytes]:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_up_says_running_only_once_every_process_answers_with_one_line_each(
+    running: Running,
+) -> None:
+    lines = running.up.lines
+    before = lines[: next(i for i, line in enumerate(lines) if line.startswith("Running"))]
+    pids = {
+        line.split()[0]: int(match.group(1))
+        for line in before
+        if (match := re.search(r" ready \(pid (\d+), .*log ", line))
+    }
+
+    assert running.answered["workers"] == 2 and running.answered["flower"] == 200
+    assert len(before) == 5 and set(pids) == {"server", "worker", "ticks", "beat", "flower"}
+    assert running.answered["beat"] == str(pids["beat"])
+    assert set(pids.values()) <= descendants(running.up.process.pid)
 
 
 def test_the_data_dir_the_state_and_password_files_and_the_aof_are_private(
