@@ -58,7 +58,8 @@ def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: f
 class Cluster:
     """One Redis database with its own worker and, optionally, beat."""
 
-    redis_url: str
+    # It carries the server's password: kept out of repr, so no failure report shows it.
+    redis_url: str = field(repr=False)
     data_dir: Path
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -161,3 +162,10 @@ def finish(up: Up, data_dir: Path) -> set[int]:
     left = using(data_dir)
     signal_all(left)
     return left
+
+
+def unauthenticated_ping(port: int) -> bytes:
+    """What a server on loopback ``port`` answers a PING from a client without a password."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(200)

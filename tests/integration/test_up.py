@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from celery import Celery
 from backup_jobs import connection, wire
 from backup_jobs.errors import RedisUnavailable
 from tests.harness import eventually, run_cli
-from tests.up import Up, descendants, http_status, stack_env
+from tests.up import Up, descendants, http_status, stack_env, unauthenticated_ping
 
 
 @dataclass
@@ -123,9 +122,7 @@ def test_the_data_dir_the_state_and_password_files_and_the_aof_are_private(
 
 
 def test_a_client_without_the_password_is_refused_with_noauth(running: Running) -> None:
-    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
-        sock.sendall(b"PING\r\n")
-        reply = sock.recv(200)
+    reply = unauthenticated_ping(running.port)
 
     assert reply.startswith(b"-NOAUTH"), reply
 
