@@ -125,8 +125,8 @@ class Client:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
         """Connect as the ``BACKUP_JOBS_*`` variables say (or to the embedded server)."""
         from backup_jobs.catalogs.redis import RedisCatalog
+        from backup_jobs.connection import resolve_redis_url
         from backup_jobs.dispatchers.celery import CeleryDispatcher
-        from backup_jobs.runtime.embedded import resolve_redis_url
 
         settings = Settings.from_env(environ)
         url = resolve_redis_url(settings)

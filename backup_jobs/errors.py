@@ -461,7 +461,9 @@ class RedisUnavailable(Unavailable):
     template = "Cannot use Redis at {detail}."
     action = (
         "Check that the server is running and reachable, and that BACKUP_JOBS_REDIS_URL "
-        "(including its password) is right; or unset it to use the embedded server."
+        "(including its password) is right. For the embedded server, leave "
+        "BACKUP_JOBS_REDIS_URL unset and use the same BACKUP_JOBS_DATA_DIR as `backup-jobs up`, "
+        "as the user that owns it: its password is in that data dir's server.password file."
     )
 
 

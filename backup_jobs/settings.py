@@ -42,6 +42,10 @@ DEFAULT_RESTORE_TIMEOUT_SECONDS = 6 * 3600
 # Flower's own default port; loopback only unless a password is set.
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
+# TCP ports.
+MAX_PORT = 65535
+# Addresses only this machine can reach: Flower may listen there without a password.
+LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 # Two prefork children: the size of the machines this is developed on.
 DEFAULT_WORKER_CONCURRENCY = 2
 # A job no worker started for this long fails (QueueTimeout); before that, the queue sweep
@@ -163,6 +167,8 @@ class Settings:
             raise ConfigurationError(
                 detail=f"{PREFIX}FLOWER_USER and {PREFIX}FLOWER_PASSWORD must be set together"
             )
+        if settings.flower_port > MAX_PORT:
+            raise _bad("FLOWER_PORT", str(settings.flower_port), f"a port from 1 to {MAX_PORT}")
         return settings
 
     @property
@@ -235,6 +241,17 @@ class _Env:
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:
     return ConfigurationError(detail=f"{PREFIX}{name}={value!r} is not valid; accepted: {accepted}")
+
+
+def flower_exposure_problem(settings: Settings) -> str | None:
+    """Why Flower must not start as configured (beyond loopback without a password), or None."""
+    if settings.flower_user or settings.flower_address in LOOPBACK_ADDRESSES:
+        return None
+    return (
+        f"Flower would listen on {settings.flower_address or 'every interface'} without a "
+        f"password; set {PREFIX}FLOWER_USER and {PREFIX}FLOWER_PASSWORD, or "
+        f"{PREFIX}FLOWER_ADDRESS=127.0.0.1"
+    )
 
 
 def redis_url_problem(url: str) -> str | None:

@@ -29,7 +29,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``BACKUP_JOBS_REDIS_URL`` if the run names one, else a fresh embedded server."""
+    """``BACKUP_JOBS_REDIS_URL`` if the run names one, else a fresh embedded server.
+
+    The embedded server is locked like any other: the URL carries its password, so show it
+    only through ``redact_url``.
+    """
     given = os.environ.get("BACKUP_JOBS_REDIS_URL")
     if given:
         yield given

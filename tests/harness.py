@@ -28,7 +28,7 @@ from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.models import Job, JobStatus
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_demo import create_demo_fleet
-from backup_jobs.runtime import embedded, processes
+from backup_jobs.runtime import processes
 from backup_jobs.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,8 @@ def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: f
 class Cluster:
     """One Redis database with its own worker and, optionally, beat."""
 
-    redis_url: str
+    # It carries the server's password: kept out of repr, so no failure report shows it.
+    redis_url: str = field(repr=False)
     data_dir: Path
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -205,32 +206,3 @@ def run_cli(
 def flush(url: str) -> None:
     """Empty one test database."""
     redis.Redis.from_url(url).flushdb()
-
-
-def stack_env(data_dir: Path) -> dict[str, str]:
-    """A user's environment for a stack of their own, as in an activated virtualenv.
-
-    No ``BACKUP_JOBS_*`` but the data dir and a free Flower port; the virtualenv's scripts
-    (``backup-jobs``, ``celery``) are on PATH.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_JOBS_")}
-    port = embedded.free_port()
-    path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return {
-        **env,
-        "PATH": path,
-        "BACKUP_JOBS_DATA_DIR": str(data_dir),
-        "BACKUP_JOBS_FLOWER_PORT": str(port),
-    }
-
-
-def start_up(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """`backup-jobs up ARGS` as a user starts it in a terminal, its output captured."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "backup_jobs", "up", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )

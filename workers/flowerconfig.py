@@ -1,13 +1,24 @@
 """Flower's configuration (``celery -A workers flower --conf=<this file>``).
 
 Flower runs this file and reads its module-level names as options. It listens on loopback
-unless told otherwise, and refuses to listen beyond loopback without a password.
+unless told otherwise, and refuses to listen beyond loopback without a password: one line on
+stderr and the error's exit code, never a traceback (``backup-jobs up`` and ``backup-jobs
+flower`` check this before they start Flower; this covers ``celery ... flower`` run by hand).
 """
 
-from backup_jobs.errors import ConfigurationError
-from backup_jobs.settings import Settings
+import sys
 
-_settings = Settings.from_env()
+from backup_jobs.errors import BackupJobsError, ConfigurationError
+from backup_jobs.settings import Settings, flower_exposure_problem
+
+try:
+    _settings = Settings.from_env()
+    _problem = flower_exposure_problem(_settings)
+    if _problem:
+        raise ConfigurationError(detail=_problem)
+except BackupJobsError as _error:
+    print(f"error: {_error.code}: {_error.message}", file=sys.stderr)
+    sys.exit(_error.exit_code)
 _settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 port = _settings.flower_port
@@ -20,10 +31,3 @@ max_tasks = 10000
 tasks_columns = "name,uuid,state,args,kwargs,result,received,started,runtime,worker"
 if _settings.flower_user and _settings.flower_password:
     basic_auth = [f"{_settings.flower_user}:{_settings.flower_password}"]
-elif address not in ("127.0.0.1", "localhost", "::1"):
-    raise ConfigurationError(
-        detail=(
-            f"Flower would listen on {address or 'every interface'} without a password; set "
-            "BACKUP_JOBS_FLOWER_USER and BACKUP_JOBS_FLOWER_PASSWORD"
-        )
-    )

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.clock import Clock, SystemClock
+from backup_jobs.connection import resolve_redis_url
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.heartbeat import Heartbeats
 from backup_jobs.models import VaultConfig
 from backup_jobs.provider import Provider
 from backup_jobs.providers.local import LocalFleet, LocalProvider
-from backup_jobs.runtime.embedded import resolve_redis_url
 from backup_jobs.settings import Settings
 
 # Under a Procfile runner the embedded server may start a moment after the worker.

@@ -13,18 +13,30 @@ from types import FrameType
 
 import click
 
-from backup_jobs.catalogs.redis import RedisCatalog, redact
+from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.cli import render
 from backup_jobs.cli.common import echo_refusals
-from backup_jobs.client import Client
+from backup_jobs.client import Client, JobTimeout
+from backup_jobs.connection import password_file, resolve_redis_url
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
+from backup_jobs.runtime.stack import (
+    check_flower,
+    check_redis,
+    server_child,
+    start_stack,
+    stop_abandoned,
+    stop_stack,
+)
+from backup_jobs.runtime.supervisor import StackFailed, Supervisor, fail_on_exit
 from backup_jobs.settings import DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS, PREFIX, Settings
 
 # The demo shows InstallAgentTimeout without waiting the default 5 minutes.
 DEMO_INSTALL_AGENT_TIMEOUT_SECONDS = 5
 DEMO_JOB_TIMEOUT_SECONDS = 300
+# How often `backup-jobs server` looks at its server.
+SERVER_POLL_SECONDS = 0.25
 
 
 @contextmanager
@@ -41,62 +53,92 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _stack_errors() -> Iterator[None]:
+    """A process of the stack that failed is one line and exit status 1, never a traceback."""
+    try:
+        yield
+    except StackFailed as exc:
+        raise click.ClickException(str(exc)) from exc
+    except JobTimeout as exc:
+        raise click.ClickException(f"{exc}; the stack is stopped") from exc
+
+
 @click.command("up")
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 def up(no_flower: bool) -> None:
-    """Start the embedded server (unless BACKUP_JOBS_REDIS_URL is set), worker, beat, Flower."""
+    """Start the embedded server (unless BACKUP_JOBS_REDIS_URL is set), worker, beat, Flower.
+
+    Each process is reported once it answers; then every one is restarted if it exits.
+    """
     settings = Settings.from_env()
-    stack = processes.start_stack(settings, with_flower=not no_flower)
-    with _terminate_as_interrupt():
+    with _terminate_as_interrupt(), _stack_errors():
+        stack = None
         try:
-            click.echo(
-                f"Redis:  {redact(stack.redis_url)}" + ("" if settings.redis_url else " (embedded)")
-            )
-            if not no_flower:
-                click.echo(f"Flower: {stack.flower_url}")
-            click.echo(f"Logs:   {stack.log_dir.resolve()}")
-            click.echo("Running; press Ctrl-C to stop.")
-            while not processes.exited(stack):
-                time.sleep(0.5)
-            names = ", ".join(processes.exited(stack))
-            raise click.ClickException(f"{names} exited; see {stack.log_dir.resolve()}")
+            stack = start_stack(settings, click.echo, with_flower=not no_flower)
+            click.echo(_running_line(settings))
+            Supervisor(stack.children.values(), click.echo).run()
         except KeyboardInterrupt:
             click.echo("Stopping...")
         finally:
-            processes.stop_stack(stack)
+            if stack is not None:
+                stop_stack(stack)
     click.echo("Stopped.")
+
+
+def _running_line(settings: Settings) -> str:
+    """What ``up`` says once everything answers."""
+    where = "" if settings.redis_url else f" (password in {password_file(settings.data_dir)})"
+    return f"Running{where}; press Ctrl-C to stop."
 
 
 @click.command("flower")
 def flower() -> None:
-    """Run Flower in the foreground with backup-jobs' configuration (for systemd and the like)."""
-    command = processes.process_commands(Settings.from_env())["flower"]
+    """Run Flower in the foreground with backup-jobs' configuration (for systemd and the like).
+
+    The server is found and asked first, so that a missing server or a refused setting is
+    one line here, not a traceback inside Flower.
+    """
+    settings = Settings.from_env()
+    check_flower(settings)
+    check_redis(resolve_redis_url(settings))
+    command = processes.process_commands(settings)["flower"]
     os.execv(command[0], command)  # noqa: S606 - our own argv, no shell; Flower replaces us
 
 
 @click.command("server")
 def server() -> None:
-    """Run only the embedded server in the foreground (for a Procfile runner)."""
+    """Run only the embedded server in the foreground (for a Procfile runner).
+
+    It ends with an error if the server exits by itself, so that the runner sees it.
+    """
     settings = Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    running, process = embedded.start(settings.data_dir)
-    click.echo(
-        f"Embedded server at {running.url} (data in {settings.data_dir.resolve() / 'valkey'})"
-    )
-    with _terminate_as_interrupt():
+    data_dir = settings.data_dir
+    with _terminate_as_interrupt(), _stack_errors():
+        stop_abandoned(data_dir, click.echo)
+        child, _ = server_child(data_dir)
+        child.start()
         try:
-            process.wait()
+            click.echo(child.ready_line())
+            click.echo(f"Its password is in {password_file(data_dir)}.")
+            while not child.has_exited():
+                time.sleep(SERVER_POLL_SECONDS)
+            raise StackFailed(f"the embedded server exited ({child.exit_cause()}); see {child.log}")
         except KeyboardInterrupt:
             pass
         finally:
-            embedded.stop(running, process, settings.data_dir)
+            assert child.process is not None
+            embedded.stop_process(child.process, data_dir)
 
 
 @click.command("demo")
 @click.option("--vault", help="Vault name for this run (default: demo-<time>).")
 @click.option("--stay-up", is_flag=True, help="Keep the service and Flower running afterwards.")
 def demo(vault: str | None, stay_up: bool) -> None:
-    """Create a demo fleet, run Discovery, register every VM, print the VMs and jobs."""
+    """Create a demo fleet, run Discovery, register every VM, print the VMs and jobs.
+
+    It exits non-zero if any process of the stack fails while it runs.
+    """
     base = Settings.from_env()
     settings = dataclasses.replace(
         base,
@@ -108,31 +150,29 @@ def demo(vault: str | None, stay_up: bool) -> None:
     extra = {}
     if base.timeouts.install_agent_seconds == DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS:
         extra[f"{PREFIX}INSTALL_AGENT_TIMEOUT_SECONDS"] = str(DEMO_INSTALL_AGENT_TIMEOUT_SECONDS)
-    stack = processes.start_stack(settings, extra_env=extra)
-    with _terminate_as_interrupt():
+    with _terminate_as_interrupt(), _stack_errors():
+        stack = None
         try:
-            click.echo(
-                f"Started worker, beat and Flower ({stack.flower_url}); "
-                f"Redis {redact(stack.redis_url)}"
-            )
-            client = Client(
-                settings,
-                RedisCatalog.from_url(stack.redis_url),
-                CeleryDispatcher.from_url(settings, stack.redis_url),
-            )
-            _run_demo(client)
+            stack = start_stack(settings, click.echo, extra_env=extra)
+            with fail_on_exit(stack.children.values()):
+                client = Client(
+                    settings,
+                    RedisCatalog.from_url(stack.redis_url),
+                    CeleryDispatcher.from_url(settings, stack.redis_url),
+                )
+                _run_demo(client)
             if stay_up:
                 click.echo(
                     f"\nStill running (Flower: {stack.flower_url}); press Ctrl-C to stop. "
                     f"In another terminal: BACKUP_JOBS_VAULT={settings.vault} "
                     f"BACKUP_JOBS_FLEET_DIR={settings.fleet_dir.resolve()} backup-jobs job list"
                 )
-                while not processes.exited(stack):
-                    time.sleep(0.5)
+                Supervisor(stack.children.values(), click.echo).run()
         except KeyboardInterrupt:
             click.echo("Stopping...")
         finally:
-            processes.stop_stack(stack)
+            if stack is not None:
+                stop_stack(stack)
 
 
 def _run_demo(client: Client) -> None:

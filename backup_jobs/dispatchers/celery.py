@@ -100,3 +100,15 @@ class CeleryDispatcher:
         except redis.RedisError as exc:
             raise translate(str(self._app.conf.broker_url), exc) from exc
         return task_id
+
+    def answering(self, nodes: list[str], timeout: float) -> set[str]:
+        """Which of the Celery ``nodes`` answer a control ping within ``timeout`` seconds."""
+        try:
+            replies = self._app.control.ping(destination=nodes, timeout=timeout) or []
+        except (OperationalError, redis.RedisError):
+            return set()
+        return {node for reply in replies for node in reply}
+
+    def close(self) -> None:
+        """Release the app's broker connections."""
+        self._app.close()

@@ -1,31 +1,35 @@
-"""Start and stop the service's processes: embedded server, Celery worker, beat and Flower.
+"""The service's processes: their commands, their environment, and starting and stopping one.
 
-The commands are the ones the ``Procfile`` runs (a test holds them equal); each process gets
-its own process group so that stopping the stack leaves nothing running.
+The commands are the ones the ``Procfile`` runs (a test holds them equal). Each process gets
+its own session, so that stopping it stops everything it started, and is told by the kernel
+to die with its parent (``PR_SET_PDEATHSIG``, Linux): a ``backup-jobs up`` killed with
+SIGKILL leaves nothing running behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from backup_jobs import wire
-from backup_jobs.runtime import embedded
-from backup_jobs.settings import Settings
+from backup_jobs.settings import PREFIX, Settings
 
 # SIGTERM asks Celery for a warm shutdown; after this long the process group is killed.
 STOP_GRACE_SECONDS = 15.0
 # Threads of the tick consumer.
 TICK_CONCURRENCY = 2
+# prctl(2) option: the signal a process receives when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 def celery_command(*args: str) -> list[str]:
@@ -38,8 +42,24 @@ def flower_config_path() -> Path:
     return Path(__file__).resolve().parents[2] / "workers" / "flowerconfig.py"
 
 
-def process_commands(settings: Settings) -> dict[str, list[str]]:
+def node_names() -> dict[str, str]:
+    """Fresh Celery node names for the job worker and the tick consumer.
+
+    Unique, so that several machines never clash, and known in advance, so that ``up`` can
+    ping exactly its own workers.
+    """
+    host = socket.gethostname()
+    return {
+        "worker": f"backup-jobs-{uuid.uuid4().hex[:8]}@{host}",
+        "ticks": f"backup-jobs-ticks-{uuid.uuid4().hex[:8]}@{host}",
+    }
+
+
+def process_commands(
+    settings: Settings, nodes: dict[str, str] | None = None
+) -> dict[str, list[str]]:
     """The worker, tick consumer, beat and Flower commands, as the Procfile has them."""
+    nodes = nodes or node_names()
     return {
         "worker": celery_command(
             "worker",
@@ -51,7 +71,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
             "--concurrency",
             str(settings.worker_concurrency),
             "--hostname",
-            f"backup-jobs-{uuid.uuid4().hex[:8]}@%h",
+            nodes["worker"],
             "--loglevel",
             "INFO",
         ),
@@ -66,7 +86,7 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
             "--concurrency",
             str(TICK_CONCURRENCY),
             "--hostname",
-            f"backup-jobs-ticks-{uuid.uuid4().hex[:8]}@%h",
+            nodes["ticks"],
             "--loglevel",
             "INFO",
         ),
@@ -81,103 +101,52 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     }
 
 
-@dataclass
-class Stack:
-    """The running processes of one deployment on this machine."""
+# What each process receives when its parent dies. The job worker is killed: its prefork
+# children get SIGKILL from billiard anyway, and a killed attempt is reaped and retried.
+# The others stop cleanly (the server flushes its AOF).
+DEATH_SIGNALS = {"worker": signal.SIGKILL}
 
-    settings: Settings
-    redis_url: str
-    server: embedded.EmbeddedServer | None = None
-    server_process: subprocess.Popen[bytes] | None = None
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    @property
-    def flower_url(self) -> str:
-        """Where Flower answers."""
-        return f"http://{self.settings.flower_address}:{self.settings.flower_port}"
-
-    @property
-    def log_dir(self) -> Path:
-        """Where each process writes its log."""
-        return self.settings.data_dir / "logs"
+def death_signal(name: str) -> signal.Signals:
+    """The signal process ``name`` receives when the process that started it dies."""
+    return DEATH_SIGNALS.get(name, signal.SIGTERM)
 
 
 def child_environment(
-    settings: Settings, redis_url: str, extra: dict[str, str] | None = None
+    settings: Settings, redis_url: str | None, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of worker, beat and Flower: this one, pinned to the server and dirs."""
+    """The environment of worker, beat and Flower: this one, pinned to the server and dirs.
+
+    Without ``redis_url`` (the embedded server) the children find the server and its
+    password in the data dir, as every other command does: the password stays out of the
+    environment.
+    """
     env = dict(os.environ)
+    env.pop(f"{PREFIX}REDIS_URL", None)
     env.update(
         {
-            "BACKUP_JOBS_REDIS_URL": redis_url,
-            "BACKUP_JOBS_DATA_DIR": str(settings.data_dir.resolve()),
-            "BACKUP_JOBS_FLEET_DIR": str(settings.fleet_dir.resolve()),
-            "BACKUP_JOBS_VAULT_DIR": str(settings.vault_dir.resolve()),
+            f"{PREFIX}DATA_DIR": str(settings.data_dir.resolve()),
+            f"{PREFIX}FLEET_DIR": str(settings.fleet_dir.resolve()),
+            f"{PREFIX}VAULT_DIR": str(settings.vault_dir.resolve()),
         }
     )
+    if redis_url:
+        env[f"{PREFIX}REDIS_URL"] = redis_url
     env.update(extra or {})
     return env
 
 
-def start_stack(
-    settings: Settings, with_flower: bool = True, extra_env: dict[str, str] | None = None
-) -> Stack:
-    """Start the embedded server (unless a URL is set), a worker, beat and Flower."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.redis_url:
-        stack = Stack(settings, settings.redis_url)
-    else:
-        server, process = embedded.start(settings.data_dir)
-        stack = Stack(settings, server.url, server, process)
-    try:
-        stack.log_dir.mkdir(parents=True, exist_ok=True)
-        env = child_environment(settings, stack.redis_url, extra_env)
-        for name, command in process_commands(settings).items():
-            if name == "flower" and not with_flower:
-                continue
-            stack.processes[name] = _spawn(command, env, stack.log_dir / f"{name}.log")
-    except BaseException:
-        stop_stack(stack)
-        raise
-    return stack
-
-
-def stop_stack(stack: Stack) -> None:
-    """Stop every process of the stack, then the embedded server."""
-    for process in stack.processes.values():
-        _signal_group(process, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for process in stack.processes.values():
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
-            process.wait()
-    if stack.server is not None:
-        embedded.stop(stack.server, stack.server_process, stack.settings.data_dir)
-
-
-def exited(stack: Stack) -> list[str]:
-    """Names of the stack's processes that have exited."""
-    return [name for name, process in stack.processes.items() if process.poll() is not None]
-
-
-def wait_for_http(url: str, timeout: float) -> bool:
-    """True once ``url`` answers at all (any HTTP status), False after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback URL
-                return True
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            time.sleep(0.2)
-    return False
-
-
-def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
+def spawn(
+    command: list[str],
+    *,
+    log: Path | None,
+    dies_with: signal.Signals,
+    env: dict[str, str] | None = None,
+    umask: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a session of its own, logging to ``log``, dying with its parent."""
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(log, "ab")) if log else subprocess.DEVNULL
         return subprocess.Popen(
             command,
             env=env,
@@ -185,9 +154,76 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_child_setup(dies_with, umask),  # noqa: PLW1509 - no threads in `up`
         )
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
+def _child_setup(dies_with: signal.Signals, umask: int | None) -> Callable[[], None]:
+    """What the child runs between fork and exec: its umask and its parent-death signal."""
+    set_death_signal = _death_signal_setter()
+    parent = os.getpid()
+
+    def setup() -> None:
+        if umask is not None:
+            os.umask(umask)
+        if set_death_signal is not None:
+            set_death_signal(dies_with)
+            # The parent may have died between fork and prctl: then no signal would come.
+            if os.getppid() != parent:
+                os.kill(os.getpid(), dies_with)
+
+    return setup
+
+
+def _death_signal_setter() -> Callable[[int], None] | None:
+    """``prctl(PR_SET_PDEATHSIG, sig)`` on Linux (libc loaded before the fork), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_death_signal(sig: int) -> None:
+        prctl(PR_SET_PDEATHSIG, sig)
+
+    return set_death_signal
+
+
+def terminate(processes: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop processes together: SIGTERM each session, SIGKILL what is left after ``grace``.
+
+    Each is reaped, and whatever it started that outlived it is killed with its group.
+    """
+    for process in processes:
+        signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        signal_group(process, signal.SIGKILL)
+
+
+def signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal the process group a process leads (it and everything it started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
+
+
+# Prefixes that say when and where, not what: Celery's "[time: LEVEL/Process]" and Valkey's
+# "pid:role date time level-mark".
+_LOG_PREFIXES = re.compile(
+    r"^(\[\d{4}-\d\d-\d\d [\d:,.]+: \w+/[\w-]+\] |\d+:[A-Z] \d+ \w+ \d{4} [\d:.]+ [.*#-] )"
+)
+
+
+def last_log_line(log: Path, offset: int = 0) -> str:
+    """The last non-empty line written to ``log`` after ``offset``: usually why it exited."""
+    try:
+        with open(log, "rb") as source:
+            source.seek(offset)
+            text = source.read().decode(errors="replace")
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return _LOG_PREFIXES.sub("", lines[-1]) if lines else "it logged nothing"

@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from backup_jobs.errors import ConfigurationError
 from backup_jobs.models import JobStatus
 from backup_jobs.runtime import embedded, processes
-from tests.harness import Cluster, demo_fleet, eventually
+from backup_jobs.settings import Settings
+from tests.harness import Cluster, demo_fleet, eventually, run_cli
+from tests.up import http_status, stack_env
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
@@ -49,7 +52,7 @@ def flower(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        assert processes.wait_for_http(base, 60)
+        eventually(lambda: http_status(base), 60)
         eventually(lambda: _get(f"{base}/api/workers?refresh=1", AUTH), 30, 0.5)
         yield base
     finally:
@@ -98,3 +101,46 @@ def test_a_failed_attempt_shows_as_failed_in_flower_with_its_error_and_ticks_do_
     assert "VMNotRunning" in task["exception"] and "Start the virtual machine" in task["exception"]
     assert not [t for t in every.values() if str(t.get("name", "")).startswith("backup_jobs.tick")]
     assert workers  # the tick consumer answers too, but sends no task events
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused start prints (and no traceback)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_backup_jobs_flower_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("flower", env=stack_env(tmp_path / "data"), cwd=tmp_path, timeout=60)
+
+    assert result.returncode == ConfigurationError().exit_code
+    assert "no embedded server runs for data dir" in _one_error_line(result)
+
+
+def test_backup_jobs_flower_beyond_loopback_without_a_password_is_refused_before_it_starts(
+    redis_base_url: str, tmp_path: Path
+) -> None:
+    env = stack_env(tmp_path / "data", redis_url=redis_base_url, flower_address="0.0.0.0")  # noqa: S104
+
+    result = run_cli("flower", env=env, cwd=tmp_path, timeout=60)
+
+    assert result.returncode == ConfigurationError().exit_code
+    assert "Flower would listen on 0.0.0.0 without a password" in _one_error_line(result)
+
+
+def test_flower_run_by_hand_with_our_config_refuses_exposure_in_one_line(tmp_path: Path) -> None:
+    # As a unit or a Procfile runs it: `celery -A workers flower --conf=workers/flowerconfig.py`.
+    env = stack_env(
+        tmp_path / "data",
+        redis_url=f"redis://127.0.0.1:{embedded.free_port()}/0",
+        flower_address="0.0.0.0",  # noqa: S104 - what is refused
+    )
+    command = processes.process_commands(Settings.from_env({}))["flower"]
+
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == ConfigurationError().exit_code
+    assert "without a password" in _one_error_line(result)
+    assert len(result.stderr.strip().splitlines()) == 1

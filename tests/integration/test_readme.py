@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from backup_jobs.runtime import embedded
-from tests.harness import REPO, eventually, stack_env, start_up
+from tests.harness import REPO
+from tests.up import Up, stack_env
 
 
 def _using_it_blocks() -> tuple[list[str], str]:
@@ -43,14 +42,13 @@ def test_the_readme_using_it_examples_run_in_order_as_written(tmp_path: Path) ->
     lines, python = _using_it_blocks()
     data = tmp_path / "data"
     env = stack_env(data)
-    up = start_up(env, tmp_path)
+    up = Up(env, tmp_path)
     try:
-        eventually(lambda: embedded.find(data), 60)
+        up.wait_for("Running", 120)
         shell = _run(["bash", "-c", "set -e\n" + "\n".join(lines)], env, tmp_path)
         script = _run([sys.executable, "-c", python], env, tmp_path)
     finally:
-        up.send_signal(signal.SIGINT)
-        up.communicate(timeout=60)
+        up.stop()
 
     assert len(lines) >= 6 and any("job show" in line for line in lines)
     assert shell.returncode == 0, shell.stdout + shell.stderr

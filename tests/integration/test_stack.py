@@ -6,22 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from backup_jobs.client import Client
+from backup_jobs.errors import ConfigurationError
 from backup_jobs.models import JobStatus
 from backup_jobs.providers.local_demo import create_demo_fleet
-from backup_jobs.runtime import embedded, processes
-from tests.harness import REPO, eventually, run_cli, stack_env, start_up
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from backup_jobs.runtime import embedded
+from backup_jobs.settings import redact_url
+from tests.harness import REPO, eventually, run_cli
+from tests.up import Up, http_status, running, stack_env, using
 
 
 def test_demo_registers_every_vm_prints_both_tables_and_leaves_nothing_running(
@@ -43,7 +37,7 @@ def test_demo_registers_every_vm_prints_both_tables_and_leaves_nothing_running(
     ):
         assert code in out, code
     assert "not in the vault's region" in out
-    assert embedded.find(tmp_path / "data") is None
+    assert embedded.find(tmp_path / "data") is None and not using(tmp_path / "data")
 
 
 def test_up_serves_other_commands_through_its_state_file_and_stops_on_ctrl_c(
@@ -51,25 +45,22 @@ def test_up_serves_other_commands_through_its_state_file_and_stops_on_ctrl_c(
 ) -> None:
     data = tmp_path / "data"
     env = stack_env(data)
-    up = start_up(env, tmp_path)
+    up = Up(env, tmp_path)
     try:
-        assert up.stdout is not None
-        lines = [up.stdout.readline() for _ in range(4)]
-        server = eventually(lambda: embedded.find(data), 30)
+        flower = up.wait_for("flower  ready", 90)
+        up.wait_for("Running", 30)
+        server = embedded.find(data)
         assert run_cli("fleet", "create-demo", env=env, cwd=tmp_path).returncode == 0
         discovered = run_cli("vm", "discover", "--wait", env=env, cwd=tmp_path)
         registered = run_cli("vm", "register", "cs-app/app01", "--wait", env=env, cwd=tmp_path)
-        assert processes.wait_for_http(f"http://127.0.0.1:{env['BACKUP_JOBS_FLOWER_PORT']}", 30)
     finally:
-        up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=60)
+        code = up.stop()
 
-    assert any("Flower: http://127.0.0.1:" in line for line in lines)
-    assert any("(embedded)" in line for line in lines)
+    assert f"http://127.0.0.1:{env['BACKUP_JOBS_FLOWER_PORT']}" in flower
     assert discovered.returncode == 0 and registered.returncode == 0, registered.stderr
-    assert up.returncode == 0 and "Stopped." in rest
-    assert not _alive(server.pid)
-    assert embedded.find(data) is None
+    assert code == 0 and up.lines[-2:] == ["Stopping...", "Stopped."]
+    assert server is not None and not running(server.pid)
+    assert embedded.find(data) is None and not using(data)
     assert (data / "valkey" / "appendonlydir").is_dir()
 
 
@@ -99,7 +90,7 @@ def test_procfile_under_honcho_runs_the_whole_stack(tmp_path: Path) -> None:
         create_demo_fleet(tmp_path / "fleet", client.vault.region)
         assert client.discover().wait(60).status == JobStatus.COMPLETED
         assert client.register(["cs-web/web01"])[0].wait(60).status == JobStatus.COMPLETED
-        assert processes.wait_for_http(f"http://127.0.0.1:{env['BACKUP_JOBS_FLOWER_PORT']}", 60)
+        assert eventually(lambda: http_status(f"http://127.0.0.1:{env['BACKUP_JOBS_FLOWER_PORT']}"))
         assert eventually(
             lambda: (
                 (data / "celerybeat-schedule").exists() or list(data.glob("celerybeat-schedule*"))
@@ -109,25 +100,22 @@ def test_procfile_under_honcho_runs_the_whole_stack(tmp_path: Path) -> None:
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         honcho.wait(timeout=60)
-    time.sleep(0.5)
-    assert not _alive(server.pid), (tmp_path / "honcho.log").read_text()
+    assert eventually(lambda: not running(server.pid), 5), (tmp_path / "honcho.log").read_text()
 
 
 def test_up_uses_the_server_that_backup_jobs_redis_url_names(
     scratch_url: str, tmp_path: Path
 ) -> None:
-    env = {**stack_env(tmp_path / "data"), "BACKUP_JOBS_REDIS_URL": scratch_url}
-    up = start_up(env, tmp_path, "--no-flower")
+    env = stack_env(tmp_path / "data", redis_url=scratch_url)
+    up = Up(env, tmp_path, "up", "--no-flower")
     try:
-        assert up.stdout is not None
-        first = up.stdout.readline()
+        up.wait_for("Running", 90)
         run_cli("fleet", "create-demo", env=env, cwd=tmp_path)
         discovered = run_cli("vm", "discover", "--wait", env=env, cwd=tmp_path)
     finally:
-        up.send_signal(signal.SIGINT)
-        up.communicate(timeout=60)
+        up.stop()
 
-    assert first.strip() == f"Redis:  {scratch_url}"
+    assert up.lines[0] == f"redis   ready ({redact_url(scratch_url)}, BACKUP_JOBS_REDIS_URL)"
     assert discovered.returncode == 0, discovered.stderr
     assert embedded.find(tmp_path / "data") is None
     assert not (tmp_path / "data" / "valkey").exists()
@@ -141,5 +129,6 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     finally:
         embedded.stop(server, process, data)
 
-    assert result.returncode == 8
+    assert result.returncode == ConfigurationError().exit_code
     assert "already runs for data dir" in result.stderr and f"pid {server.pid}" in result.stderr
+    assert f"started by pid {os.getpid()}" in result.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from backup_jobs import connection
 from backup_jobs.cli import render
 from backup_jobs.cli.common import echo_refusals, outcome
 from backup_jobs.cli.main import cli
@@ -92,13 +93,13 @@ def test_a_state_file_of_a_dead_server_is_ignored(tmp_path: Path) -> None:
 
     assert embedded.find(tmp_path) is None
     with pytest.raises(ConfigurationError, match="no embedded server runs"):
-        embedded.resolve_redis_url(Settings(data_dir=tmp_path))
+        connection.resolve_redis_url(Settings(data_dir=tmp_path))
 
 
 def test_the_redis_url_setting_wins_over_the_state_file(tmp_path: Path) -> None:
     settings = Settings(redis_url="redis://127.0.0.1:6399/3", data_dir=tmp_path)
 
-    assert embedded.resolve_redis_url(settings) == "redis://127.0.0.1:6399/3"
+    assert connection.resolve_redis_url(settings) == "redis://127.0.0.1:6399/3"
 
 
 def test_redacted_urls_keep_everything_but_the_password() -> None:

@@ -48,10 +48,14 @@ def test_redis_conf_gives_append_only_persistence_and_no_eviction(tmp_path: Path
     assert config == {"appendonly": "yes", "maxmemory-policy": "noeviction", "save": ""}
 
 
-def _exec_start(unit: str) -> list[str]:
+def _service(unit: str) -> configparser.SectionProxy:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read(DEPLOY / "systemd" / unit)
-    return shlex.split(parser["Service"]["ExecStart"])
+    return parser["Service"]
+
+
+def _exec_start(unit: str) -> list[str]:
+    return shlex.split(_service(unit)["ExecStart"])
 
 
 def test_systemd_units_run_the_same_processes_as_backup_jobs_up() -> None:
@@ -66,3 +70,14 @@ def test_systemd_units_run_the_same_processes_as_backup_jobs_up() -> None:
         options = {a for a in expected if a.startswith("--")} - {"--hostname"}
         assert options == {a for a in unit if a.startswith("--")}
     assert _exec_start("backup-jobs-flower.service")[1:] == ["flower"]
+
+
+def test_every_unit_restarts_always_and_keeps_its_files_and_password_private() -> None:
+    units = sorted(path.name for path in (DEPLOY / "systemd").glob("*.service"))
+    for unit in units:
+        service = _service(unit)
+
+        assert service["Restart"] == "always", unit
+        assert service["UMask"] == "0077", unit
+        assert service["EnvironmentFile"] == "/etc/backup-jobs/env", unit
+    assert len(units) == 4

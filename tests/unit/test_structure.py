@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +51,53 @@ def test_domain_modules_import_neither_celery_nor_redis() -> None:
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == ""
+
+
+# Production wiring: what runs on every machine, with or without the embedded server.
+WIRING_FILES = [
+    REPO / "backup_jobs" / "client.py",
+    REPO / "backup_jobs" / "connection.py",
+    *sorted((REPO / "workers").glob("*.py")),
+]
+WIRING_MODULES = ["backup_jobs.client", "backup_jobs.connection", "workers", "workers.root"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, lazy imports inside functions included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_production_wiring_imports_nothing_of_the_embedded_server_code() -> None:
+    offenders = [
+        f"{path.relative_to(REPO)}: {module}"
+        for path in WIRING_FILES
+        for module in sorted(_imported_modules(path))
+        if module.startswith("backup_jobs.runtime")
+    ]
+
+    assert offenders == []
+
+
+def test_the_worker_app_and_the_client_load_without_the_runtime_package() -> None:
+    code = (
+        "import sys\n"
+        f"for name in {WIRING_MODULES!r}: __import__(name)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('backup_jobs.runtime'))))\n"
+    )
+    # The worker app resolves its URL at import (nothing is sent): give it one.
+    env = {**os.environ, "BACKUP_JOBS_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=REPO
     )
 
     assert result.stdout.strip() == ""
