@@ -137,7 +137,10 @@ class Vault:
         """Committed recovery points (of one VM), oldest first."""
         found = []
         for path in sorted((self.root / "manifests").glob("*.json")):
-            manifest = self.manifest(path.stem)
+            try:
+                manifest = self.manifest(path.stem)
+            except RecoveryPointNotFound:
+                continue  # pruned between the listing and the read
             if vm is None or manifest.vm == vm:
                 found.append(manifest)
         return found

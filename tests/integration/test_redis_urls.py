@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,25 +20,29 @@ def _port(url: str) -> int:
 @pytest.mark.parametrize(
     ("make_url", "error", "says"),
     [
-        (lambda port: "garbage", errors.ConfigurationError, "the scheme must be one of"),
-        (lambda port: f"http://127.0.0.1:{port}/0", errors.ConfigurationError, "not 'http'"),
-        (lambda port: "redis://127.0.0.1:99999/0", errors.ConfigurationError, "Port out of range"),
-        (lambda port: "redis://127.0.0.1:0/0", errors.ConfigurationError, "port 0"),
-        (lambda port: f"redis://127.0.0.1:{port}/x", errors.ConfigurationError, "not a number"),
-        (lambda port: f"redis://127.0.0.1:{port}/9999", errors.ConfigurationError, "database"),
-        (lambda port: "redis://127.0.0.1:1/0", errors.RedisUnavailable, "Connection refused"),
-        (lambda port: "unix:///nowhere.sock", errors.RedisUnavailable, "No such file"),
+        (lambda url: "garbage", errors.ConfigurationError, "the scheme must be one of"),
+        (lambda url: f"http://127.0.0.1:{_port(url)}/0", errors.ConfigurationError, "not 'http'"),
+        (lambda url: "redis://127.0.0.1:99999/0", errors.ConfigurationError, "Port out of range"),
+        (lambda url: "redis://127.0.0.1:0/0", errors.ConfigurationError, "port 0"),
+        (
+            lambda url: f"redis://127.0.0.1:{_port(url)}/x",
+            errors.ConfigurationError,
+            "not a number",
+        ),
+        (lambda url: f"{url.rsplit('/', 1)[0]}/9999", errors.ConfigurationError, "database"),
+        (lambda url: "redis://127.0.0.1:1/0", errors.RedisUnavailable, "Connection refused"),
+        (lambda url: "unix:///nowhere.sock", errors.RedisUnavailable, "No such file"),
     ],
     ids=["garbage", "http", "port-range", "port-0", "db-name", "db-range", "refused", "socket"],
 )
 def test_a_bad_redis_url_is_one_line_naming_the_variable(
     scratch_url: str,
     tmp_path: Path,
-    make_url: object,
+    make_url: Callable[[str], str],
     error: type[errors.BackupJobsError],
     says: str,
 ) -> None:
-    url = make_url(_port(scratch_url))  # type: ignore[operator]
+    url = make_url(scratch_url)
     env = {**os.environ, "BACKUP_JOBS_REDIS_URL": url, "BACKUP_JOBS_DATA_DIR": str(tmp_path)}
 
     result = run_cli("vm", "list", env=env)
