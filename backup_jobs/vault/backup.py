@@ -3,6 +3,11 @@
 Streaming and parallel: each chunk is read with ``pread``, checked for zeros, hashed, and (if
 new) compressed, encrypted and written by a pool of threads, a bounded window at a time. Holes
 are never read. Progress is reported between chunks, and the cancel check runs there too.
+
+Changed-block incrementals: a disk may come with the byte ranges changed since a given earlier
+recovery point (a hypervisor's changed-block tracking). If that point is the one the backup
+builds on, a chunk outside every changed range is not read at all: its digest is taken from
+that point's index (if the chunk is still in the store; a quarantined one is read again).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backup_jobs.errors import Cancelled
+from backup_jobs.errors import Cancelled, VaultIntegrityError
 from backup_jobs.vault.format import (
     ZERO_DIGEST,
     DiskIndex,
@@ -24,7 +29,8 @@ from backup_jobs.vault.format import (
 )
 from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
-from backup_jobs.vault.sparse import ExtentMap, data_extents
+from backup_jobs.vault.source import FileImage, ImageReader
+from backup_jobs.vault.sparse import ExtentMap
 
 # Hashing, zstd and AES release the GIL, and every new chunk waits on an fsync: more threads
 # than cores keep both the CPUs and the disk busy.
@@ -33,10 +39,33 @@ DEFAULT_THREADS = max(4, min(8, 2 * (os.cpu_count() or 2)))
 
 @dataclass(frozen=True)
 class DiskSource:
-    """One image to back up: its name in the recovery point and its file."""
+    """One image to back up: its name in the recovery point and its file or reader.
+
+    ``changed``: the byte ranges changed since recovery point ``changed_since`` (None: unknown,
+    read everything). The backup closes the reader when it is done with it.
+    """
 
     name: str
-    path: Path
+    path: Path | None = None
+    reader: ImageReader | None = None
+    changed: tuple[tuple[int, int], ...] | None = None
+    changed_since: str | None = None
+
+    def open(self) -> ImageReader:
+        """The reader of this image (a file is opened here)."""
+        if self.reader is not None:
+            return self.reader
+        if self.path is None:
+            raise ValueError(f"disk {self.name} has neither a path nor a reader")
+        return FileImage(self.path)
+
+
+@dataclass
+class _Base:
+    """The earlier point a disk builds on: its id and its index of that disk."""
+
+    point: str
+    index: DiskIndex
 
 
 @dataclass
@@ -58,12 +87,25 @@ class BackupRequest:
 class _Tally:
     stored_chunks: int = 0
     new_bytes: int = 0
+    read_chunks: int = 0
+    reused_chunks: int = 0
 
 
 def backup(vault: Vault, request: BackupRequest) -> Manifest:
     """Back up every disk and commit one recovery point; ``Cancelled`` leaves none."""
     rp_id = new_recovery_point_id()
-    total = sum(os.stat(d.path).st_size for d in request.disks)
+    readers = [disk.open() for disk in request.disks]
+    try:
+        return _backup(vault, rp_id, request, readers)
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _backup(
+    vault: Vault, rp_id: str, request: BackupRequest, readers: list[ImageReader]
+) -> Manifest:
+    total = sum(reader.size for reader in readers)
     done = [0]
 
     def advance(nbytes: int) -> None:
@@ -73,9 +115,11 @@ def backup(vault: Vault, request: BackupRequest) -> Manifest:
     with vault.writer_lease() as refresh:
         entries = []
         history = vault.manifests(request.vm)  # read once, not once per disk
-        for disk in request.disks:
-            previous = vault.previous_index(history, disk.name)
-            entries.append(_backup_disk(vault, rp_id, disk, previous, request, advance, refresh))
+        for disk, reader in zip(request.disks, readers, strict=True):
+            base = _base(vault, history, disk.name)
+            entries.append(
+                _backup_disk(vault, rp_id, disk, reader, base, request, advance, refresh)
+            )
         vault.fault("indexes_written")
         vault.store.sync()
         manifest = Manifest(
@@ -94,65 +138,92 @@ def backup(vault: Vault, request: BackupRequest) -> Manifest:
     return manifest
 
 
+def _base(vault: Vault, history: list[Manifest], disk: str) -> _Base | None:
+    """The newest readable index of ``disk`` among a VM's points, and its point."""
+    for manifest in reversed(history):
+        for entry in manifest.disks:
+            if entry.name == disk:
+                try:
+                    return _Base(manifest.id, vault.read_index(manifest, entry))
+                except VaultIntegrityError:
+                    return None
+    return None
+
+
+def _reusable(
+    vault: Vault, disk: DiskSource, base: _Base | None, size: int
+) -> tuple[ExtentMap, DiskIndex] | None:
+    """The changed ranges and the index to take unchanged chunks from, if they can be trusted."""
+    if disk.changed is None or base is None or disk.changed_since != base.point:
+        return None
+    if base.index.chunk_size != vault.chunk_size or base.index.image_size != size:
+        return None
+    return ExtentMap(sorted(disk.changed)), base.index
+
+
 def _backup_disk(
     vault: Vault,
     rp_id: str,
     disk: DiskSource,
-    previous: DiskIndex | None,
+    reader: ImageReader,
+    base: _Base | None,
     request: BackupRequest,
     advance: Callable[[int], None],
     refresh: Callable[[], None],
 ) -> ManifestDisk:
     chunk_size = vault.chunk_size
+    previous = base.index if base else None
     known = set(previous.digests) if previous and previous.chunk_size == chunk_size else set()
     tally = _Tally()
-    fd = os.open(disk.path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        count = chunk_count(size, chunk_size)
-        extents = ExtentMap(data_extents(fd, size))
-        digests = [ZERO_DIGEST] * count
-        with_data = []
-        for i in range(count):
-            start, end = i * chunk_size, min((i + 1) * chunk_size, size)
-            if extents.has_data(start, end):
-                with_data.append(i)
-            else:
-                advance(end - start)
-        zero = bytes(chunk_size)
+    size = reader.size
+    count = chunk_count(size, chunk_size)
+    extents = ExtentMap(reader.data_extents())
+    reuse = _reusable(vault, disk, base, size)
+    digests = [ZERO_DIGEST] * count
+    to_read = []
+    for i in range(count):
+        start, end = i * chunk_size, min((i + 1) * chunk_size, size)
+        if not extents.has_data(start, end):
+            advance(end - start)
+        elif reuse and not reuse[0].has_data(start, end) and _stored(vault, reuse[1].digests[i]):
+            digests[i] = reuse[1].digests[i]
+            tally.reused_chunks += 1
+            advance(end - start)
+        else:
+            to_read.append(i)
+    zero = bytes(chunk_size)
 
-        def store_chunk(i: int) -> tuple[bytes, int]:
-            length = min(chunk_size, size - i * chunk_size)
-            data = os.pread(fd, length, i * chunk_size)
-            if len(data) != length:
-                raise OSError(f"{disk.path} shrank while it was read")
-            if data == (zero if length == chunk_size else bytes(length)):
-                return ZERO_DIGEST, 0
-            digest = vault.codec.digest(data)
-            name = digest.hex()
-            if vault.store.exists(name):  # checked even when known: verify may have quarantined it
-                if digest not in known:  # a committed index keeps known chunks alive already
-                    vault.store.touch(name)
-                return digest, 0
-            blob = vault.codec.encode(data, digest)
-            stored = sum(len(part) for part in blob)
-            return digest, stored if vault.store.put(name, blob) else 0
+    def store_chunk(i: int) -> tuple[bytes, int]:
+        length = min(chunk_size, size - i * chunk_size)
+        data = reader.pread(length, i * chunk_size)
+        if len(data) != length:
+            raise OSError(f"disk {disk.name} shrank while it was read")
+        if data == (zero if length == chunk_size else bytes(length)):
+            return ZERO_DIGEST, 0
+        digest = vault.codec.digest(data)
+        name = digest.hex()
+        if vault.store.exists(name):  # checked even when known: verify may have quarantined it
+            if digest not in known:  # a committed index keeps known chunks alive already
+                vault.store.touch(name)
+            return digest, 0
+        blob = vault.codec.encode(data, digest)
+        stored = sum(len(part) for part in blob)
+        return digest, stored if vault.store.put(name, blob) else 0
 
-        def check_cancel() -> None:
-            if request.should_cancel():
-                raise Cancelled(request.vm)
-            refresh()
+    def check_cancel() -> None:
+        if request.should_cancel():
+            raise Cancelled(request.vm)
+        refresh()
 
-        for i, (digest, new_bytes) in bounded_map(
-            store_chunk, with_data, request.threads, before_each=check_cancel
-        ):
-            digests[i] = digest
-            if new_bytes:
-                tally.stored_chunks += 1
-                tally.new_bytes += new_bytes
-            advance(min(chunk_size, size - i * chunk_size))
-    finally:
-        os.close(fd)
+    for i, (digest, new_bytes) in bounded_map(
+        store_chunk, to_read, request.threads, before_each=check_cancel
+    ):
+        digests[i] = digest
+        tally.read_chunks += 1
+        if new_bytes:
+            tally.stored_chunks += 1
+            tally.new_bytes += new_bytes
+        advance(min(chunk_size, size - i * chunk_size))
     index = DiskIndex(size, chunk_size, tuple(digests))
     path, sha = vault.write_index(rp_id, disk.name, index)
     return ManifestDisk(
@@ -164,4 +235,10 @@ def _backup_disk(
         chunks=count,
         stored_chunks=tally.stored_chunks,
         new_bytes=tally.new_bytes,
+        read_chunks=tally.read_chunks,
     )
+
+
+def _stored(vault: Vault, digest: bytes) -> bool:
+    """True if a chunk taken from an earlier index is there (zero chunks always are)."""
+    return digest == ZERO_DIGEST or vault.store.exists(digest.hex())

@@ -132,6 +132,9 @@ class ManifestDisk:
     chunks: int
     stored_chunks: int
     new_bytes: int
+    # Chunks this backup read from the disk (None in manifests written before it was kept):
+    # fewer than the chunks with data when changed-block tracking spared the rest.
+    read_chunks: int | None = None
 
 
 @dataclass(frozen=True)

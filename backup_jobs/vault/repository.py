@@ -189,17 +189,6 @@ class Vault:
         except FormatError as exc:
             raise VaultIntegrityError(manifest.id, f"{where}: {exc}") from exc
 
-    def previous_index(self, history: list[Manifest], disk: str) -> DiskIndex | None:
-        """The newest committed index of a disk in a VM's ``manifests``, for incrementals."""
-        for manifest in reversed(history):
-            for entry in manifest.disks:
-                if entry.name == disk:
-                    try:
-                        return self.read_index(manifest, entry)
-                    except VaultIntegrityError:
-                        break
-        return None
-
     # --- writer leases ------------------------------------------------------------------------
 
     @contextmanager
