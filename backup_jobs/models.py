@@ -76,6 +76,14 @@ FINAL_STATUSES = frozenset(
 )
 
 
+class Consistency(ParsedEnum):
+    """How consistent a recovery point is (the seed's "Consistency of recovery points")."""
+
+    APPLICATION = "ApplicationConsistent"
+    FILE_SYSTEM = "FileSystemConsistent"
+    CRASH = "CrashConsistent"
+
+
 class RegistrationState(StrEnum):
     """Registration of one VM with the vault."""
 

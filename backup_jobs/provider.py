@@ -5,6 +5,11 @@ called them maps each to the catalog error for its operation (a failed listing i
 ``DiscoveryInternalError``, a slow install an ``InstallAgentTimeout``, a full disk a
 ``FleetStorageError``).
 
+A backup takes a snapshot (with the best consistency the provider can reach), reads its disks
+through ``ImageReader`` views that writes to the running VM cannot change, asks which ranges
+changed since an earlier snapshot (changed-block tracking; None when the provider cannot
+tell), and releases it.
+
 A side effect on a VM (installing the extension, later snapshots and restores) happens only
 while the job holds the VM's lease and before its deadline: the provider calls the job's
 ``CommitGuard`` immediately before committing, and a provider that can store the fencing token
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from backup_jobs.models import VM
+from backup_jobs.vault.source import ImageReader
 
 
 class ProviderError(Exception):
@@ -58,6 +64,26 @@ class Unreadable:
 
 
 @dataclass(frozen=True)
+class SnapshotDisk:
+    """One disk of a snapshot: its name, size, and its changed-block tracking token."""
+
+    name: str
+    size_bytes: int
+    tracking: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A point-in-time view of a VM's disks, and the consistency it was taken with."""
+
+    id: str
+    vm_id: str
+    consistency: str
+    disks: tuple[SnapshotDisk, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Inventory:
     """What a listing found: the VMs it could read and the ones it could not."""
 
@@ -88,4 +114,32 @@ class Provider(Protocol):
         ``heartbeat`` is called at least every second while the install runs, so the caller can
         keep its lease and notice cancellation; ``guard`` right before the install is committed.
         """
+        ...
+
+    def take_snapshot(
+        self,
+        vm_id: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None],
+        guard: CommitGuard,
+    ) -> Snapshot:
+        """Freeze (if it can), snapshot every disk, thaw; ``ProviderTimeout`` past the deadline.
+
+        The consistency is the best reached: application (the freeze hooks ran), file system
+        (no hooks, or they failed: named in ``warnings``), crash (the VM is stopped).
+        """
+        ...
+
+    def open_disk(self, snapshot: Snapshot, disk: str) -> ImageReader:
+        """A reader of one disk as the snapshot saw it."""
+        ...
+
+    def changed_extents(
+        self, snapshot: Snapshot, disk: str, since: str
+    ) -> list[tuple[int, int]] | None:
+        """Byte ranges of ``disk`` changed since the snapshot whose token was ``since``."""
+        ...
+
+    def release_snapshot(self, snapshot: Snapshot) -> None:
+        """Let go of a snapshot (idempotent)."""
         ...

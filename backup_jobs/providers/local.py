@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -30,9 +31,13 @@ from backup_jobs.provider import (
     ProviderFenced,
     ProviderStorageError,
     ProviderTimeout,
+    Snapshot,
     Unreadable,
 )
+from backup_jobs.providers.local_backup import LocalSnapshots
+from backup_jobs.providers.local_disks import DiskStore, scribble
 from backup_jobs.providers.local_faults import Fault, FaultStore
+from backup_jobs.vault.source import ImageReader
 
 VM_FILE = "vm.json"
 VM_FILE_VERSION = 1
@@ -259,6 +264,35 @@ class LocalFleet:
         self.write(data)
         return data
 
+    def write_disks(
+        self,
+        name: str,
+        disk: str | None = None,
+        *,
+        nbytes: int | None = None,
+        percent: float | None = None,
+        seed: int | None = None,
+    ) -> dict[str, int]:
+        """Write random data at random places of a VM's disks (one, or all): bytes per disk.
+
+        As a running VM would; snapshots taken before keep what they saw, and the disk's
+        changed-block tracking records the ranges.
+        """
+        vm_id = self.resolve(name)
+        data = self.read(vm_id)
+        disks = [d for d in data["disks"] if disk in (None, d["name"])]
+        if not disks:
+            names = ", ".join(d["name"] for d in data["disks"])
+            raise ConfigurationError(detail=f"{vm_id} has no disk {disk!r}; its disks: {names}")
+        store, rng = DiskStore(self.vm_dir(vm_id)), random.Random(seed)
+        written = {}
+        for entry in disks:
+            size = (self.vm_dir(vm_id) / entry["file"]).stat().st_size
+            wanted = nbytes if nbytes is not None else int(size * (percent or 0) / 100)
+            ranges = scribble(store, entry["file"], size, wanted, rng)
+            written[entry["name"]] = sum(end - start for start, end in ranges)
+        return written
+
     def delete_vm(self, name: str) -> str:
         """Delete a VM and its disks from the fleet; returns its id."""
         vm_id = self.resolve(name)
@@ -299,6 +333,31 @@ class LocalProvider:
     def __init__(self, fleet: LocalFleet, sleep: Callable[[float], None] = time.sleep) -> None:
         self.fleet = fleet
         self._sleep = sleep
+        self._snapshots = LocalSnapshots(fleet.vm_dir, fleet.read, fleet.faults, sleep)
+
+    def take_snapshot(
+        self,
+        vm_id: str,
+        timeout_seconds: float,
+        heartbeat: Callable[[], None],
+        guard: CommitGuard,
+    ) -> Snapshot:
+        """Freeze if the VM can, snapshot its disks copy-on-write, thaw."""
+        return self._snapshots.take(vm_id, timeout_seconds, heartbeat, guard)
+
+    def open_disk(self, snapshot: Snapshot, disk: str) -> ImageReader:
+        """A reader of one disk as the snapshot saw it."""
+        return self._snapshots.open_disk(snapshot, disk)
+
+    def changed_extents(
+        self, snapshot: Snapshot, disk: str, since: str
+    ) -> list[tuple[int, int]] | None:
+        """Ranges of ``disk`` changed since the snapshot whose token was ``since``."""
+        return self._snapshots.changed(snapshot, disk, since)
+
+    def release_snapshot(self, snapshot: Snapshot) -> None:
+        """Drop a snapshot."""
+        self._snapshots.release(snapshot)
 
     def list_vms(self) -> Inventory:
         """Every VM of the fleet; a VM whose description cannot be read is named, not fatal."""
