@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from backup_jobs.items import ProtectedItem, RecoveryPointRecord, ScheduleEvent
 from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
+from backup_jobs.policies import Policy
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,97 @@ class LockResult:
     holder: str | None = None
 
 
-class Catalog(Protocol):
+@dataclass(frozen=True)
+class DueRun:
+    """A protected item whose scheduled run is due: its vault, VM and scheduled time."""
+
+    vault: str
+    vm_id: str
+    scheduled_at: datetime
+
+
+class ProtectionRecords(Protocol):
+    """Policies, protected items, their schedule and the recovery-point mirror."""
+
+    def put_policy(self, vault: str, policy: Policy, *, replace: bool = False) -> bool:
+        """Store a policy; False (nothing written) if it exists and ``replace`` is not set."""
+        ...
+
+    def get_policy(self, vault: str, name: str) -> Policy | None:
+        """One policy, or None; ``CorruptRecord`` if unreadable."""
+        ...
+
+    def list_policies(self, vault: str) -> Listing[Policy]:
+        """Every readable policy of a vault, by name."""
+        ...
+
+    def delete_policy(self, vault: str, name: str) -> list[str] | None:
+        """Delete a policy no item uses: None if deleted (or absent), else the VMs using it."""
+        ...
+
+    def policy_items(self, vault: str, name: str) -> list[str]:
+        """The VM ids a policy protects now, sorted."""
+        ...
+
+    def get_item(self, vault: str, vm_id: str) -> ProtectedItem | None:
+        """A protected item, or None; ``CorruptRecord`` if unreadable."""
+        ...
+
+    def list_items(self, vault: str) -> Listing[ProtectedItem]:
+        """Every readable protected item of a vault, by VM id."""
+        ...
+
+    def put_item(
+        self,
+        item: ProtectedItem,
+        fence: Fence | None = None,
+        schedule_at: datetime | None = None,
+    ) -> None:
+        """Replace an item (fenced) and what follows from it, atomically.
+
+        Its policy's set of items, and the schedule: an item whose state is not scheduled
+        leaves it; ``schedule_at`` (re)schedules its next run. ``LeaseLost`` if fenced out.
+        """
+        ...
+
+    def next_run(self, vault: str, vm_id: str) -> datetime | None:
+        """When an item's next scheduled run is, if it is scheduled."""
+        ...
+
+    def schedule(self, vault: str, vm_id: str, at: datetime) -> None:
+        """Set an item's next run (the dispatch tick, after handling a due one)."""
+        ...
+
+    def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
+        """Items whose next run is due at ``now``, earliest first."""
+        ...
+
+    def record_event(self, vault: str, vm_id: str, event: ScheduleEvent) -> None:
+        """Remember a skipped or missed run (the newest few per item; idempotent)."""
+        ...
+
+    def events(self, vault: str, vm_id: str) -> list[ScheduleEvent]:
+        """An item's remembered skipped and missed runs, newest first."""
+        ...
+
+    def set_active_backup(self, vault: str, vm_id: str, job_id: str) -> None:
+        """Remember the newest Backup job started for an item."""
+        ...
+
+    def active_backup(self, vault: str, vm_id: str) -> str | None:
+        """The newest Backup job started for an item, if any."""
+        ...
+
+    def add_recovery_point(self, vault: str, point: RecoveryPointRecord) -> None:
+        """Mirror a committed recovery point."""
+        ...
+
+    def recovery_points(self, vault: str, vm_id: str) -> Listing[RecoveryPointRecord]:
+        """A VM's mirrored recovery points, newest first."""
+        ...
+
+
+class Catalog(ProtectionRecords, Protocol):
     """Stores vaults, VMs and jobs, and arbitrates per-item leases."""
 
     def ping(self) -> None:

@@ -51,6 +51,8 @@ class Operation(ParsedEnum):
 
     DISCOVERY = "Discovery"
     REGISTER = "Register"
+    CONFIGURE_PROTECTION = "ConfigureProtection"
+    BACKUP = "Backup"
 
 
 class JobStatus(ParsedEnum):
@@ -226,12 +228,15 @@ def _disk_dict(disk: Disk) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class VaultConfig:
-    """A vault: its name, region, and where its provider finds the fleet."""
+    """A vault: its name, region, where its provider finds the fleet, where its data lives."""
 
     name: str
     region: str
     provider: str
     fleet_dir: str
+    # Where the recovery points are stored; "" in records written before backups existed
+    # (a worker then uses its own BACKUP_JOBS_VAULT_DIR).
+    vault_dir: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record."""
@@ -240,7 +245,13 @@ class VaultConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VaultConfig:
         """Rebuild from ``to_dict``."""
-        return cls(data["name"], data["region"], data["provider"], data["fleet_dir"])
+        return cls(
+            data["name"],
+            data["region"],
+            data["provider"],
+            data["fleet_dir"],
+            str(data.get("vault_dir", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -281,6 +292,60 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class SubTask:
+    """A step of a job with its own status, times and progress (DESIGN §1, "sub-task")."""
+
+    name: str
+    status: JobStatus = JobStatus.QUEUED
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    bytes_done: int = 0
+    bytes_total: int = 0
+    throughput_bytes_per_second: float | None = None
+
+    @property
+    def progress_percent(self) -> float | None:
+        """How far it got, by bytes; None for a step that does not count bytes."""
+        if self.bytes_total:
+            return round(100.0 * self.bytes_done / self.bytes_total, 1)
+        return 100.0 if self.status == JobStatus.COMPLETED else None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from start to end, once ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at).total_seconds(), 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record."""
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "started_at": to_iso(self.started_at),
+            "ended_at": to_iso(self.ended_at),
+            "duration_seconds": self.duration_seconds,
+            "progress_percent": self.progress_percent,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "throughput_bytes_per_second": self.throughput_bytes_per_second,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubTask:
+        """Rebuild from ``to_dict``."""
+        return cls(
+            name=data["name"],
+            status=JobStatus(data["status"]),
+            started_at=from_iso(data["started_at"]),
+            ended_at=from_iso(data["ended_at"]),
+            bytes_done=data["bytes_done"],
+            bytes_total=data["bytes_total"],
+            throughput_bytes_per_second=data["throughput_bytes_per_second"],
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     """One operation on one item: the source of truth for its status (DESIGN §3)."""
 
@@ -303,6 +368,7 @@ class Job:
     fencing_token: int = 0
     # When the message of the next attempt was last handed to the queue (first send, retry).
     dispatched_at: datetime | None = None
+    subtasks: tuple[SubTask, ...] = ()
 
     @property
     def duration_seconds(self) -> float | None:
@@ -344,6 +410,7 @@ class Job:
             "celery_task_ids": self.celery_task_ids,
             "fencing_token": self.fencing_token,
             "dispatched_at": to_iso(self.dispatched_at),
+            "subtasks": [subtask.to_dict() for subtask in self.subtasks],
         }
 
     @classmethod
@@ -370,6 +437,7 @@ class Job:
             attempts=tuple(Attempt.from_dict(a) for a in data["attempts"]),
             fencing_token=data["fencing_token"],
             dispatched_at=from_iso(data.get("dispatched_at")),
+            subtasks=tuple(SubTask.from_dict(st) for st in data.get("subtasks", [])),
         )
 
 

@@ -23,15 +23,20 @@ TASK_PREFIX = "backup_jobs."
 TASK_NAMES: dict[Operation, str] = {
     Operation.DISCOVERY: TASK_PREFIX + "discovery",
     Operation.REGISTER: TASK_PREFIX + "register",
+    Operation.CONFIGURE_PROTECTION: TASK_PREFIX + "configure_protection",
+    Operation.BACKUP: TASK_PREFIX + "backup",
 }
 TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
 TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
-TICK_TASKS = (TASK_DISPATCH_RETRIES, TASK_REAP, TASK_SWEEP_QUEUED)
+TASK_DISPATCH_BACKUPS = "backup_jobs.tick.dispatch_backups"
+TICK_TASKS = (TASK_DISPATCH_RETRIES, TASK_REAP, TASK_SWEEP_QUEUED, TASK_DISPATCH_BACKUPS)
 
 OPERATION_QUEUES: dict[Operation, str] = {
     Operation.DISCOVERY: QUEUE_CONTROL,
     Operation.REGISTER: QUEUE_CONTROL,
+    Operation.CONFIGURE_PROTECTION: QUEUE_CONTROL,
+    Operation.BACKUP: QUEUE_BACKUP,
 }
 
 
@@ -80,6 +85,58 @@ def fence_key(vault: str, item: str) -> str:
     return f"{KEY_PREFIX}:fence:{vault}:{item}"
 
 
+def policy_key(vault: str, name: str) -> str:
+    """One backup policy of a vault."""
+    return f"{KEY_PREFIX}:policy:{vault}:{name}"
+
+
+def policy_index_key(vault: str) -> str:
+    """The names of a vault's policies."""
+    return f"{KEY_PREFIX}:policies:{vault}"
+
+
+def policy_items_key(vault: str, policy: str) -> str:
+    """The VM ids a policy protects."""
+    return f"{KEY_PREFIX}:policy-items:{vault}:{policy}"
+
+
+def item_key(vault: str, vm_id: str) -> str:
+    """One protected item: the vault's protection state of a VM (written by its jobs)."""
+    return f"{KEY_PREFIX}:item:{vault}:{vm_id}"
+
+
+def item_index_key(vault: str) -> str:
+    """The VM ids of a vault's protected items."""
+    return f"{KEY_PREFIX}:items:{vault}"
+
+
+def item_events_key(vault: str, vm_id: str) -> str:
+    """Scheduled runs of an item that were skipped or missed, by scheduled time."""
+    return f"{KEY_PREFIX}:item-events:{vault}:{vm_id}"
+
+
+def active_backup_key(vault: str, vm_id: str) -> str:
+    """The newest Backup job started for an item (running or not): no pile-up of runs."""
+    return f"{KEY_PREFIX}:active-backup:{vault}:{vm_id}"
+
+
+def schedule_member(vault: str, vm_id: str) -> str:
+    """An item's member in the schedule: ``vault|cloud_service/name``."""
+    return f"{vault}|{vm_id}"
+
+
+def recovery_point_key(vault: str, rp_id: str) -> str:
+    """The catalog's mirror of one recovery point (the manifest is the truth)."""
+    return f"{KEY_PREFIX}:rp:{vault}:{rp_id}"
+
+
+def recovery_points_key(vault: str, vm_id: str) -> str:
+    """A VM's recovery point ids, scored by creation time."""
+    return f"{KEY_PREFIX}:rps:{vault}:{vm_id}"
+
+
+# Protected items by their next scheduled run (epoch seconds): the dispatch tick reads the due.
+SCHEDULE_KEY = f"{KEY_PREFIX}:schedule"
 RETRY_SET_KEY = f"{KEY_PREFIX}:retries"
 IN_PROGRESS_KEY = f"{KEY_PREFIX}:in-progress"
 # Queued jobs by when the sweep should look at them again (a message may never have gone out).

@@ -12,12 +12,13 @@ from datetime import datetime
 
 from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
+from backup_jobs.catalogs.memory_protection import MemoryProtection
 from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
 from backup_jobs.errors import CorruptRecord, LeaseLost
 from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
 
 
-class MemoryCatalog:
+class MemoryCatalog(MemoryProtection):
     """The catalog port kept in dictionaries; leases expire on the monotonic clock."""
 
     def __init__(self) -> None:

@@ -23,6 +23,7 @@ from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.catalogs import scripts
 from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
 from backup_jobs.catalogs.redis_errors import translated
+from backup_jobs.catalogs.redis_protection import RedisProtection
 from backup_jobs.errors import ConfigurationError, CorruptRecord, LeaseLost
 from backup_jobs.models import (
     VM,
@@ -43,7 +44,7 @@ BATCH = 500
 __all__ = ["RedisCatalog", "redact"]
 
 
-class RedisCatalog:
+class RedisCatalog(RedisProtection):
     """The catalog port on a Redis (or Valkey) server."""
 
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:

@@ -117,3 +117,38 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return 1
 """
+
+# KEYS[1] policy record, KEYS[2] the vault's policy index, KEYS[3] the policy's item set;
+# ARGV[1] the policy's name. Deletes only a policy no item uses; returns the items using it.
+DELETE_POLICY = """
+local used = redis.call('SMEMBERS', KEYS[3])
+if #used > 0 then return used end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return {}
+"""
+
+# KEYS[1] fence counter, KEYS[2] item record, KEYS[3] the vault's item index, KEYS[4] the
+# item's policy's item set, KEYS[5] its previous policy's item set, KEYS[6] the schedule;
+# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] VM id, ARGV[4] schedule member,
+# ARGV[5] '1' if the policy counts the item, ARGV[6] '1' if the item is scheduled,
+# ARGV[7] its next run's score ('' = leave it).
+PUT_ITEM = (
+    _FENCE_CHECK
+    + """
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+if KEYS[5] ~= KEYS[4] then redis.call('SREM', KEYS[5], ARGV[3]) end
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[4], ARGV[3])
+else
+  redis.call('SREM', KEYS[4], ARGV[3])
+end
+if ARGV[6] ~= '1' then
+  redis.call('ZREM', KEYS[6], ARGV[4])
+elseif ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[4])
+end
+return 1
+"""
+)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -26,14 +25,6 @@ from backup_jobs.models import (
 )
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def catalog(request: pytest.FixtureRequest) -> Iterator[Catalog]:
-    if request.param == "memory":
-        yield MemoryCatalog()
-    else:
-        yield RedisCatalog.from_url(request.getfixturevalue("scratch_url"))
 
 
 def _job(job_id: str, minutes: int = 0) -> Job:

@@ -34,14 +34,20 @@ def test_names_are_read_in_any_case_and_with_or_without_separators(
 
 
 def test_operations_print_in_the_seeds_spelling() -> None:
-    assert [op.value for op in Operation] == ["Discovery", "Register"]
+    assert [op.value for op in Operation] == [
+        "Discovery",
+        "Register",
+        "ConfigureProtection",
+        "Backup",
+    ]
+    assert Operation.parse("configure-protection") == Operation.CONFIGURE_PROTECTION
     assert str(Operation.parse("register")) == "Register"
 
 
 @pytest.mark.parametrize(
     ("enum", "text", "accepted"),
     [
-        (Operation, "backup", "Discovery, Register"),
+        (Operation, "restore", "Discovery, Register, ConfigureProtection, Backup"),
         (JobStatus, "done", "Queued, InProgress, WaitingToRetry"),
         (JobStatus, "", "Failed, Cancelled"),
     ],

@@ -117,7 +117,13 @@ def test_wire_names_are_pinned() -> None:
     assert [wire.task_name(op) for op in Operation] == [
         "backup_jobs.discovery",
         "backup_jobs.register",
+        "backup_jobs.configure_protection",
+        "backup_jobs.backup",
     ]
+    assert wire.TASK_DISPATCH_BACKUPS == "backup_jobs.tick.dispatch_backups"
+    assert wire.SCHEDULE_KEY == "bj:schedule"
+    assert wire.item_key("v", "cs/n") == "bj:item:v:cs/n"
+    assert wire.policy_key("v", "p") == "bj:policy:v:p"
     assert wire.TASK_DISPATCH_RETRIES == "backup_jobs.tick.dispatch_retries"
     assert wire.TASK_REAP == "backup_jobs.tick.reap_lost_jobs"
     assert wire.TASK_SWEEP_QUEUED == "backup_jobs.tick.sweep_queued"
