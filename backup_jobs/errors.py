@@ -7,7 +7,7 @@ Messages keep the wording of the seed's troubleshooting table.
 
     BackupJobsError
     ├── InvalidInput (exit 8)         ConfigurationError, AmbiguousVMName, RegionMismatch,
-    │                                 InvalidPolicy,
+    │                                 InvalidPolicy, NotRegistered, NotProtected,
     │                                 InvalidRestoreTarget,
     │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
     │                                 UnsupportedConfiguration, VMAgentNotInstalled,
@@ -379,6 +379,20 @@ class InvalidPolicy(InvalidInput):
 
     template = "The policy is not valid: {detail}."
     action = "Fix the named field and create the policy again (`backup-jobs policy create --help`)."
+
+
+class NotRegistered(InvalidInput):
+    """Raised when protecting a VM that is not registered with the vault."""
+
+    template = "The VM is not registered with the vault ({detail})."
+    action = "Register it first: `backup-jobs vm register VM --wait`, then protect it."
+
+
+class NotProtected(InvalidInput):
+    """Raised when backing up a VM that no policy protects."""
+
+    template = "The VM is not protected ({detail})."
+    action = "Protect it first: `backup-jobs protection set VM --policy P`."
 
 
 class PolicyNotFound(NotFound):

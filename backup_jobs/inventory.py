@@ -6,12 +6,13 @@ Pure: the catalog, provider and clock come in through ``JobContext``; no Celery,
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from backup_jobs import wire
 from backup_jobs.catalog import Catalog, Fence
+from backup_jobs.context import JobContext
 from backup_jobs.errors import (
     MIN_AGENT_VERSION,
     AlreadyRegistered,
@@ -35,33 +36,11 @@ from backup_jobs.models import VM, Job, PowerState, RegistrationState, VaultConf
 from backup_jobs.provider import (
     CommitGuard,
     Inventory,
-    Provider,
     ProviderError,
     ProviderFenced,
     ProviderStorageError,
     ProviderTimeout,
 )
-from backup_jobs.settings import Settings
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a running attempt works with: its job, collaborators, lease and limits.
-
-    ``heartbeat`` is cheap and called often (it notices a lost lease); ``guard`` asks the
-    catalog and is called right before a side effect is committed. ``warnings`` collects what
-    the job should end ``CompletedWithWarnings`` with.
-    """
-
-    job: Job
-    fence: Fence
-    vault: VaultConfig
-    catalog: Catalog
-    provider: Provider
-    settings: Settings
-    heartbeat: Callable[[], None]
-    guard: Callable[[], None] = lambda: None
-    warnings: list[str] = field(default_factory=list)
 
 
 def discover(ctx: JobContext) -> dict[str, Any]:

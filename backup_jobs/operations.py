@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from backup_jobs.catalog import Catalog, Fence
+from backup_jobs.context import JobContext
 from backup_jobs.errors import BackupJobsError, DiscoveryInternalError, InstallAgentTimeout
-from backup_jobs.inventory import JobContext, discover, register, register_failed
+from backup_jobs.inventory import discover, register, register_failed
 from backup_jobs.jobs import Rollback
 from backup_jobs.models import Job, Operation
 from backup_jobs.settings import Settings

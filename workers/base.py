@@ -18,8 +18,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from backup_jobs import jobs
 from backup_jobs.catalog import Catalog
+from backup_jobs.context import JobContext
 from backup_jobs.errors import BackupJobsError, InternalError, LeaseLost, error_from_dict
-from backup_jobs.inventory import JobContext
 from backup_jobs.models import Job, JobStatus, Operation
 from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from backup_jobs import errors, inventory, jobs, wire
+from backup_jobs.context import JobContext
 from backup_jobs.models import (
     VM,
     Disk,
@@ -84,13 +85,13 @@ def test_deleted_vms_do_not_resolve() -> None:
 
 def _context(
     catalog: MemoryCatalog, provider: MemoryProvider, operation: Operation, item: str
-) -> inventory.JobContext:
+) -> JobContext:
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
     job = jobs.new_job("v", operation, item, item, 3, clock)
     catalog.create_job(job, clock.now())
     started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
     assert started is not None
-    return inventory.JobContext(
+    return JobContext(
         started.job, started.fence, VAULT, catalog, provider, Settings(), lambda: None
     )
 

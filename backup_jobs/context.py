@@ -1,0 +1,43 @@
+"""What a running attempt of a job works with: the job, its lease, collaborators and limits.
+
+The worker's task base builds one per attempt; use-cases take it as their one argument, so
+they need neither Celery nor Redis. ``heartbeat`` is cheap and called often (it notices a lost
+lease); ``guard`` asks the catalog and is called right before a side effect is committed.
+``warnings`` collects what the job should end ``CompletedWithWarnings`` with; ``subtasks`` are
+the job's steps as they go, and ``progress`` publishes them (the job record, Flower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backup_jobs.catalog import Catalog, Fence
+from backup_jobs.clock import Clock, SystemClock
+from backup_jobs.dispatcher import Dispatcher
+from backup_jobs.models import Job, SubTask, VaultConfig
+from backup_jobs.provider import Provider
+from backup_jobs.settings import Settings
+
+
+def _nothing() -> None:
+    """The default guard and progress: nothing to check or publish."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """One attempt's job, fence, collaborators, limits and what it reports as it goes."""
+
+    job: Job
+    fence: Fence
+    vault: VaultConfig
+    catalog: Catalog
+    provider: Provider
+    settings: Settings
+    heartbeat: Callable[[], None]
+    guard: Callable[[], None] = _nothing
+    warnings: list[str] = field(default_factory=list)
+    clock: Clock = field(default_factory=SystemClock)
+    dispatcher: Dispatcher | None = None
+    subtasks: list[SubTask] = field(default_factory=list)
+    progress: Callable[[], None] = _nothing
