@@ -108,6 +108,10 @@ class ProtectionRecords(Protocol):
         """Set an item's next run (the dispatch tick, after handling a due one)."""
         ...
 
+    def unschedule(self, vault: str, vm_id: str) -> None:
+        """Take an item out of the schedule (it is gone, or its policy is)."""
+        ...
+
     def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
         """Items whose next run is due at ``now``, earliest first."""
         ...

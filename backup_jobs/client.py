@@ -6,17 +6,29 @@ reads return typed values. Submitting never imports the worker code: tasks go by
 
 from __future__ import annotations
 
+import difflib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from backup_jobs import inventory, jobs, timeparse
+from backup_jobs import inventory, jobs, protection, timeparse
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
-from backup_jobs.errors import BackupJobsError, CorruptRecord, JobNotFound, most_severe
+from backup_jobs.errors import (
+    BackupJobsError,
+    CorruptRecord,
+    InvalidPolicy,
+    JobNotFound,
+    NotProtected,
+    PolicyInUse,
+    PolicyNotFound,
+    most_severe,
+)
+from backup_jobs.items import ItemView, RecoveryPointRecord
 from backup_jobs.models import (
     VM,
     Job,
@@ -27,6 +39,7 @@ from backup_jobs.models import (
     RegistrationState,
     VaultConfig,
 )
+from backup_jobs.policies import Policy, next_run
 from backup_jobs.settings import Settings
 
 # How often ``JobHandle.wait`` re-reads the job record.
@@ -119,6 +132,7 @@ class Client:
             region=settings.region,
             provider=settings.provider,
             fleet_dir=str(Path(settings.fleet_dir).resolve()),
+            vault_dir=str(Path(settings.vault_dir).resolve()),
         )
 
     @classmethod
@@ -151,11 +165,21 @@ class Client:
         if current != self.vault:
             self.catalog.put_vault(self.vault)
 
-    def _submit(self, operation: Operation, item: str, item_name: str) -> JobHandle:
+    def _submit(
+        self,
+        operation: Operation,
+        item: str,
+        item_name: str,
+        properties: dict[str, Any] | None = None,
+    ) -> JobHandle:
         """Create one job and send its first attempt."""
         job = jobs.new_job(
             self.vault.name, operation, item, item_name, self.settings.max_attempts, self._clock
         )
+        if properties:
+            job = job.evolve(properties={**job.properties, **properties})
+        if operation == Operation.BACKUP:
+            self.catalog.set_active_backup(self.vault.name, item, job.id)
         jobs.submit(self.catalog, self._dispatcher, job, self._clock)
         return self.handle(job.id)
 
@@ -172,20 +196,24 @@ class Client:
         is refused (``Batch.refused``) while the others go on: a refusal never raises here
         (``Batch.raise_refused()`` does); Redis errors still do.
         """
-        targets, refused = self._screen([vms] if isinstance(vms, str) else vms)
+        targets, refused = self._screen(
+            [vms] if isinstance(vms, str) else vms, inventory.check_submittable
+        )
         if targets:
             self._record_vault()
         return Batch([self._submit(Operation.REGISTER, vm_id, vm_id) for vm_id in targets], refused)
 
-    def _screen(self, names: Iterable[str]) -> tuple[list[str], list[Refusal]]:
-        """The ids of the named VMs that can be registered (once each), and the refusals."""
+    def _screen(
+        self, names: Iterable[str], check: Callable[[VM, VaultConfig], None]
+    ) -> tuple[list[str], list[Refusal]]:
+        """The ids of the named VMs that pass ``check`` (once each), and the refusals."""
         index = inventory.VMIndex(self.catalog.list_vms(self.vault.name))
         targets: dict[str, None] = {}
         refused: list[Refusal] = []
         for name in dict.fromkeys(names):
             try:
                 vm = index.resolve(name)
-                inventory.check_submittable(vm, self.vault)
+                check(vm, self.vault)
             except BackupJobsError as exc:
                 refused.append(Refusal(name, exc))
             else:
@@ -238,3 +266,93 @@ class Client:
     def problems(self) -> list[Problem]:
         """Records the ticks found unreadable and skipped (by key, latest sighting)."""
         return self.catalog.problems()
+
+    # --- policies ----------------------------------------------------------------------------
+
+    def create_policy(self, policy: Policy) -> Policy:
+        """Add a policy to the vault (build it with ``policies.make_policy``)."""
+        if not self.catalog.put_policy(self.vault.name, policy):
+            raise InvalidPolicy(
+                policy.name, "name: the vault has a policy with this name already (update it)"
+            )
+        return policy
+
+    def update_policy(self, policy: Policy) -> Policy:
+        """Replace a policy; the items it protects follow its new schedule from the next tick."""
+        self.policy(policy.name)
+        self.catalog.put_policy(self.vault.name, policy, replace=True)
+        now = self._clock.now()
+        for vm_id in self.catalog.policy_items(self.vault.name, policy.name):
+            item = self.catalog.get_item(self.vault.name, vm_id)
+            if item is not None and item.state.scheduled:
+                self.catalog.schedule(self.vault.name, vm_id, next_run(policy, now))
+        return policy
+
+    def delete_policy(self, name: str) -> None:
+        """Delete a policy no VM uses (``PolicyInUse`` names the VMs it protects)."""
+        self.policy(name)
+        used = self.catalog.delete_policy(self.vault.name, name)
+        if used:
+            shown = ", ".join(used[:10]) + (f" and {len(used) - 10} more" if len(used) > 10 else "")
+            raise PolicyInUse(name, shown)
+
+    def policy(self, name: str) -> Policy:
+        """One policy of the vault; ``PolicyNotFound`` with close matches if there is none."""
+        found = self.catalog.get_policy(self.vault.name, name)
+        if found is None:
+            names = [p.name for p in self.catalog.list_policies(self.vault.name)]
+            close = difflib.get_close_matches(name, names)
+            raise PolicyNotFound(name, f" Did you mean: {', '.join(close)}?" if close else "")
+        return found
+
+    def policies(self) -> Listing[Policy]:
+        """The vault's policies, by name."""
+        return self.catalog.list_policies(self.vault.name)
+
+    # --- protection --------------------------------------------------------------------------
+
+    def protect(self, vms: str | Iterable[str], policy: str, backup_now: bool = False) -> Batch:
+        """Start one ConfigureProtection job per VM that can be protected; refuse the others.
+
+        ``backup_now`` starts each VM's initial backup as soon as its protection is set.
+        """
+        self.policy(policy)
+        targets, refused = self._screen(
+            [vms] if isinstance(vms, str) else vms, protection.check_protectable
+        )
+        if targets:
+            self._record_vault()
+        properties = {protection.POLICY: policy, protection.BACKUP_NOW: backup_now}
+        handles = [
+            self._submit(Operation.CONFIGURE_PROTECTION, vm_id, vm_id, properties)
+            for vm_id in targets
+        ]
+        return Batch(handles, refused)
+
+    def backup_now(self, vm: str) -> JobHandle:
+        """Start an on-demand Backup job of a protected VM."""
+        vm_id = inventory.resolve_vm(self.catalog.list_vms(self.vault.name), vm).id
+        item = self.catalog.get_item(self.vault.name, vm_id)
+        if item is None or not item.state.scheduled:
+            state = item.state.value if item else "no policy"
+            raise NotProtected(vm_id, f"protection: {state}")
+        self._record_vault()
+        return self._submit(Operation.BACKUP, vm_id, vm_id, {"trigger": "on demand"})
+
+    def protected_items(self) -> Listing[ItemView]:
+        """Every protected item with its next run and its skipped or missed runs."""
+        items = self.catalog.list_items(self.vault.name)
+        views = [
+            ItemView(
+                item,
+                self.catalog.next_run(item.vault, item.vm_id),
+                self.catalog.events(item.vault, item.vm_id),
+            )
+            for item in items
+        ]
+        return Listing(views, items.problems)
+
+    def recovery_points(self, vm: str) -> Listing[RecoveryPointRecord]:
+        """A VM's recovery points, newest first (the catalog's mirror of the vault)."""
+        vm_id = inventory.resolve_vm(self.catalog.list_vms(self.vault.name), vm).id
+        return self.catalog.recovery_points(self.vault.name, vm_id)

@@ -5,6 +5,8 @@ they need neither Celery nor Redis. ``heartbeat`` is cheap and called often (it 
 lease); ``guard`` asks the catalog and is called right before a side effect is committed.
 ``warnings`` collects what the job should end ``CompletedWithWarnings`` with; ``subtasks`` are
 the job's steps as they go, and ``progress`` publishes them (the job record, Flower).
+``followups`` are jobs the attempt created (stored, not sent): the task base sends them once
+this job has ended and freed its item, so that a follow-up on the same VM never finds it busy.
 """
 
 from __future__ import annotations
@@ -41,3 +43,4 @@ class JobContext:
     dispatcher: Dispatcher | None = None
     subtasks: list[SubTask] = field(default_factory=list)
     progress: Callable[[], None] = _nothing
+    followups: list[Job] = field(default_factory=list)

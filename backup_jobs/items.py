@@ -216,3 +216,22 @@ class RecoveryPointRecord:
             data.get("job_id", ""),
             data.get("policy", ""),
         )
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """A protected item joined, for display only, with its schedule and skipped runs."""
+
+    item: ProtectedItem
+    next_run_at: datetime | None
+    events: list[ScheduleEvent]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON a listing prints."""
+        return {
+            **self.item.to_dict(),
+            "state_shown": self.item.state.shown,
+            "health": self.item.health,
+            "next_run_at": to_iso(self.next_run_at),
+            "skipped_or_missed": [event.to_dict() for event in self.events],
+        }

@@ -85,10 +85,29 @@ def new_job(
 def submit(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> Job:
     """Store a new job and send its first attempt; a job whose message cannot be sent fails.
 
+    Submitting a job whose id exists does nothing and returns the existing job.
+
     If even recording that failure is impossible (Redis refuses writes), the job stays
     Queued and the queue sweep sends it once Redis is back.
     """
-    catalog.create_job(job, clock.now() + timedelta(seconds=SEND_GRACE_SECONDS))
+    if not create(catalog, job, clock):
+        # A job with this id exists (a scheduled run's id is derived from its time): it was
+        # submitted already, and sending it again would only make a duplicate.
+        return catalog.get_job(job.id) or job
+    send_first(catalog, dispatcher, job, clock)
+    return job
+
+
+def create(catalog: Catalog, job: Job, clock: Clock) -> bool:
+    """Store a new Queued job without sending it; False if its id exists.
+
+    If it is never sent (the caller died), the queue sweep sends it after a grace period.
+    """
+    return catalog.create_job(job, clock.now() + timedelta(seconds=SEND_GRACE_SECONDS))
+
+
+def send_first(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> None:
+    """Send a created job's first attempt; a job whose message cannot be sent fails."""
     try:
         dispatcher.send(job, 1)
     except BackupJobsError as error:
@@ -97,7 +116,6 @@ def submit(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> 
             catalog.save_job(failed, expect=JobStatus.QUEUED)
         raise
     mark_sent(catalog, job, clock)
-    return job
 
 
 def mark_sent(catalog: Catalog, job: Job, clock: Clock) -> None:

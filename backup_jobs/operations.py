@@ -11,17 +11,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from backup_jobs.backups import backup_failed, run_backup
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.context import JobContext
-from backup_jobs.errors import BackupJobsError, DiscoveryInternalError, InstallAgentTimeout
+from backup_jobs.errors import (
+    BackupJobsError,
+    DiscoveryInternalError,
+    InstallAgentTimeout,
+    InternalError,
+    VaultTransferTimeout,
+)
 from backup_jobs.inventory import discover, register, register_failed
 from backup_jobs.jobs import Rollback
 from backup_jobs.models import Job, Operation
+from backup_jobs.protection import configure_protection
 from backup_jobs.settings import Settings
 
 # Seconds between the soft and the hard time limit: enough to record the failure and
 # release the lease before the worker kills the child.
 CLEANUP_MARGIN_SECONDS = 30
+# Configuring protection writes a few records: minutes would mean Redis is in trouble.
+CONFIGURE_PROTECTION_SECONDS = 120
 
 
 def _nothing_to_roll_back(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
@@ -50,6 +60,22 @@ OPERATIONS: dict[Operation, OperationSpec] = {
         on_failure=register_failed,
         timeout_error=lambda item: InstallAgentTimeout(item, "register time limit reached"),
         soft_limit_seconds=lambda s: s.timeouts.install_agent_seconds + CLEANUP_MARGIN_SECONDS,
+    ),
+    Operation.CONFIGURE_PROTECTION: OperationSpec(
+        run=configure_protection,
+        on_failure=_nothing_to_roll_back,
+        timeout_error=lambda item: InternalError(item, "configure protection time limit reached"),
+        soft_limit_seconds=lambda s: CONFIGURE_PROTECTION_SECONDS,
+    ),
+    # The sub-tasks have their own deadlines (SnapshotTimeout, VaultTransferTimeout); the job's
+    # limit is their sum plus a margin, a last resort.
+    Operation.BACKUP: OperationSpec(
+        run=run_backup,
+        on_failure=backup_failed,
+        timeout_error=lambda item: VaultTransferTimeout(item, "backup time limit reached"),
+        soft_limit_seconds=lambda s: (
+            s.timeouts.snapshot_seconds + s.timeouts.transfer_seconds + CLEANUP_MARGIN_SECONDS
+        ),
     ),
 }
 

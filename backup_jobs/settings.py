@@ -51,6 +51,9 @@ DEFAULT_WORKER_CONCURRENCY = 2
 # A job no worker started for this long fails (QueueTimeout); before that, the queue sweep
 # re-sends its message now and then. A week: long queues of long backups are legitimate.
 DEFAULT_QUEUED_TIMEOUT_SECONDS = 7 * 24 * 3600
+# A scheduled run not started within this long of its time is recorded as missed, not run late
+# (Azure's default start window).
+DEFAULT_START_WINDOW_SECONDS = 2 * 3600
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 PROVIDERS = ("local",)
@@ -75,6 +78,9 @@ PORT_RANGE = (1, 65535)
 WORKER_CONCURRENCY_RANGE = (1, 256)
 # At least a minute in the queue before a job is given up; at most the default week.
 QUEUED_TIMEOUT_RANGE_SECONDS = (60, WEEK_SECONDS)
+# A start window shorter than a minute misses runs on a busy tick; longer than a day runs
+# yesterday's backup today.
+START_WINDOW_RANGE_SECONDS = (60, 24 * 3600)
 
 N = TypeVar("N", int, float)
 
@@ -113,6 +119,7 @@ class Settings:
     flower_address: str = DEFAULT_FLOWER_ADDRESS
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     queued_timeout_seconds: int = DEFAULT_QUEUED_TIMEOUT_SECONDS
+    start_window_seconds: int = DEFAULT_START_WINDOW_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -161,6 +168,12 @@ class Settings:
                 DEFAULT_QUEUED_TIMEOUT_SECONDS,
                 int,
                 QUEUED_TIMEOUT_RANGE_SECONDS,
+            ),
+            start_window_seconds=env.number(
+                "START_WINDOW_SECONDS",
+                DEFAULT_START_WINDOW_SECONDS,
+                int,
+                START_WINDOW_RANGE_SECONDS,
             ),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):

@@ -8,6 +8,7 @@ expected (``throws``), so the worker logs it without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from backup_jobs import jobs
 from backup_jobs.catalog import Catalog
 from backup_jobs.context import JobContext
 from backup_jobs.errors import BackupJobsError, InternalError, LeaseLost, error_from_dict
-from backup_jobs.models import Job, JobStatus, Operation
+from backup_jobs.models import Job, JobStatus, Operation, SubTask
 from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root
 
@@ -62,7 +63,7 @@ def run_job(
     """Run one attempt of a job under its item's lease and record how it ended.
 
     Returns the job's summary if the attempt succeeded; raises the attempt's error (after
-    recording it) if it failed.
+    recording it) if it failed. Jobs the attempt created are sent once it has ended.
     """
     catalog, settings, clock = root.catalog(), root.settings(), root.clock()
     started = jobs.begin_attempt(
@@ -76,49 +77,111 @@ def run_job(
     )
     if started is None:
         return _already_handled(catalog, job_id, attempt)
-    job = started.job
     spec = OPERATIONS[operation]
-    events = EventLog(log, job=job.id, item=job.item_name, task=task.request.id)
+    events = EventLog(log, job=job_id, item=started.job.item_name, task=task.request.id)
     events.event("attempt_started", operation=operation.value, attempt=attempt)
-    deadline = time.monotonic() + spec.soft_limit_seconds(settings)
-    ctx: JobContext | None = None
-    with root.heartbeats().hold(job) as check_lease:
-        try:
-            vault = root.vault(job.vault)
-            guard = _guard(catalog, started, check_lease, deadline, spec)
-            ctx = JobContext(
-                job,
-                started.fence,
-                vault,
-                catalog,
-                root.provider(vault),
-                settings,
-                check_lease,
-                guard,
+    subtasks: list[SubTask] = []
+    with root.heartbeats().hold(started.job) as check_lease:
+        outcome = _attempt(task, started, spec, check_lease, subtasks, events)
+        now = started.job.evolve(subtasks=tuple(subtasks))
+        if isinstance(outcome, BackupJobsError):
+            _roll_back(spec, catalog, started, outcome, events)
+            failed = jobs.fail_attempt(
+                catalog, now, outcome, settings.retry_delay_seconds, clock, started.fence
             )
-            properties = spec.run(ctx)
-        except SoftTimeLimitExceeded:
-            error: BackupJobsError = spec.timeout_error(job.item_name)
-        except LeaseLost:
-            # The item is not ours any more: the reaper (or a newer attempt) records how this
-            # attempt ended; writing here could only be refused or overwrite theirs.
-            events.event("attempt_abandoned", logging.WARNING, reason="lease lost")
-            raise
-        except BackupJobsError as exc:
-            error = exc
-        except Exception as exc:
-            events.event("attempt_crashed", logging.ERROR)
-            error = InternalError(job.item_name, repr(exc))
-        else:
-            done = jobs.complete(catalog, started, properties, clock, tuple(ctx.warnings))
-            events.event("job_completed", status=done.status.value)
-            return summary(done)
-        _roll_back(spec, catalog, started, error, events)
-        failed = jobs.fail_attempt(
-            catalog, job, error, settings.retry_delay_seconds, clock, started.fence
+            events.event("attempt_failed", code=outcome.code, status=failed.status.value)
+            raise outcome
+        properties, ctx = outcome
+        done = jobs.complete(
+            catalog, jobs.Started(now, started.fence), properties, clock, tuple(ctx.warnings)
         )
-    events.event("attempt_failed", code=error.code, status=failed.status.value)
-    raise error
+    events.event("job_completed", status=done.status.value)
+    _send_followups(ctx, events)
+    return summary(done)
+
+
+def _attempt(
+    task: Task[Any, Any],
+    started: jobs.Started,
+    spec: OperationSpec,
+    check_lease: Callable[[], None],
+    subtasks: list[SubTask],
+    events: EventLog,
+) -> tuple[dict[str, Any], JobContext] | BackupJobsError:
+    """Run the operation; its properties and context, or the error that ended it."""
+    job, catalog = started.job, root.catalog()
+    deadline = time.monotonic() + spec.soft_limit_seconds(root.settings())
+    try:
+        vault = root.vault(job.vault)
+        ctx = JobContext(
+            job,
+            started.fence,
+            vault,
+            catalog,
+            root.provider(vault),
+            root.settings(),
+            heartbeat=check_lease,
+            guard=_guard(catalog, started, check_lease, deadline, spec),
+            clock=root.clock(),
+            dispatcher=root.dispatcher(),
+            subtasks=subtasks,
+            progress=_publisher(task, catalog, started, subtasks),
+        )
+        return spec.run(ctx), ctx
+    except SoftTimeLimitExceeded:
+        return spec.timeout_error(job.item_name)
+    except LeaseLost:
+        # The item is not ours any more: the reaper (or a newer attempt) records how this
+        # attempt ended; writing here could only be refused or overwrite theirs.
+        events.event("attempt_abandoned", logging.WARNING, reason="lease lost")
+        raise
+    except BackupJobsError as exc:
+        return exc
+    except Exception as exc:
+        events.event("attempt_crashed", logging.ERROR)
+        return InternalError(job.item_name, repr(exc))
+
+
+def _publisher(
+    task: Task[Any, Any], catalog: Catalog, started: jobs.Started, subtasks: list[SubTask]
+) -> Callable[[], None]:
+    """Publish the sub-tasks as they go: in the job record (fenced) and to Flower."""
+
+    def publish() -> None:
+        catalog.save_job(started.job.evolve(subtasks=tuple(subtasks)), started.fence)
+        fields = progress_fields(subtasks)
+        with contextlib.suppress(Exception):  # Flower's view is a convenience, never a failure
+            task.send_event("task-progress", **fields)
+            task.update_state(state="PROGRESS", meta=fields)
+
+    return publish
+
+
+def progress_fields(subtasks: list[SubTask]) -> dict[str, Any]:
+    """What Flower shows of a running job: its current step and how far it got."""
+    current = next(
+        (s for s in subtasks if s.status == JobStatus.IN_PROGRESS),
+        subtasks[-1] if subtasks else None,
+    )
+    if current is None:
+        return {}
+    return {
+        "step": current.name,
+        "percent": current.progress_percent,
+        "bytes_done": current.bytes_done,
+        "bytes_total": current.bytes_total,
+        "bytes_per_second": current.throughput_bytes_per_second,
+    }
+
+
+def _send_followups(ctx: JobContext, events: EventLog) -> None:
+    """Send the jobs the attempt created, now that this job has ended and freed its item."""
+    for job in ctx.followups:
+        try:
+            jobs.send_first(ctx.catalog, root.dispatcher(), job, ctx.clock)
+            events.event("followup_sent", followup=job.id, operation=job.operation.value)
+        except BackupJobsError as exc:  # Queued: the queue sweep sends it later
+            events.event("followup_deferred", logging.WARNING, followup=job.id, code=exc.code)
 
 
 def _guard(

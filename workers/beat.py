@@ -16,6 +16,7 @@ TICKS = {
     "dispatch-due-retries": wire.TASK_DISPATCH_RETRIES,
     "reap-lost-jobs": wire.TASK_REAP,
     "sweep-queued-jobs": wire.TASK_SWEEP_QUEUED,
+    "dispatch-due-backups": wire.TASK_DISPATCH_BACKUPS,
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.connection import resolve_redis_url
+from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.heartbeat import Heartbeats
 from backup_jobs.models import VaultConfig
@@ -72,7 +73,13 @@ def vault(name: str) -> VaultConfig:
     found = catalog().get_vault(name)
     if found is None:
         s = settings()
-        found = VaultConfig(name, s.region, s.provider, str(Path(s.fleet_dir).resolve()))
+        found = VaultConfig(
+            name,
+            s.region,
+            s.provider,
+            str(Path(s.fleet_dir).resolve()),
+            str(Path(s.vault_dir).resolve()),
+        )
     _vaults[name] = (time.monotonic() + VAULT_CACHE_SECONDS, found)
     return found
 
@@ -87,3 +94,11 @@ def _provider(kind: str, fleet_dir: str) -> Provider:
 def provider(config: VaultConfig) -> Provider:
     """The provider of a vault."""
     return _provider(config.provider, config.fleet_dir)
+
+
+@functools.cache
+def dispatcher() -> CeleryDispatcher:
+    """Sends the jobs that jobs and ticks start, through the worker's own app."""
+    from workers.app import app  # the app imports this module: import it when first needed
+
+    return CeleryDispatcher(app)

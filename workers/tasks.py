@@ -57,6 +57,32 @@ def register(
     return run_job(self, Operation.REGISTER, job_id, attempt)
 
 
+@app.task(
+    name=wire.task_name(Operation.CONFIGURE_PROTECTION),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.CONFIGURE_PROTECTION),
+    time_limit=_hard_limit(Operation.CONFIGURE_PROTECTION),
+    throws=(BackupJobsError,),
+)
+def configure_protection(
+    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
+) -> dict[str, Any]:
+    """Protect one VM with a policy (``shown``: the VM, vault and policy, for Flower)."""
+    return run_job(self, Operation.CONFIGURE_PROTECTION, job_id, attempt)
+
+
+@app.task(
+    name=wire.task_name(Operation.BACKUP),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.BACKUP),
+    time_limit=_hard_limit(Operation.BACKUP),
+    throws=(BackupJobsError,),
+)
+def backup(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+    """Back up one VM into the vault (``shown``: the VM and vault, for Flower)."""
+    return run_job(self, Operation.BACKUP, job_id, attempt)
+
+
 _TICK_OPTIONS: dict[str, Any] = {"send_events": False, "ignore_result": True}
 
 
@@ -76,3 +102,9 @@ def reap_lost_jobs() -> dict[str, Any]:
 def sweep_queued() -> dict[str, Any]:
     """Beat tick: re-send the messages of Queued jobs that may have lost theirs."""
     return run_tick("sweep-queued-jobs")
+
+
+@app.task(name=wire.TASK_DISPATCH_BACKUPS, **_TICK_OPTIONS)
+def dispatch_due_backups() -> dict[str, Any]:
+    """Beat tick: start a Backup job for every protected item whose scheduled run is due."""
+    return run_tick("dispatch-due-backups")

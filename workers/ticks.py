@@ -12,10 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from backup_jobs import ticks
+from backup_jobs import scheduling, ticks
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock
-from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.errors import BackupJobsError, CorruptRecord
 from backup_jobs.operations import roll_back
 from workers import root
@@ -25,21 +24,22 @@ log = logging.getLogger("backup_jobs.ticks")
 Tick = Callable[[Catalog, Clock], ticks.TickReport]
 
 
-def _dispatcher() -> CeleryDispatcher:
-    from workers.app import app
-
-    return CeleryDispatcher(app)
-
-
 TICKS: dict[str, Tick] = {
     "dispatch-due-retries": lambda catalog, clock: ticks.dispatch_due_retries(
-        catalog, _dispatcher(), clock
+        catalog, root.dispatcher(), clock
     ),
     "reap-lost-jobs": lambda catalog, clock: ticks.reap_lost_jobs(
         catalog, root.settings().retry_delay_seconds, clock, roll_back
     ),
     "sweep-queued-jobs": lambda catalog, clock: ticks.sweep_queued(
-        catalog, _dispatcher(), clock, root.settings().queued_timeout_seconds
+        catalog, root.dispatcher(), clock, root.settings().queued_timeout_seconds
+    ),
+    "dispatch-due-backups": lambda catalog, clock: scheduling.dispatch_due_backups(
+        catalog,
+        root.dispatcher(),
+        clock,
+        root.settings().start_window_seconds,
+        root.settings().max_attempts,
     ),
 }
 

@@ -119,6 +119,11 @@ class MemoryProtection:
                 at.timestamp()
             )
 
+    def unschedule(self, vault: str, vm_id: str) -> None:
+        """Take an item out of the schedule."""
+        with self._mutex:
+            self._zsets().get(wire.SCHEDULE_KEY, {}).pop(wire.schedule_member(vault, vm_id), None)
+
     def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
         """Items whose next run is due, earliest first."""
         with self._mutex:

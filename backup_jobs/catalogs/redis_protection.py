@@ -147,6 +147,11 @@ class RedisProtection:
         member = wire.schedule_member(vault, vm_id)
         self._call(lambda: self._redis.zadd(wire.SCHEDULE_KEY, {member: at.timestamp()}))
 
+    def unschedule(self, vault: str, vm_id: str) -> None:
+        """Take an item out of the schedule."""
+        member = wire.schedule_member(vault, vm_id)
+        self._call(lambda: self._redis.zrem(wire.SCHEDULE_KEY, member))
+
     def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
         """Items whose next run is due, earliest first (unparsable members dropped)."""
         due: list[tuple[Any, float]] = cast(

@@ -126,6 +126,23 @@ def fleet_add_disks(vm: str, count: int, size_mib: int) -> None:
     click.echo(f"{_id(data)}: now has {disks} data disks.")
 
 
+@fleet_group.command("write")
+@click.argument("vm")
+@click.option("--disk", help="Only this disk (e.g. os, data1); default: every disk.")
+@click.option("--mib", type=click.FloatRange(0, min_open=True), help="MiB to write per disk.")
+@click.option(
+    "--percent", type=click.FloatRange(0, 100, min_open=True), help="Percent of each disk."
+)
+def fleet_write(vm: str, disk: str | None, mib: float | None, percent: float | None) -> None:
+    """Write random data at random places, as a running VM would (even during a backup)."""
+    if (mib is None) == (percent is None):
+        raise click.UsageError("Give exactly one of --mib or --percent.")
+    nbytes = int(mib * (1 << 20)) if mib is not None else None
+    written = _fleet().write_disks(vm, disk, nbytes=nbytes, percent=percent)
+    for name, count in written.items():
+        click.echo(f"{vm}: wrote {render.size(count)} to disk {name}.")
+
+
 @fleet_group.group("fault")
 def fault_group() -> None:
     """Inject faults: persistent in the fleet, consumed as they fire."""

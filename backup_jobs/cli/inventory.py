@@ -33,7 +33,7 @@ def vm_group() -> None:
 @json_option
 def vm_discover(wait: bool, as_json: bool) -> None:
     """Start a Discovery job: list the fleet's VMs into the vault."""
-    _started(Batch([client().discover()]), wait, as_json)
+    started(Batch([client().discover()]), wait, as_json)
 
 
 @vm_group.command("list")
@@ -61,10 +61,10 @@ def vm_register(vms: tuple[str, ...], wait: bool, as_json: bool) -> None:
     VMs that cannot be registered are reported (name, error, what to do) and the others go on;
     the exit code is then the most severe refusal's.
     """
-    _started(client().register(vms), wait, as_json)
+    started(client().register(vms), wait, as_json)
 
 
-def _started(batch: Batch, wait: bool, as_json: bool) -> None:
+def started(batch: Batch, wait: bool, as_json: bool) -> None:
     """Report the started jobs and refused VMs, or follow the jobs; exit with the outcome."""
     echo_refusals(batch.refused)
     refused = [refusal.error for refusal in batch.refused]

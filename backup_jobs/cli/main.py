@@ -13,6 +13,12 @@ from backup_jobs.cli.common import echo_error
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
 from backup_jobs.cli.problems import problem_group
+from backup_jobs.cli.protection import (
+    backup_group,
+    policy_group,
+    protection_group,
+    recovery_point_group,
+)
 from backup_jobs.cli.stack import demo, flower, server, up
 from backup_jobs.errors import (
     EXIT_INTERRUPTED,
@@ -29,7 +35,20 @@ def cli() -> None:
     """backup-jobs: policy-driven VM backup on Celery workers (backup-jobs NOUN VERB)."""
 
 
-for command in (up, demo, server, flower, fleet_group, vm_group, job_group, problem_group):
+for command in (
+    up,
+    demo,
+    server,
+    flower,
+    fleet_group,
+    vm_group,
+    job_group,
+    policy_group,
+    protection_group,
+    backup_group,
+    recovery_point_group,
+    problem_group,
+):
     cli.add_command(command)
 
 

@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from backup_jobs.errors import error_from_dict
-from backup_jobs.models import VM, Job
+from backup_jobs.items import ItemView, RecoveryPointRecord
+from backup_jobs.models import VM, Job, SubTask
+from backup_jobs.policies import Policy, Retention
 
 
 def emit_json(value: Any) -> None:
@@ -119,8 +121,13 @@ def job_detail(job: Job) -> str:
             f"  message     {job.error['message']}",
             f"  action      {error_from_dict(job.error).recommended_action}",
         ]
+    for warning in job.warnings:
+        lines.append(f"  warning     {warning}")
     for key, value in sorted(job.properties.items()):
         lines.append(f"  {key:<11} {value}")
+    if job.subtasks:
+        lines.append("  sub-tasks:")
+        lines += [f"    {subtask_line(st)}" for st in job.subtasks]
     lines.append("  attempts:")
     for a in job.attempts:
         code = (a.error or {}).get("code", "")
@@ -129,3 +136,88 @@ def job_detail(job: Job) -> str:
             f"{short_time(a.ended_at)}  {code}  task {a.celery_task_id}"
         )
     return "\n".join(lines)
+
+
+def size(nbytes: int | float) -> str:
+    """Bytes the way people read them: ``512 B``, ``1.5 MiB``, ``2.0 GiB``."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def subtask_line(step: SubTask) -> str:
+    """``Transfer data to vault  InProgress  42.0%  1.2 GiB of 2.0 GiB  180.0 MiB/s  12s``."""
+    parts = [f"{step.name:<24}", f"{step.status.value:<12}"]
+    if step.progress_percent is not None:
+        parts.append(f"{step.progress_percent:5.1f}%")
+    if step.bytes_total:
+        parts.append(f"{size(step.bytes_done)} of {size(step.bytes_total)}")
+    if step.throughput_bytes_per_second:
+        parts.append(f"{size(step.throughput_bytes_per_second)}/s")
+    if step.duration_seconds is not None:
+        parts.append(duration(timedelta(seconds=step.duration_seconds)))
+    return "  ".join(parts).rstrip()
+
+
+def progress_bar(step: SubTask, width: int = 30) -> str:
+    """``[#########.....................]  30.0% Transfer data to vault (600 MiB of 2.0 GiB)``."""
+    percent = step.progress_percent or 0.0
+    filled = int(width * percent / 100)
+    bar = "#" * filled + "." * (width - filled)
+    tail = f" ({size(step.bytes_done)} of {size(step.bytes_total)})" if step.bytes_total else ""
+    return f"[{bar}] {percent:5.1f}% {step.name}{tail}"
+
+
+def policy_table(policies: Sequence[Policy], used: dict[str, int]) -> str:
+    """Policies: schedule, zone, retention, how many VMs each protects."""
+    rows = [(p.name, p.describe(), _retention(p.retention), used.get(p.name, 0)) for p in policies]
+    return table(("policy", "schedule", "retention", "vms"), rows)
+
+
+def _retention(r: Retention) -> str:
+    parts = [f"{r.daily_days} days"]
+    for count, unit in ((r.weekly, "weeks"), (r.monthly, "months"), (r.yearly, "years")):
+        if count:
+            parts.append(f"{count} {unit}")
+    return ", ".join(parts)
+
+
+def item_table(views: Sequence[ItemView]) -> str:
+    """Protected items: policy, state, last backup, next run, health, recovery points."""
+    rows = []
+    for view in views:
+        item, last = view.item, view.item.last_backup
+        backup = (
+            f"{short_time(last.at)} {last.status.value}"
+            + (f" {last.consistency}" if last.consistency else "")
+            + (f" {last.error_code}" if last.error_code else "")
+            if last
+            else "-"
+        )
+        rows.append(
+            (
+                item.vm_id,
+                item.policy,
+                item.state.shown,
+                backup,
+                short_time(view.next_run_at) or "-",
+                item.recovery_points,
+                item.health,
+            )
+        )
+    return table(
+        ("vm", "policy", "protection", "last backup (utc)", "next run (utc)", "points", "health"),
+        rows,
+    )
+
+
+def recovery_point_table(points: Sequence[RecoveryPointRecord]) -> str:
+    """A VM's recovery points, newest first."""
+    rows = [
+        (p.id, short_time(p.created_at), p.consistency, size(p.size_bytes), size(p.new_bytes))
+        for p in points
+    ]
+    return table(("recovery point", "created (utc)", "consistency", "size", "new in vault"), rows)

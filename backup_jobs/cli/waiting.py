@@ -3,11 +3,14 @@
 Every status that is not final is treated alike (a job may be ``Queued`` again between
 attempts): its line is repeated every 10 seconds with the time spent in it (every minute once
 that is over five minutes, so that a six-hour transfer or a 15-minute retry delay stays
-readable), and ``WaitingToRetry`` says when the next attempt is due.
+readable), and ``WaitingToRetry`` says when the next attempt is due. A job with sub-tasks
+(a backup) names the running one and how far it got; on a terminal, one job's transfer is
+drawn as a progress bar redrawn in place.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -18,7 +21,7 @@ from backup_jobs.cli import render
 from backup_jobs.cli.common import echo_error, outcome
 from backup_jobs.client import JobHandle
 from backup_jobs.errors import EXIT_INTERRUPTED, BackupJobsError
-from backup_jobs.models import Job, JobStatus, utcnow
+from backup_jobs.models import Job, JobStatus, SubTask, utcnow
 
 # How often --wait re-reads the jobs it follows.
 WAIT_POLL_SECONDS = 0.25
@@ -64,8 +67,13 @@ class Waiter:
         show: bool,
         now: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        terminal: bool | None = None,
     ) -> None:
         self.pending = {handle.id: handle for handle in handles}
+        # A bar redrawn in place only for one job, on a terminal (a log gets lines).
+        tty = sys.stderr.isatty() if terminal is None else terminal
+        self._bar = tty and len(handles) == 1
+        self._bar_drawn = False
         self.finished: list[Job] = []
         self._show = show
         self._now = now
@@ -89,6 +97,14 @@ class Waiter:
 
     def _progress(self, job: Job) -> None:
         """Print a job's line when its status changed or has lasted another while."""
+        step = current_step(job)
+        if self._bar and step is not None and step.bytes_total and not job.status.is_final:
+            click.echo("\r" + render.progress_bar(step), nl=False, err=True)
+            self._bar_drawn = True
+            return
+        if self._bar_drawn:
+            click.echo("", err=True)  # end the bar's line before the next one
+            self._bar_drawn = False
         now = self._now()
         status, since, printed = self._shown.get(job.id, (None, now, now))
         changed = status != job.status
@@ -131,4 +147,13 @@ def status_line(job: Job, now: datetime, since: datetime) -> str:
         text += f", next attempt at {render.clock_time(due, now)} (in {render.duration(due - now)})"
     elif not job.status.is_final and (now - since).total_seconds() >= 1:
         text += f" ({render.duration(now - since)})"
+    step = current_step(job)
+    if step is not None and not job.status.is_final:
+        percent = f" {step.progress_percent:.0f}%" if step.progress_percent is not None else ""
+        text += f", {step.name}{percent}"
     return f"{render.short_time(now)}  {job.item_name:<24} {text}"
+
+
+def current_step(job: Job) -> SubTask | None:
+    """The sub-task a job is in now, if it has sub-tasks and one is running."""
+    return next((st for st in job.subtasks if st.status == JobStatus.IN_PROGRESS), None)

@@ -40,6 +40,8 @@ from typing import Any
 from backup_jobs.vault.sparse import data_extents
 
 GRANULE = 64 << 10
+# ``fleet write`` writes runs of this size, aligned to it (the vault's default chunk size).
+WRITE_RUN = 4 << 20
 _ENTRY = struct.Struct("<I")  # one granule number in a .saved or tracking log
 LOCK_FILE = ".disks.lock"
 SNAPSHOTS = "snapshots"
@@ -314,13 +316,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def scribble(
     store: DiskStore, file: str, size: int, nbytes: int, rng: random.Random
 ) -> list[tuple[int, int]]:
-    """Write ``nbytes`` (rounded up to granules) of random data at random granules of a disk.
+    """Write ``nbytes`` (rounded up to runs) of random data at random places of a disk.
 
     What ``fleet write`` does to make incrementals realistic, or to write during a backup.
-    Returns the byte ranges written.
+    Like a real VM's, the writes come in runs (4 MiB, aligned), not scattered single blocks:
+    writing 1 % of a disk changes about 1 % of it. Returns the byte ranges written.
     """
-    slots = size // GRANULE
-    count = min(slots, max(1, -(-nbytes // GRANULE)))
-    offsets = sorted(g * GRANULE for g in rng.sample(range(slots), count))
-    store.write_many(file, [(offset, rng.randbytes(GRANULE)) for offset in offsets])
-    return _merge([offset // GRANULE for offset in offsets])
+    run = min(WRITE_RUN, max(GRANULE, size // GRANULE * GRANULE))
+    slots = max(1, size // run)
+    count = min(slots, max(1, -(-nbytes // run)))
+    offsets = sorted(slot * run for slot in rng.sample(range(slots), count))
+    store.write_many(file, [(offset, rng.randbytes(min(run, size - offset))) for offset in offsets])
+    return [(offset, min(offset + run, size)) for offset in offsets]

@@ -12,7 +12,7 @@ from backup_jobs.models import Consistency
 from backup_jobs.provider import CommitGuard, ProviderError, ProviderTimeout, Snapshot
 from backup_jobs.providers.local import LocalFleet, LocalProvider
 from backup_jobs.providers.local_backup import SlowReader
-from backup_jobs.providers.local_disks import GRANULE
+from backup_jobs.providers.local_disks import GRANULE, WRITE_RUN
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.vault import BackupRequest, DiskSource, Vault, backup
 from tests.vault.conftest import restored_bytes
@@ -64,15 +64,17 @@ def test_a_snapshot_keeps_what_the_disk_held_whatever_is_written_after(
 
 
 def test_changed_extents_between_two_snapshots_are_what_was_written(fleet: LocalFleet) -> None:
+    fleet.create_vm("cs", "big", "r1", os_disk_bytes=64 * WRITE_RUN)
     provider = LocalProvider(fleet)
-    first = _snapshot(provider)
-    written = fleet.write_disks("cs/linux", nbytes=3 * GRANULE, seed=4)
+    first = _snapshot(provider, "cs/big")
+    written = fleet.write_disks("cs/big", nbytes=2 * WRITE_RUN + 1, seed=4)  # three runs
 
-    second = _snapshot(provider)
+    second = _snapshot(provider, "cs/big")
     changed = provider.changed_extents(second, "os", first.disks[0].tracking or "")
 
-    assert written == {"os": 3 * GRANULE}
-    assert changed is not None and sum(end - start for start, end in changed) == 3 * GRANULE
+    assert written == {"os": 3 * WRITE_RUN}
+    assert changed is not None and sum(end - start for start, end in changed) == 3 * WRITE_RUN
+    assert all(start % WRITE_RUN == 0 for start, _ in changed)
     assert provider.changed_extents(second, "os", second.disks[0].tracking or "") == []
 
 
