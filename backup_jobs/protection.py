@@ -64,17 +64,20 @@ def configure_protection(ctx: JobContext) -> dict[str, Any]:
         "next_run": at.isoformat(),
     }
     if ctx.job.properties.get(BACKUP_NOW):
-        result["initial_backup_job"] = start_backup(ctx, vm_id).id
+        result["initial_backup_job"] = initial_backup(ctx, vm_id).id
     return result
 
 
-def start_backup(ctx: JobContext, vm_id: str) -> Job:
-    """Submit an on-demand Backup job for a protected VM (from a job: ``--backup-now``)."""
-    if ctx.dispatcher is None:
-        raise RuntimeError("a job that starts a backup needs a dispatcher")
+def initial_backup(ctx: JobContext, vm_id: str) -> Job:
+    """Create the initial Backup job (``--backup-now``), sent once this job has ended.
+
+    Sent now, it could start before this job frees the VM and fail with OperationInProgress.
+    """
     job = jobs.new_job(
         ctx.vault.name, Operation.BACKUP, vm_id, vm_id, ctx.settings.max_attempts, ctx.clock
     )
     job = job.evolve(properties={**job.properties, "trigger": "initial"})
+    jobs.create(ctx.catalog, job, ctx.clock)
     ctx.catalog.set_active_backup(ctx.vault.name, vm_id, job.id)
-    return jobs.submit(ctx.catalog, ctx.dispatcher, job, ctx.clock)
+    ctx.followups.append(job)
+    return job
