@@ -112,6 +112,14 @@ class ProtectionRecords(Protocol):
         """Take an item out of the schedule (it is gone, or its policy is)."""
         ...
 
+    def move_run(self, vault: str, vm_id: str, was: datetime, to: datetime | None) -> bool:
+        """Move an item's next run from ``was`` to ``to`` (None: out of the schedule).
+
+        Only if it is still at ``was``: a second tick handling the same due run, or one that
+        lost a race with a change of the item's schedule, changes nothing. False then.
+        """
+        ...
+
     def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
         """Items whose next run is due at ``now``, earliest first."""
         ...

@@ -2,11 +2,12 @@
 
 O(due), not O(items): the due items come from one sorted set of next-run times. Idempotent:
 a scheduled run's job id is derived from (vault, VM, scheduled time), so two beats, a re-run
-tick or a crash between two writes never start one run twice, and the next run is computed
-from the scheduled time, not from the clock, so both compute the same. A run whose item's
-previous backup is still running is skipped (no pile-up); a run found more than the start
-window after its time (the service was down) is recorded as missed, not run late. Both are
-kept in the item's history of skipped and missed runs.
+tick or a crash between two writes never start one run twice; the next run is computed
+from the scheduled time, not from the clock, and a tick moves an item's next run only if it
+is still the run that tick handled, so a late second tick never undoes a newer schedule.
+A run whose item's previous backup has not finished is skipped (no pile-up); a run found
+more than the start window after its time (the service was down) is recorded as missed, not
+run late. Both are kept in the item's history of skipped and missed runs.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def dispatch_due_backups(
             problem = Problem(exc.item, exc.detail, "dispatch backups", now)
             catalog.record_problem(problem)
             report.problems.append(problem)
-            catalog.unschedule(run.vault, run.vm_id)
+            catalog.move_run(run.vault, run.vm_id, run.scheduled_at, None)
     return report
 
 
@@ -67,7 +68,7 @@ def _dispatch(
     item = catalog.get_item(run.vault, run.vm_id)
     policy = catalog.get_policy(run.vault, item.policy) if item else None
     if item is None or policy is None or not item.state.scheduled:
-        catalog.unschedule(run.vault, run.vm_id)
+        catalog.move_run(run.vault, run.vm_id, run.scheduled_at, None)
         return
     now, at = clock.now(), run.scheduled_at
     for _ in range(MAX_CATCH_UP):
@@ -80,7 +81,7 @@ def _dispatch(
         at = next_run(policy, at)
         if at > now:
             break
-    catalog.schedule(run.vault, run.vm_id, at)
+    catalog.move_run(run.vault, run.vm_id, run.scheduled_at, at)
 
 
 def _start_or_skip(
@@ -97,7 +98,7 @@ def _start_or_skip(
     active = catalog.active_backup(run.vault, run.vm_id)
     running = catalog.get_job(active) if active and active != job_id else None
     if running is not None and not running.status.is_final:
-        reason = f"backup job {running.id} ({running.status.value}) was still running"
+        reason = f"backup job {running.id} ({running.status.value}) had not finished"
         event = ScheduleEvent(at, RunOutcome.SKIPPED, reason)
         catalog.record_event(run.vault, run.vm_id, event)
         return

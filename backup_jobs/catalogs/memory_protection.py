@@ -124,6 +124,19 @@ class MemoryProtection:
         with self._mutex:
             self._zsets().get(wire.SCHEDULE_KEY, {}).pop(wire.schedule_member(vault, vm_id), None)
 
+    def move_run(self, vault: str, vm_id: str, was: datetime, to: datetime | None) -> bool:
+        """Move an item's next run from ``was`` to ``to`` if it is still at ``was``."""
+        with self._mutex:
+            schedule = self._zsets().setdefault(wire.SCHEDULE_KEY, {})
+            member = wire.schedule_member(vault, vm_id)
+            if schedule.get(member) != was.timestamp():
+                return False
+            if to is None:
+                del schedule[member]
+            else:
+                schedule[member] = to.timestamp()
+            return True
+
     def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
         """Items whose next run is due, earliest first."""
         with self._mutex:

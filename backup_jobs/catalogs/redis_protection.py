@@ -152,6 +152,14 @@ class RedisProtection:
         member = wire.schedule_member(vault, vm_id)
         self._call(lambda: self._redis.zrem(wire.SCHEDULE_KEY, member))
 
+    def move_run(self, vault: str, vm_id: str, was: datetime, to: datetime | None) -> bool:
+        """Move an item's next run from ``was`` to ``to`` if it is still at ``was``."""
+        args = [wire.schedule_member(vault, vm_id), repr(was.timestamp())]
+        args.append(repr(to.timestamp()) if to is not None else "")
+        script = self._script(scripts.MOVE_RUN)
+        moved = self._call(lambda: script(keys=[wire.SCHEDULE_KEY], args=args), wire.SCHEDULE_KEY)
+        return bool(moved)
+
     def due_runs(self, now: datetime, limit: int = 500) -> list[DueRun]:
         """Items whose next run is due, earliest first (unparsable members dropped)."""
         due: list[tuple[Any, float]] = cast(

@@ -152,3 +152,16 @@ end
 return 1
 """
 )
+
+# KEYS[1] the schedule; ARGV[1] member, ARGV[2] the score it must still have, ARGV[3] its new
+# score ('' = remove it). Returns 1 if it moved.
+MOVE_RUN = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1
+"""

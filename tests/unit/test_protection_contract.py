@@ -78,6 +78,20 @@ def test_an_item_is_scheduled_while_its_state_is_and_unscheduled_otherwise(
     assert [i.vm_id for i in catalog.list_items("v")] == ["cs/a", "cs/b"]
 
 
+def test_a_run_moves_only_from_where_it_still_is(catalog: Catalog) -> None:
+    catalog.put_item(_item("cs/a"), schedule_at=T0)
+    later, rescheduled = T0 + timedelta(days=1), T0 + timedelta(seconds=0.5)
+
+    assert catalog.move_run("v", "cs/a", T0, later)
+    assert not catalog.move_run("v", "cs/a", T0, T0 + timedelta(days=2))  # a second tick
+    catalog.schedule("v", "cs/a", rescheduled)
+    assert not catalog.move_run("v", "cs/a", later, None)  # lost the race to a newer schedule
+    assert catalog.next_run("v", "cs/a") == rescheduled
+    assert catalog.move_run("v", "cs/a", rescheduled, None)
+    assert catalog.next_run("v", "cs/a") is None
+    assert not catalog.move_run("v", "cs/b", T0, later)
+
+
 def test_an_item_write_is_fenced(catalog: Catalog) -> None:
     lock = catalog.acquire_lock("v", "cs/a", "job-1", 30)
     fence = Fence("v", "cs/a", lock.token)
