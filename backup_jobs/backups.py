@@ -159,7 +159,7 @@ def _take_snapshot(ctx: JobContext) -> Snapshot:
                 vm_id,
                 ctx.settings.timeouts.snapshot_seconds,
                 ctx.heartbeat,
-                CommitGuard(ctx.fence.token, ctx.guard),
+                CommitGuard(ctx.fence.token, ctx.guard, ctx.fence.vault),
             )
         except ProviderTimeout as exc:
             raise SnapshotTimeout(vm_id, str(exc)) from exc

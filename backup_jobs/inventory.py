@@ -199,7 +199,7 @@ def register(ctx: JobContext) -> dict[str, Any]:
 
 def _install(ctx: JobContext, vm_id: str) -> None:
     """Install the extension, committed only under the lease; provider errors mapped."""
-    guard = CommitGuard(ctx.fence.token, ctx.guard)
+    guard = CommitGuard(ctx.fence.token, ctx.guard, ctx.fence.vault)
     try:
         ctx.provider.install_extension(
             vm_id, ctx.settings.timeouts.install_agent_seconds, ctx.heartbeat, guard

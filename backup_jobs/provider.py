@@ -47,11 +47,14 @@ class CommitGuard:
     """What a provider checks immediately before a side effect on a VM.
 
     ``check()`` raises (``LeaseLost``, or the step's timeout error) unless the job still holds
-    the VM's lease and its deadline has not passed; ``token`` is the job's fencing token.
+    the VM's lease and its deadline has not passed; ``token`` is the job's fencing token, and
+    ``scope`` names the lease it belongs to (the vault: each vault counts its own tokens, so a
+    provider compares a token only with tokens of the same scope).
     """
 
     token: int
     check: Callable[[], None]
+    scope: str
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class MemoryProvider:
         self.fail_listing = False
         self.install_hangs = False
         self.installed: list[str] = []
-        self._tokens: dict[str, int] = {}
+        self._tokens: dict[tuple[str, str], int] = {}
 
     def list_vms(self) -> Inventory:
         """Every VM (and ``unreadable``), or ``ProviderError`` if ``fail_listing``."""
@@ -71,8 +71,8 @@ class MemoryProvider:
         if self.install_hangs:
             raise ProviderTimeout(f"install on {vm_id}")
         guard.check()
-        if self._tokens.get(vm_id, 0) > guard.token:
+        if self._tokens.get((guard.scope, vm_id), 0) > guard.token:
             raise ProviderFenced(f"{vm_id}: token {guard.token} is stale")
-        self._tokens[vm_id] = guard.token
+        self._tokens[guard.scope, vm_id] = guard.token
         self.installed.append(vm_id)
         self.vms[vm_id] = replace(self.vms[vm_id], extension_installed=True)

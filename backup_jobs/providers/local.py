@@ -168,22 +168,27 @@ class LocalFleet:
                 tmp.unlink()
             raise ProviderStorageError(f"{exc.filename or folder}: {exc.strerror}") from exc
 
-    def commit_extension(self, vm_id: str, token: int) -> None:
+    def commit_extension(self, vm_id: str, token: int, scope: str) -> None:
         """Record the installed extension, unless a job with a newer fencing token already did.
 
-        The token is kept in ``vm.json`` (the fleet's own fencing): a worker that was frozen
-        past its lease and resumes cannot overwrite what a newer attempt wrote.
+        The newest token of each scope (vault) is kept in ``vm.json`` (the fleet's own
+        fencing): a worker that was frozen past its lease and resumes cannot overwrite what a
+        newer attempt wrote. Tokens of different vaults are never compared: each vault counts
+        its own, so registering a VM in a second vault is not fenced by the first.
         """
         with self._vm_locked(vm_id):
             data = self.read(vm_id)
-            seen = int(data.get("extension", {}).get("fencing_token", 0))
+            tokens = _fencing_tokens(data.get("extension"))
+            seen = tokens.get(scope, 0)
             if seen > token:
-                raise ProviderFenced(f"{vm_id}: token {token} is older than {seen}")
+                raise ProviderFenced(
+                    f"{vm_id}: token {token} of vault {scope} is older than {seen}"
+                )
             data["extension"] = {
                 "installed": True,
                 "version": "1.0.0",
                 "installed_at": time.time(),
-                "fencing_token": token,
+                "fencing_tokens": {**tokens, scope: token},
             }
             self.write(data)
 
@@ -403,7 +408,7 @@ class LocalProvider:
                 raise ProviderTimeout(f"install of the backup extension on {vm_id}")
             self._sleep(min(0.2, max(0.0, min(finish, deadline) - time.monotonic())))
         guard.check()
-        self.fleet.commit_extension(vm_id, guard.token)
+        self.fleet.commit_extension(vm_id, guard.token, guard.scope)
 
     @staticmethod
     def _to_vm(folder: Path, data: dict[str, Any]) -> VM:
@@ -434,3 +439,15 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError as exc:
         raise ProviderError(f"disk image {path} is missing") from exc
+
+
+def _fencing_tokens(extension: object) -> dict[str, int]:
+    """The newest fencing token per vault recorded with an extension (unreadable ones: none)."""
+    tokens = extension.get("fencing_tokens") if isinstance(extension, dict) else None
+    if not isinstance(tokens, dict):
+        return {}
+    return {
+        str(scope): token
+        for scope, token in tokens.items()
+        if isinstance(token, int) and not isinstance(token, bool)
+    }

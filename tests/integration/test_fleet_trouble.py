@@ -76,7 +76,7 @@ def test_a_worker_frozen_past_its_lease_does_not_install_after_the_retry_complet
 
     assert job.status == JobStatus.COMPLETED and job.attempt == 2
     assert job.attempts[0].error is not None and job.attempts[0].error["code"] == "WorkerLost"
-    assert installed["fencing_token"] == job.fencing_token > first.fencing_token
+    assert installed["fencing_tokens"][job.vault] == job.fencing_token > first.fencing_token
     assert after == installed  # the resumed child committed nothing
     assert handle.job() == job
 
@@ -90,6 +90,24 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_vm_registers_in_a_second_vault_whose_tokens_are_lower_than_the_first_s(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    fleet = create_demo_fleet(tmp_path / "fleet", REGION)
+    first, second = cluster.client(fleet.root), cluster.client(fleet.root)
+    for _ in range(3):  # the first vault's counter runs ahead of the second's
+        first.catalog.acquire_lock(first.vault.name, "cs-app/app01", "test", 30)
+        first.catalog.release_lock(first.vault.name, "cs-app/app01", "test")
+    for client in (first, second):
+        assert client.discover().wait(30).status == JobStatus.COMPLETED
+        [handle] = client.register(["cs-app/app01"])
+        job = handle.wait(30)
+        assert (job.status, job.attempt) == (JobStatus.COMPLETED, 1), job.to_dict()["attempts"]
+
+    tokens = fleet.read("cs-app/app01")["extension"]["fencing_tokens"]
+    assert tokens[first.vault.name] > tokens[second.vault.name]
 
 
 def test_a_full_fleet_disk_is_a_retryable_error_naming_the_path(

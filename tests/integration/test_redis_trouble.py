@@ -241,7 +241,7 @@ def test_an_attempt_whose_lease_expired_during_an_outage_commits_nothing(
     assert [a.status for a in job.attempts] == [JobStatus.FAILED, JobStatus.COMPLETED]
     assert job.attempts[0].error is not None and job.attempts[0].error["code"] == "WorkerLost"
     # The install was committed once, by the attempt that held the lease, never by the first.
-    assert extension["fencing_token"] == job.fencing_token > first.fencing_token
+    assert extension["fencing_tokens"][job.vault] == job.fencing_token > first.fencing_token
 
 
 def test_killing_beat_or_the_tick_consumer_mid_flight_leaves_nothing_stuck(

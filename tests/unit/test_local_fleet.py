@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, LocalProvide
 from backup_jobs.providers.local_demo import DEMO_VMS, create_demo_fleet
 from backup_jobs.providers.local_faults import Fault
 
-GUARD = CommitGuard(1, lambda: None)
+GUARD = CommitGuard(1, lambda: None, "v")
 
 
 def test_demo_fleet_has_a_vm_for_every_seed_row_with_sparse_disks(tmp_path: Path) -> None:
@@ -119,13 +120,21 @@ def test_an_install_is_committed_only_if_the_guard_allows_and_the_token_is_not_o
     def lost() -> None:
         raise LeaseLost("cs-app/app01")
 
+    def install(token: int, vault: str = "v1", check: Callable[[], None] = lambda: None) -> None:
+        provider.install_extension(
+            "cs-app/app01", 5, lambda: None, CommitGuard(token, check, vault)
+        )
+
     with pytest.raises(LeaseLost):
-        provider.install_extension("cs-app/app01", 5, lambda: None, CommitGuard(7, lost))
+        install(7, check=lost)
     assert fleet.read("cs-app/app01")["extension"]["installed"] is False
-    provider.install_extension("cs-app/app01", 5, lambda: None, CommitGuard(7, lambda: None))
+    install(7)
     with pytest.raises(ProviderFenced):  # a frozen worker with an older token resumes
-        provider.install_extension("cs-app/app01", 5, lambda: None, CommitGuard(6, lambda: None))
-    assert fleet.read("cs-app/app01")["extension"]["fencing_token"] == 7
+        install(6)
+    install(2, "v2")  # another vault counts its own tokens: not fenced by v1's
+    with pytest.raises(ProviderFenced):
+        install(1, "v2")
+    assert fleet.read("cs-app/app01")["extension"]["fencing_tokens"] == {"v1": 7, "v2": 2}
 
 
 def test_admin_verbs_change_the_vm(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from backup_jobs.providers.local_faults import Fault
 from backup_jobs.vault import BackupRequest, DiskSource, Vault, backup
 from tests.vault.conftest import restored_bytes
 
-GUARD = CommitGuard(1, lambda: None)
+GUARD = CommitGuard(1, lambda: None, "v")
 HOOKS = {"freeze_command": "true", "thaw_command": "true"}
 FAILING_HOOK = "sh -c 'echo busy >&2; exit 3'"
 DISK_BYTES = 4 << 20
