@@ -22,7 +22,7 @@ from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.catalogs import scripts
 from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
-from backup_jobs.catalogs.redis_errors import translated
+from backup_jobs.catalogs.redis_errors import WRITE_REFUSALS, reply_code, translated
 from backup_jobs.catalogs.redis_protection import RedisProtection
 from backup_jobs.errors import ConfigurationError, CorruptRecord, LeaseLost
 from backup_jobs.models import (
@@ -82,8 +82,17 @@ class RedisCatalog(RedisProtection):
         return self._redis
 
     def ping(self) -> None:
-        """Raise ``RedisUnavailable`` unless the server answers."""
-        self._call(self._redis.ping)
+        """Raise ``RedisUnavailable`` unless the server answers.
+
+        A server that refuses only writes (``MISCONF`` with a full disk, ``OOM``...) refuses
+        PING too, but answers reads: it counts as answering, so listings work meanwhile.
+        """
+        with translated(self._url):
+            try:
+                self._redis.ping()
+            except redis.ResponseError as exc:
+                if reply_code(exc) not in WRITE_REFUSALS:
+                    raise
 
     # --- vaults and VMs ----------------------------------------------------------------------
 

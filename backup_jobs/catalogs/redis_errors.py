@@ -39,6 +39,22 @@ REFUSALS = {
 }
 
 
+# What to do about the refusals a user can fix; the others pass by themselves.
+REFUSAL_ACTIONS = {
+    "MISCONF": "Free space on the disk of the server's data dir (for the embedded server, the "
+    "disk of BACKUP_JOBS_DATA_DIR); writes resume by themselves, and so do workers and beat.",
+    "OOM": "Raise the server's maxmemory or free memory on its machine; writes resume by "
+    "themselves.",
+    "READONLY": "Point BACKUP_JOBS_REDIS_URL at the primary, not at a replica.",
+    "NOREPLICAS": "Bring the server's replicas back, or lower its min-replicas-to-write; "
+    "writes resume by themselves.",
+}
+# Refusals of writes only: the server still answers reads (and counts as reachable).
+WRITE_REFUSALS = frozenset(REFUSAL_ACTIONS)
+
+_RETRY_LATER = "Retry in a moment; the server is busy or restarting and recovers by itself."
+
+
 def reply_code(exc: BaseException) -> str:
     """The error code of a Redis reply (``MISCONF``, ``OOM``, ...); redis-py strips some."""
     code = getattr(exc, "status_code", None)
@@ -67,7 +83,10 @@ def _reply_error(where: str, text: str, code: str, key: str | None) -> BackupJob
     why = REFUSALS.get(code)
     if why is not None:
         reply = text if text.startswith(code) else f"{code} {text}"
-        return RedisUnavailable(detail=f"{where}: the server refused the command: {why} ({reply})")
+        return RedisUnavailable(
+            detail=f"{where}: the server refused the command: {why} ({reply})",
+            action=REFUSAL_ACTIONS.get(code, _RETRY_LATER),
+        )
     if "DB index is out of range" in text or "invalid DB index" in text:
         return ConfigurationError(
             detail=f"{URL_VARIABLE}={where} names a database the server does not have ({text})"

@@ -168,7 +168,10 @@ def test_a_full_aof_disk_does_not_stop_the_worker_and_work_resumes_when_space_is
                 own.client().set(f"fill{n}", "x" * 65536)
         with pytest.raises(redis.ResponseError, match="MISCONF"):
             own.client().set("probe", "1")
-        time.sleep(3)
+        env = _cli_env(cluster, tmp_path, client.vault.name)
+        listed = run_cli("vm", "list", env=env)  # reads still work (PING is refused too)
+        refused = run_cli("vm", "register", "cs-app/app01", env=env)
+        time.sleep(2)
         during = _alive(cluster)
         filler.unlink()
         eventually(lambda: _accepts_writes(own), 30, 0.5)
@@ -181,6 +184,9 @@ def test_a_full_aof_disk_does_not_stop_the_worker_and_work_resumes_when_space_is
             own.kill()
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
+    assert listed.returncode == 0 and "cs-app/app01" in listed.stdout, listed.stderr
+    assert refused.returncode == 7 and "MISCONF" in refused.stderr, refused.stderr
+    assert "what to do: Free space on the disk of the server's data dir" in refused.stderr
     assert during == after == {"worker": True, "ticks": True, "beat": True}
     assert job.status == JobStatus.COMPLETED
 
