@@ -155,6 +155,16 @@ class Transient(BackupJobsError):
 
     kind = ErrorKind.TRANSIENT
     retryable = True
+    # What to do once no attempt is left (None: the action, then start the operation again).
+    final_action: ClassVar[str | None] = None
+
+    def after_last_attempt(self, attempts: int) -> Transient:
+        """This error as the end of a job: no attempt follows, so the action says so."""
+        action = self.final_action or (
+            f"{self.recommended_action.rstrip('.')}; then start the operation again."
+        )
+        failed = "Its only attempt failed" if attempts == 1 else f"All {attempts} attempts failed"
+        return type(self)(self.item, self.detail, f"{failed}. {action}")
 
 
 class Unavailable(BackupJobsError):
@@ -309,7 +319,10 @@ class OperationInProgress(Conflict):
         "Command execution failed - Another operation is in progress on this item. "
         "Please wait until the previous operation is completed, and then retry. {detail}"
     )
-    action = "Wait for the running job or cancel it."
+    action = (
+        "Wait for the running job to end (`backup-jobs job show ID --wait`), then start this "
+        "operation again."
+    )
 
 
 class LeaseLost(Conflict):
@@ -327,7 +340,11 @@ class WorkerLost(Transient):
     template = "The worker running this job stopped responding (its lease expired)."
     action = (
         "Nothing to do while attempts remain: the job is retried automatically; follow it "
-        "with `backup-jobs job show ID` (after the last attempt, start the operation again)."
+        "with `backup-jobs job show ID`."
+    )
+    final_action = (
+        "Check why workers stopped (their logs; memory; `backup-jobs up`'s output), then start "
+        "the operation again."
     )
 
 
@@ -439,6 +456,9 @@ class FleetStorageError(Transient):
     action = (
         "Free space on (or fix the permissions of) the named path; the job is retried "
         "automatically."
+    )
+    final_action = (
+        "Free space on (or fix the permissions of) the named path, then start the operation again."
     )
 
 

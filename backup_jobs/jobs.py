@@ -33,6 +33,7 @@ from backup_jobs.errors import (
     DiscoveryInProgress,
     LeaseLost,
     OperationInProgress,
+    Transient,
 )
 from backup_jobs.models import Attempt, Job, JobStatus, Operation
 
@@ -201,8 +202,11 @@ def fail_attempt(
     a retry). Returns the job as the catalog now holds it (another writer's, if fenced out).
     """
     now = clock.now()
+    retry = (error.retryable if retryable is None else retryable) and job.attempt < job.max_attempts
+    if not retry and isinstance(error, Transient):  # retryable, but no attempt is left: say so
+        error = error.after_last_attempt(job.attempt)
     failed = end_attempt(job, JobStatus.FAILED, error, clock).evolve(error=error.to_dict())
-    if (error.retryable if retryable is None else retryable) and job.attempt < job.max_attempts:
+    if retry:
         retry_at = now + timedelta(seconds=retry_delay_seconds)
         failed = failed.evolve(status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at)
     else:

@@ -56,7 +56,7 @@ def test_vm_table_shows_the_error_action_and_other_regions() -> None:
 
     text = render.vm_table([failed, elsewhere], region="r1")
 
-    assert "OperationInProgress: Wait for the running job or cancel it." in text
+    assert "OperationInProgress: Wait for the running job to end" in text
     assert "not in the vault's region (r1)" in text
 
 

@@ -78,6 +78,12 @@ def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
     assert last.status == JobStatus.FAILED
     assert [a.status for a in last.attempts] == [JobStatus.FAILED] * 3
     assert catalog.due_retries(clock.now()) == []
+    # The job's error and its last attempt's say that nothing is retried any more.
+    first_action = last.attempts[0].error["recommended_action"]  # type: ignore[index]
+    assert "retried automatically" in first_action
+    for error in (last.error, last.attempts[-1].error):
+        assert error is not None and "retried" not in error["recommended_action"]
+        assert error["recommended_action"].startswith("All 3 attempts failed. Check why workers")
 
 
 class RefusingDispatcher:
