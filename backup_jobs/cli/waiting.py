@@ -116,6 +116,9 @@ class Waiter:
         click.echo(status_line(job, now, since), err=True)
         if changed and job.error and job.status in _EXPLAINED:
             echo_error(job.error, prefix="  error")
+        if changed and job.status.is_final:
+            for warning in job.warnings:
+                click.echo(f"  warning: {warning}", err=True)
 
 
 def _interval(spent: timedelta) -> float:

@@ -137,3 +137,19 @@ def test_durations_read_the_way_people_say_them(seconds: float, text: str) -> No
 def test_a_next_attempt_on_another_day_shows_the_date() -> None:
     assert render.clock_time(T0 + timedelta(days=1), T0) == "2026-04-02 09:00:00 UTC"
     assert render.clock_time(T0, T0) == "09:00:00 UTC"
+
+
+def test_a_job_that_completed_with_warnings_prints_each_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    warned = _job(
+        JobStatus.COMPLETED_WITH_WARNINGS,
+        warnings=("cs-app/bad01: vm.json is not valid JSON", "cs-app/bad02: no disks"),
+    )
+
+    lines = _follow([(float("inf"), warned)], capsys)
+
+    assert lines[1:] == [
+        "  warning: cs-app/bad01: vm.json is not valid JSON",
+        "  warning: cs-app/bad02: no disks",
+    ]
