@@ -11,7 +11,12 @@ from backup_jobs.cli import render
 from backup_jobs.cli.common import json_option, parsed_by
 from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, agent_version
 from backup_jobs.providers.local_demo import create_demo_fleet
-from backup_jobs.providers.local_faults import FAULT_KINDS, Fault
+from backup_jobs.providers.local_faults import (
+    FAULT_KINDS,
+    MAX_FAULT_SECONDS,
+    MAX_FAULT_TIMES,
+    Fault,
+)
 from backup_jobs.settings import Settings
 
 
@@ -152,11 +157,18 @@ def fault_group() -> None:
 @click.argument("kind", type=click.Choice(FAULT_KINDS))
 @click.option("--vm", help="Only for this VM (cloud_service/name or name); default: any.")
 @click.option(
-    "--times", type=click.IntRange(1), default=1, show_default=True, help="How often it fires."
+    "--times",
+    type=click.IntRange(1, MAX_FAULT_TIMES),
+    default=1,
+    show_default=True,
+    help="How often it fires.",
 )
 @click.option("--forever", is_flag=True, help="Fire every time until cleared.")
 @click.option(
-    "--seconds", type=click.FloatRange(0), default=0.0, help="Delay, for the -slow kinds."
+    "--seconds",
+    type=click.FloatRange(0, MAX_FAULT_SECONDS),
+    default=0.0,
+    help="Delay: of the -slow kinds, of each read for transfer-timeout.",
 )
 def fault_set(kind: str, vm: str | None, times: int, forever: bool, seconds: float) -> None:
     """Arm a fault."""

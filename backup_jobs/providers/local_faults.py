@@ -30,6 +30,11 @@ FAULT_KINDS = (
     "freeze-failure",
 )
 FAULTS_FILE = "faults.json"
+# Faults that fire on the whole fleet, never on one VM.
+FLEET_WIDE_KINDS = frozenset({"discovery-internal-error", "discovery-slow"})
+# Bounds of a fault's delay and count: a day, a million times (or forever).
+MAX_FAULT_SECONDS = 86_400.0
+MAX_FAULT_TIMES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,23 @@ class Fault:
         return self.vm in (vm_id, vm_id.split("/", 1)[-1])
 
 
+def check_fault(fault: Fault) -> None:
+    """Raise ``ConfigurationError`` naming what is wrong with a fault, before it is armed."""
+    problem, action = None, "Arm the fault again with a value in range."
+    if fault.kind not in FAULT_KINDS:
+        problem = f"unknown fault kind {fault.kind!r}; accepted: {', '.join(FAULT_KINDS)}"
+        action = "Arm one of the accepted kinds."
+    elif fault.vm is not None and fault.kind in FLEET_WIDE_KINDS:
+        problem = f"{fault.kind} fires on the whole fleet's listing, not on one VM"
+        action = "Arm it again without --vm."
+    elif not 0.0 <= fault.seconds <= MAX_FAULT_SECONDS:  # NaN fails both comparisons
+        problem = f"fault seconds {fault.seconds!r} is outside 0 to {MAX_FAULT_SECONDS:g}"
+    elif fault.times is not None and not 1 <= fault.times <= MAX_FAULT_TIMES:
+        problem = f"fault times {fault.times!r} is outside 1 to {MAX_FAULT_TIMES} (or forever)"
+    if problem is not None:
+        raise ConfigurationError(detail=problem, action=action)
+
+
 class FaultStore:
     """The armed faults of one fleet directory."""
 
@@ -59,10 +81,7 @@ class FaultStore:
 
     def add(self, fault: Fault) -> None:
         """Arm a fault."""
-        if fault.kind not in FAULT_KINDS:
-            raise ConfigurationError(
-                detail=f"unknown fault kind {fault.kind!r}; accepted: {', '.join(FAULT_KINDS)}"
-            )
+        check_fault(fault)
         with self._locked() as faults:
             faults.append(fault)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,27 @@ def test_faults_fire_for_their_vm_and_count_down(tmp_path: Path) -> None:
 def test_unknown_fault_kind_lists_the_accepted_kinds(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="discovery-internal-error"):
         LocalFleet(tmp_path).faults.add(Fault("disk-on-fire"))
+
+
+@pytest.mark.parametrize(
+    ("fault", "named"),
+    [
+        (Fault("discovery-slow", vm="cs/a"), "not on one VM"),
+        (Fault("install-slow", seconds=float("nan")), "seconds nan"),
+        (Fault("install-slow", seconds=float("inf")), "seconds inf"),
+        (Fault("install-slow", seconds=-1.0), "seconds -1.0"),
+        (Fault("install-slow", seconds=1e12), "outside 0 to 86400"),
+        (Fault("install-slow", times=10**12), "times 1000000000000"),
+        (Fault("install-slow", times=0), "times 0"),
+    ],
+)
+def test_a_fault_out_of_range_is_refused_naming_the_value(
+    tmp_path: Path, fault: Fault, named: str
+) -> None:
+    faults = LocalFleet(tmp_path).faults
+    with pytest.raises(ConfigurationError, match=re.escape(named)):
+        faults.add(fault)
+    assert faults.armed() == []
 
 
 def test_injected_discovery_error_and_install_hang(tmp_path: Path) -> None:
