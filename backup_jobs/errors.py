@@ -184,9 +184,9 @@ class ConfigurationError(InvalidInput):
 
 
 class VMNotFoundInInventory(NotFound):
-    """Raised when a VM name matches no VM known to the vault."""
+    """Raised when a VM name matches no VM known to the vault (or, for fleet verbs, the fleet)."""
 
-    template = "No VM with this name is known to the vault.{detail}"
+    template = "No VM with this name is known{detail}"
     action = "Run `backup-jobs vm discover`, then check the name with `backup-jobs vm list`."
 
 

@@ -105,7 +105,8 @@ def resolve_vm(vms: Iterable[VM], name: str) -> VM:
 class VMIndex:
     """Live VMs by id and by bare name, so resolving many names costs one pass."""
 
-    def __init__(self, vms: Iterable[VM]) -> None:
+    def __init__(self, vms: Iterable[VM], where: str = "the vault") -> None:
+        self.where = where  # what an unknown name is unknown to, in the error
         live = [vm for vm in vms if not vm.deleted]
         self.by_id = {vm.id: vm for vm in live}
         self.by_name: dict[str, list[VM]] = {}
@@ -125,7 +126,7 @@ class VMIndex:
             raise AmbiguousVMName(name, ", ".join(sorted(vm.id for vm in matches)))
         close = difflib.get_close_matches(name, [*self.by_id, *self.by_name])
         hint = f" Did you mean: {', '.join(dict.fromkeys(close))}?" if close else ""
-        raise VMNotFoundInInventory(name, hint)
+        raise VMNotFoundInInventory(name, f" to {self.where}.{hint}")
 
 
 def check_submittable(vm: VM, vault: VaultConfig) -> None:
@@ -176,7 +177,7 @@ def register(ctx: JobContext) -> dict[str, Any]:
     vault, vm_id = ctx.vault.name, ctx.job.item
     vm = ctx.provider.get_vm(vm_id)
     if vm is None:
-        raise VMNotFoundInInventory(vm_id, " It is no longer in the fleet; run discovery.")
+        raise VMNotFoundInInventory(vm_id, " to the fleet any more; run discovery.")
     record = ctx.catalog.get_vm(vault, vm_id)
     if record is not None and record.registration == RegistrationState.REGISTERED:
         if record.last_job_id == ctx.job.id:

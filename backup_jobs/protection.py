@@ -44,7 +44,7 @@ def configure_protection(ctx: JobContext) -> dict[str, Any]:
     policy = load_policy(ctx, str(ctx.job.properties[POLICY]))
     vm = ctx.catalog.get_vm(vault, vm_id)
     if vm is None or vm.deleted:
-        raise VMNotFoundInInventory(vm_id, " Run discovery, then protect it again.")
+        raise VMNotFoundInInventory(vm_id, " to the vault. Run discovery, then protect it again.")
     check_protectable(vm, ctx.vault)
     now = ctx.clock.now()
     current = ctx.catalog.get_item(vault, vm_id)

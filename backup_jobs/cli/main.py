@@ -28,6 +28,11 @@ from backup_jobs.errors import (
 )
 from backup_jobs.provider import ProviderStorageError
 
+# A fleet verb (no job, nothing retried) that the fleet's storage refused.
+ADMIN_STORAGE_ACTION = (
+    "Free space on (or fix the permissions of) the named path, then run the command again."
+)
+
 
 @click.group()
 @click.version_option(package_name="backup-jobs")
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except ProviderStorageError as exc:
-        _fail(FleetStorageError(detail=str(exc)))
+        _fail(FleetStorageError(detail=str(exc), action=ADMIN_STORAGE_ACTION))
     except Exception as exc:  # a bug: one line for the user, the traceback kept in a file
         _fail(InternalError(detail=f"{type(exc).__name__}: {exc}", action=_report(exc)))
 

@@ -8,6 +8,7 @@ stop, delete, agents, disks); ``LocalProvider`` is the provider port over it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -132,17 +133,15 @@ class LocalFleet:
         """The id of the fleet VM called ``name``: ``cloud_service/name``, or a unique bare name."""
         vms = [VM(path.parent.name, path.parent.parent.name, "") for path in self.vm_files()]
         try:
-            return VMIndex(vms).resolve(name).id
+            return VMIndex(vms, f"the fleet {self.root}").resolve(name).id
         except VMNotFoundInInventory as exc:
-            raise VMNotFoundInInventory(
-                name, f" The fleet {self.root} has no such VM.{exc.detail}", FLEET_LIST_ACTION
-            ) from None
+            raise VMNotFoundInInventory(name, exc.detail, FLEET_LIST_ACTION) from None
 
     def vm_dir(self, vm_id: str) -> Path:
         """The folder of a VM given as ``cloud_service/name``."""
         parts = vm_id.split("/")
         if len(parts) != 2 or any(part in ("", ".", "..") for part in parts):
-            raise VMNotFoundInInventory(vm_id, " Name fleet VMs as cloud_service/name.")
+            raise VMNotFoundInInventory(vm_id, ": name fleet VMs as cloud_service/name.")
         return self.root / vm_id
 
     def read(self, vm_id: str) -> dict[str, Any]:
@@ -150,9 +149,7 @@ class LocalFleet:
         path = self.vm_dir(vm_id) / VM_FILE
         if not path.exists():
             self.require()
-            raise VMNotFoundInInventory(
-                vm_id, f" The fleet {self.root} has no such VM.", FLEET_LIST_ACTION
-            )
+            raise VMNotFoundInInventory(vm_id, f" to the fleet {self.root}.", FLEET_LIST_ACTION)
         return self.load(path)
 
     def write(self, data: dict[str, Any]) -> None:
@@ -198,7 +195,7 @@ class LocalFleet:
         try:
             handle = os.open(self.vm_dir(vm_id), os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError as exc:
-            raise VMNotFoundInInventory(vm_id, f" The fleet {self.root} has no such VM.") from exc
+            raise VMNotFoundInInventory(vm_id, f" to the fleet {self.root}.") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -324,6 +321,8 @@ class LocalFleet:
                 image.truncate(size_bytes)
         except OSError as exc:
             path.unlink(missing_ok=True)
+            if exc.errno != errno.EFBIG:  # full, read-only, no permission: the storage refused
+                raise ProviderStorageError(f"{path}: {exc.strerror or exc}") from exc
             raise ConfigurationError(
                 detail=f"cannot create the disk image {path}: {exc.strerror or exc}",
                 action="Check the free space and the file-size limit of the fleet directory's "

@@ -26,6 +26,7 @@ from tests.harness import (
     eventually,
     mount_tmpfs,
     own_cluster,
+    run_cli,
     wait_for_status,
     with_db,
 )
@@ -130,6 +131,30 @@ def test_a_full_fleet_disk_is_a_retryable_error_naming_the_path(
     assert str(small_disk / "fleet" / "cs-app" / "app01") in waiting.error["message"]
     assert vm.registration == RegistrationState.NOT_REGISTERED  # actionable while it waits
     assert job.status == JobStatus.COMPLETED and job.attempt == 2
+
+
+def test_fleet_verbs_on_a_full_disk_say_so_and_leave_nothing_half_written(
+    small_disk: Path,
+) -> None:
+    fleet = create_demo_fleet(small_disk / "fleet", REGION)
+    folder = fleet.vm_dir("cs-app/app01")
+    before = sorted(folder.iterdir())
+    with open(small_disk / "filler", "wb") as out, contextlib.suppress(OSError):
+        out.write(b"x" * (4 << 20))
+    env = {**os.environ, "BACKUP_JOBS_FLEET_DIR": str(fleet.root)}
+
+    results = [
+        run_cli("fleet", "add-disks", "cs-app/app01", "--size-mib", "1", env=env),
+        run_cli("fleet", "stop", "cs-app/app01", env=env),
+    ]
+
+    for result in results:
+        assert result.returncode == 6, result.stderr
+        assert "error: FleetStorageError:" in result.stderr and "No space left" in result.stderr
+        assert "then run the command again" in result.stderr and "retried" not in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(folder.iterdir()) == before
+    assert fleet.read("cs-app/app01")["power_state"] == "Running"
 
 
 def test_a_read_only_fleet_can_still_be_discovered(cluster: Cluster, small_disk: Path) -> None:

@@ -253,7 +253,7 @@ def test_an_unknown_fleet_vm_advises_fleet_list_not_discovery(tmp_path: Path, na
         fleet.update(name, power_state="Stopped")
 
     assert raised.value.recommended_action == "List the fleet's VMs with `backup-jobs fleet list`."
-    assert f"The fleet {tmp_path} has no such VM." in raised.value.message
+    assert f"No VM with this name is known to the fleet {tmp_path}." in raised.value.message
 
 
 def test_an_unknown_fleet_vm_suggests_close_names(tmp_path: Path) -> None:
