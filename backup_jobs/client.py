@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backup_jobs import inventory, jobs, protection, timeparse
+from backup_jobs import inventory, jobs, protection, timeparse, wire
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
@@ -26,6 +26,7 @@ from backup_jobs.errors import (
     NotProtected,
     PolicyInUse,
     PolicyNotFound,
+    VMNotFoundInInventory,
     most_severe,
 )
 from backup_jobs.items import ItemView, RecoveryPointRecord
@@ -207,13 +208,17 @@ class Client:
         self, names: Iterable[str], check: Callable[[VM, VaultConfig], None]
     ) -> tuple[list[str], list[Refusal]]:
         """The ids of the named VMs that pass ``check`` (once each), and the refusals."""
-        index = inventory.VMIndex(self.catalog.list_vms(self.vault.name))
+        listing = self.catalog.list_vms(self.vault.name)
+        index = inventory.VMIndex(listing)
         targets: dict[str, None] = {}
         refused: list[Refusal] = []
         for name in dict.fromkeys(names):
             try:
                 vm = index.resolve(name)
                 check(vm, self.vault)
+            except VMNotFoundInInventory as exc:  # unknown, or known but unreadable?
+                unreadable = _unreadable(listing.problems, self.vault.name, name)
+                refused.append(Refusal(name, unreadable or exc))
             except BackupJobsError as exc:
                 refused.append(Refusal(name, exc))
             else:
@@ -356,3 +361,13 @@ class Client:
         """A VM's recovery points, newest first (the catalog's mirror of the vault)."""
         vm_id = inventory.resolve_vm(self.catalog.list_vms(self.vault.name), vm).id
         return self.catalog.recovery_points(self.vault.name, vm_id)
+
+
+def _unreadable(problems: Iterable[Problem], vault: str, name: str) -> CorruptRecord | None:
+    """``CorruptRecord`` for the VM called ``name`` if a listing found its record unreadable."""
+    for problem in problems:
+        for prefix in (wire.vm_key(vault, ""), wire.vm_state_key(vault, "")):
+            vm_id = problem.key.removeprefix(prefix) if problem.key.startswith(prefix) else None
+            if vm_id is not None and name in (vm_id, vm_id.split("/", 1)[-1]):
+                return CorruptRecord(problem.key, problem.reason)
+    return None

@@ -74,6 +74,23 @@ def test_register_submits_every_valid_vm_and_reports_each_refused_one(parts) -> 
     assert all(isinstance(r, Refusal) for r in batch.refused)
 
 
+@pytest.mark.parametrize("key", ["bj:vm:v:cs1/web01", "bj:vmstate:v:cs1/web01"])
+def test_register_of_a_vm_whose_record_is_unreadable_names_the_record(  # type: ignore[no-untyped-def]
+    parts, key: str
+) -> None:
+    client, catalog, dispatcher, _ = parts
+    catalog.records[key] = "{not json"
+
+    batch = client.register(["web01", "cs1/web01", "nosuch"])
+
+    assert [(r.name, r.error.code) for r in batch.refused] == [
+        ("web01", "CorruptRecord"),
+        ("cs1/web01", "CorruptRecord"),
+        ("nosuch", "VMNotFoundInInventory"),
+    ]
+    assert batch.refused[0].error.item == key and dispatcher.sent == []
+
+
 def test_raise_refused_raises_the_most_severe_refusal_whatever_the_order(parts) -> None:  # type: ignore[no-untyped-def]
     client, catalog, _, _ = parts
     catalog.put_vm_state(
