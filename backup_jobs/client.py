@@ -197,17 +197,16 @@ class Client:
         is refused (``Batch.refused``) while the others go on: a refusal never raises here
         (``Batch.raise_refused()`` does); Redis errors still do.
         """
-        targets, refused = self._screen(
-            [vms] if isinstance(vms, str) else vms, inventory.check_submittable
-        )
+        targets, refused = self._screen(vms, inventory.check_submittable)
         if targets:
             self._record_vault()
         return Batch([self._submit(Operation.REGISTER, vm_id, vm_id) for vm_id in targets], refused)
 
     def _screen(
-        self, names: Iterable[str], check: Callable[[VM, VaultConfig], None]
+        self, names: str | Iterable[str], check: Callable[[VM, VaultConfig], None]
     ) -> tuple[list[str], list[Refusal]]:
         """The ids of the named VMs that pass ``check`` (once each), and the refusals."""
+        names = _names(names)
         listing = self.catalog.list_vms(self.vault.name)
         index = inventory.VMIndex(listing)
         targets: dict[str, None] = {}
@@ -322,9 +321,7 @@ class Client:
         ``backup_now`` starts each VM's initial backup as soon as its protection is set.
         """
         self.policy(policy)
-        targets, refused = self._screen(
-            [vms] if isinstance(vms, str) else vms, protection.check_protectable
-        )
+        targets, refused = self._screen(vms, protection.check_protectable)
         if targets:
             self._record_vault()
         properties = {protection.POLICY: policy, protection.BACKUP_NOW: backup_now}
@@ -371,3 +368,16 @@ def _unreadable(problems: Iterable[Problem], vault: str, name: str) -> CorruptRe
             if vm_id is not None and name in (vm_id, vm_id.split("/", 1)[-1]):
                 return CorruptRecord(problem.key, problem.reason)
     return None
+
+
+def _names(names: object) -> list[str]:
+    """VM names given as one ``str`` or an iterable of them; ``TypeError`` naming anything else."""
+    if isinstance(names, str):
+        return [names]
+    if isinstance(names, bytes | bytearray) or not isinstance(names, Iterable):
+        raise TypeError(f"VM names must be a str or an iterable of str, not {names!r}")
+    listed = list(names)
+    for name in listed:
+        if not isinstance(name, str):
+            raise TypeError(f"VM names must be str, not {type(name).__name__} {name!r}")
+    return listed

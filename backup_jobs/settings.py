@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,8 +240,10 @@ class _Env:
         if not raw:
             return default
         low, high = bounds
+        # ASCII digits only: int() and float() also take '1_0' and other scripts' digits.
+        pattern = _WHOLE if kind is int else _DECIMAL
         try:
-            value: N | None = kind(raw)
+            value: N | None = kind(raw) if pattern.fullmatch(raw) else None
         except (ValueError, OverflowError):
             value = None
         if value is None or not math.isfinite(value) or not low <= value <= high:
@@ -250,6 +253,10 @@ class _Env:
 
     def timeout(self, operation: str, default: int) -> int:
         return self.number(f"{operation}_TIMEOUT_SECONDS", default, int, TIMEOUT_RANGE_SECONDS)
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:

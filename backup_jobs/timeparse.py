@@ -24,6 +24,8 @@ def since(value: str | datetime | None, now: datetime) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return _aware(value)
+    if not isinstance(value, str):
+        raise TypeError(f"since must be a datetime or a str such as '24h', not {value!r}")
     return parse_since(value, now)
 
 

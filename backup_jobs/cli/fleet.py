@@ -104,7 +104,7 @@ def fleet_delete(vm: str) -> None:
     default="2.7.1198.800",
     show_default=True,
     callback=parsed_by(agent_version),
-    help="2 to 4 dot-separated integers.",
+    help="2 to 4 dot-separated integers of up to 9 digits.",
 )
 def fleet_install_agent(vm: str, version: str) -> None:
     """Install (or upgrade) the VM agent."""

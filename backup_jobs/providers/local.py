@@ -46,8 +46,9 @@ VM_FILE_VERSION = 1
 # size is a typo, and file systems refuse files near 16 TiB anyway.
 MAX_DISK_BYTES = 4 << 40
 # A VM agent version is 2 to 4 dot-separated integers, like the seed's 2.6.1198.718.
-AGENT_VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
-AGENT_VERSION_FORM = "2 to 4 dot-separated integers, e.g. 2.7.1198.800"
+# Each part at most 9 digits, as in Windows file versions (16 bits a part) and then some.
+AGENT_VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){1,3}")
+AGENT_VERSION_FORM = "2 to 4 dot-separated integers of up to 9 digits, e.g. 2.7.1198.800"
 # Fleet administration reads the fleet directory, not the vault: discovery would not help.
 FLEET_LIST_ACTION = "List the fleet's VMs with `backup-jobs fleet list`."
 _REQUIRED: dict[str, type | tuple[type, ...]] = {

@@ -175,3 +175,19 @@ def test_wait_times_out_without_touching_the_job_and_result_reports_the_end(part
     assert handle.result(timeout=1) == {"status": "Completed", "error": None, "vms": 3}
     with pytest.raises(errors.JobNotFound):
         client.job("no-such-job")
+
+
+@pytest.mark.parametrize("names", [b"web01", 5, [b"web01"], ["web01", None]])
+def test_register_names_anything_but_str_names_in_a_type_error(  # type: ignore[no-untyped-def]
+    parts, names: object
+) -> None:
+    client, _, dispatcher, _ = parts
+    with pytest.raises(TypeError, match="VM names must be"):
+        client.register(names)  # type: ignore[arg-type]
+    assert dispatcher.sent == []
+
+
+def test_jobs_since_anything_but_a_time_or_text_is_a_type_error(parts) -> None:  # type: ignore[no-untyped-def]
+    client, _, _, _ = parts
+    with pytest.raises(TypeError, match="since must be a datetime or a str"):
+        client.jobs(since=5)  # type: ignore[arg-type]

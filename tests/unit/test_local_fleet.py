@@ -184,7 +184,9 @@ def test_an_agent_version_is_two_to_four_dot_separated_integers(version: str) ->
     assert agent_version(version) == version
 
 
-@pytest.mark.parametrize("version", ["garbage", "2", "1.2.3.4.5", "2.6.x", "2..6", " 2.6", "٢.٦"])
+@pytest.mark.parametrize(
+    "version", ["garbage", "2", "1.2.3.4.5", "2.6.x", "2..6", " 2.6", "٢.٦", "1" * 40 + ".2"]
+)
 def test_anything_else_is_refused_as_an_agent_version(version: str) -> None:
     with pytest.raises(ConfigurationError, match="2 to 4 dot-separated integers"):
         agent_version(version)

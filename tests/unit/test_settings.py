@@ -69,7 +69,9 @@ NUMERIC = {
 }
 
 
-@pytest.mark.parametrize("value", ["1" + "0" * 30, "1e30", "nan", "inf", "-inf", "9" * 5000])
+@pytest.mark.parametrize(
+    "value", ["1" + "0" * 30, "1e30", "nan", "inf", "-inf", "9" * 5000, "1_0", "\u0661\u0660"]
+)
 @pytest.mark.parametrize("variable", NUMERIC)
 def test_every_numeric_setting_refuses_huge_and_non_finite_values_naming_its_range(
     variable: str, value: str
