@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -15,6 +16,8 @@ import pytest
 
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.models import JobStatus
+from backup_jobs.policies import Retention, ScheduleKind, make_policy
+from backup_jobs.providers.local_faults import Fault
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.settings import Settings
 from tests.harness import Cluster, demo_fleet, eventually, run_cli
@@ -101,6 +104,45 @@ def test_a_failed_attempt_shows_as_failed_in_flower_with_its_error_and_ticks_do_
     assert "VMNotRunning" in task["exception"] and "Start the virtual machine" in task["exception"]
     assert not [t for t in every.values() if str(t.get("name", "")).startswith("backup_jobs.tick")]
     assert workers  # the tick consumer answers too, but sends no task events
+
+
+def test_a_running_backup_shows_its_step_and_progress_in_flower(
+    cluster: Cluster, flower: str, tmp_path: Path
+) -> None:
+    fleet = demo_fleet(tmp_path)
+    client = cluster.client(tmp_path / "fleet", vault_dir=tmp_path / "vault")
+    client.discover().wait(30)
+    client.register(["cs-app/app01"])[0].wait(30)
+    client.create_policy(
+        make_policy("nightly", ScheduleKind.DAILY, times=["22:00"], retention=Retention(7))
+    )
+    client.protect(["cs-app/app01"], "nightly")[0].wait(30)
+    fleet.write_disks("cs-app/app01", percent=100, seed=1)
+    fleet.faults.add(Fault("transfer-timeout", "cs-app/app01", seconds=0.25))  # a slow read
+    handle = client.backup_now("cs-app/app01")
+
+    running = eventually(lambda: _progress(flower, f"{handle.id}.1"), 30, 0.1)
+    job = handle.wait(60)
+    done = eventually(lambda: _task(flower, "backup_jobs.backup", f"{handle.id}.1"), 30, 0.5)
+
+    assert job.status == JobStatus.COMPLETED
+    assert "of 64.0 MiB" in running["result"]
+    assert done["state"] == "SUCCESS" and job.properties["recovery_point_id"] in done["result"]
+
+
+def _progress(base: str, task_id: str) -> dict[str, Any] | None:
+    """The task as Flower shows it while its transfer is under way (between 1 and 99 %)."""
+    task = _get(f"{base}/api/task/info/{task_id}", AUTH) if _known(base, task_id) else {}
+    shown = re.match(r"Transfer data to vault (\d+)% \(", str(task.get("result")))
+    return task if task.get("state") == "PROGRESS" and shown and 0 < int(shown[1]) < 100 else None
+
+
+def _known(base: str, task_id: str) -> bool:
+    try:
+        _get(f"{base}/api/task/info/{task_id}", AUTH)
+    except urllib.error.HTTPError:
+        return False
+    return True
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
