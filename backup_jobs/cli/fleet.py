@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from backup_jobs.cli import render
-from backup_jobs.cli.common import json_option, parsed_by
+from backup_jobs.cli.common import FiniteRange, json_option, parsed_by
 from backup_jobs.providers.local import MAX_DISK_BYTES, LocalFleet, agent_version
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.providers.local_faults import (
@@ -134,10 +134,12 @@ def fleet_add_disks(vm: str, count: int, size_mib: int) -> None:
 @fleet_group.command("write")
 @click.argument("vm")
 @click.option("--disk", help="Only this disk (e.g. os, data1); default: every disk.")
-@click.option("--mib", type=click.FloatRange(0, min_open=True), help="MiB to write per disk.")
 @click.option(
-    "--percent", type=click.FloatRange(0, 100, min_open=True), help="Percent of each disk."
+    "--mib",
+    type=FiniteRange(0, MAX_DISK_BYTES >> 20, min_open=True),
+    help="MiB to write per disk (at most its size).",
 )
+@click.option("--percent", type=FiniteRange(0, 100, min_open=True), help="Percent of each disk.")
 def fleet_write(vm: str, disk: str | None, mib: float | None, percent: float | None) -> None:
     """Write random data at random places, as a running VM would (even during a backup)."""
     if (mib is None) == (percent is None):
@@ -166,7 +168,7 @@ def fault_group() -> None:
 @click.option("--forever", is_flag=True, help="Fire every time until cleared.")
 @click.option(
     "--seconds",
-    type=click.FloatRange(0, MAX_FAULT_SECONDS),
+    type=FiniteRange(0, MAX_FAULT_SECONDS),
     default=0.0,
     help="Delay: of the -slow kinds, of each read for transfer-timeout.",
 )

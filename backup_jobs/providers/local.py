@@ -286,7 +286,10 @@ class LocalFleet:
         disks = [d for d in data["disks"] if disk in (None, d["name"])]
         if not disks:
             names = ", ".join(d["name"] for d in data["disks"])
-            raise ConfigurationError(detail=f"{vm_id} has no disk {disk!r}; its disks: {names}")
+            raise ConfigurationError(
+                detail=f"{vm_id} has no disk {disk!r}; its disks: {names}",
+                action="Name one of its disks, or leave --disk out to write to every disk.",
+            )
         store, rng = DiskStore(self.vm_dir(vm_id)), random.Random(seed)
         written = {}
         for entry in disks:

@@ -409,3 +409,28 @@ def test_celery_command_works_from_the_checkout_and_from_an_installed_package(
         )
         assert result.returncode == 0, result.stderr
         assert "pong" in result.stdout
+
+
+def test_numbers_that_are_not_finite_or_too_large_are_usage_errors_naming_the_option(
+    tmp_path: Path,
+) -> None:
+    env = _fleet_env(tmp_path)
+    image = tmp_path / "fleet" / "cs-app" / "app01" / "os.img"
+    before = image.read_bytes()
+
+    results = {
+        option: run_cli(*command, env=env)
+        for option, command in {
+            "--percent": ("fleet", "write", "app01", "--percent", "nan"),
+            "--mib": ("fleet", "write", "app01", "--mib", "inf"),
+            "--seconds": ("fleet", "fault", "set", "install-slow", "--seconds", "nan"),
+        }.items()
+    }
+    huge = run_cli("fleet", "write", "app01", "--mib", "1e300", env=env)
+
+    for option, result in results.items():
+        assert result.returncode == 2, result.stderr
+        assert f"Invalid value for '{option}'" in result.stderr and "not a finite" in result.stderr
+    assert huge.returncode == 2 and "is not in the range" in huge.stderr
+    assert "Traceback" not in "".join(r.stderr for r in [*results.values(), huge])
+    assert image.read_bytes() == before
