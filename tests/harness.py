@@ -153,6 +153,17 @@ def own_cluster(url: str, root: Path, **env: str) -> Iterator[Cluster]:
             cluster.kill(name, signal.SIGKILL)
 
 
+def children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (the prefork pool of a worker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 def mount_tmpfs(where: Path, size: str) -> bool:
     """Mount a small tmpfs at ``where`` (to fill or freeze a disk for real); False if not root."""
     where.mkdir()

@@ -35,7 +35,7 @@ from backup_jobs.providers.local_disks import SNAPSHOTS, DiskState, DiskStore
 from backup_jobs.providers.local_faults import FaultStore
 from backup_jobs.vault.source import ImageReader
 
-# A snapshot older than this was left by a backup that died; writes stop saving for it.
+# A snapshot older than this was left by a backup that died (of any vault); released.
 STALE_SNAPSHOT_SECONDS = 24 * 3600
 # How long a transfer-timeout fault makes each read take, unless the fault says.
 SLOW_READ_SECONDS = 1.0
@@ -70,11 +70,16 @@ class LocalSnapshots:
         try:
             guard.check()
             store = DiskStore(self._vm_dir(vm_id))
-            for stale in store.stale_snapshots(time.time() - STALE_SNAPSHOT_SECONDS):
+            # The guard's scope holds the VM's lease: its snapshots left here are a dead
+            # attempt's, and would make every write save old data for nothing.
+            for stale in store.stale_snapshots(
+                time.time() - STALE_SNAPSHOT_SECONDS, guard.scope
+            ):
                 store.release(stale)
             snap_id = f"snap-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
             disks = [(d["name"], d["file"]) for d in data["disks"]]
-            states = store.snapshot(snap_id, disks, {"vm": vm_id, "consistency": consistency})
+            meta = {"vm": vm_id, "consistency": consistency, "scope": guard.scope}
+            states = store.snapshot(snap_id, disks, meta)
         finally:
             thaw()
         return Snapshot(

@@ -127,15 +127,18 @@ class DiskStore:
         with self.locked(exclusive=True):
             shutil.rmtree(self.folder / SNAPSHOTS / snap_id, ignore_errors=True)
 
-    def stale_snapshots(self, older_than: float) -> list[str]:
-        """Snapshots taken before ``older_than`` (epoch seconds): left by a dead backup."""
+    def stale_snapshots(self, older_than: float, scope: str) -> list[str]:
+        """Snapshots left by a dead backup: taken before ``older_than`` (epoch seconds), or
+        taken for ``scope`` (whose lease on the VM the caller holds: no live backup of that
+        scope can own one)."""
         stale = []
         for folder in self._snapshot_dirs():
             try:
-                taken = json.loads((folder / "meta.json").read_text())["taken_at"]
-            except (OSError, ValueError, KeyError):
-                taken = 0.0
-            if taken < older_than:
+                meta = json.loads((folder / "meta.json").read_text())
+                taken, owner = float(meta["taken_at"]), meta.get("scope")
+            except (OSError, ValueError, KeyError, TypeError):
+                taken, owner = 0.0, None
+            if taken < older_than or owner == scope:
                 stale.append(folder.name)
         return stale
 

@@ -23,7 +23,7 @@ from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_disks import WRITE_RUN
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.vault import RestoreRequest, Vault, restore
-from tests.harness import Cluster, demo_fleet, eventually, wait_for_status
+from tests.harness import Cluster, children, demo_fleet, eventually, wait_for_status
 
 POLICY = make_policy(
     "nightly", ScheduleKind.DAILY, times=["03:00"], retention=Retention(7), timezone="Europe/Berlin"
@@ -236,3 +236,29 @@ def test_an_incremental_after_writing_one_percent_stores_and_reads_about_one_per
     assert incremental.properties["chunks_read"] == 1  # only the changed extents were read
     new, size = incremental.properties["bytes_new"], incremental.properties["backup_size_bytes"]
     assert 0.009 < new / size < 0.011
+
+
+def test_a_worker_killed_mid_transfer_is_reaped_retried_and_leaves_one_point_and_no_snapshot(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    fleet, client = _protected(cluster, tmp_path, ["cs-app/app01"])
+    fleet.write_disks("cs-app/app01", percent=100, seed=1)
+    fleet.faults.add(Fault("transfer-timeout", "cs-app/app01", seconds=0.25))
+    handle = client.backup_now("cs-app/app01")
+    eventually(lambda: _transferring(handle.job()), 30, 0.05)
+    for child in children(cluster.procs["worker"].pid):  # the prefork children: one runs it
+        os.kill(child, signal.SIGKILL)
+
+    job = handle.wait(60)
+
+    assert job.status == JobStatus.COMPLETED and job.attempt == 2, job.to_dict()["attempts"]
+    assert job.attempts[0].error is not None and job.attempts[0].error["code"] == "WorkerLost"
+    assert len(client.recovery_points("cs-app/app01")) == 1
+    assert client.catalog.lock_holder(client.vault.name, "cs-app/app01") is None
+    assert not any((fleet.vm_dir("cs-app/app01") / "snapshots").iterdir())  # none left behind
+    [view] = client.protected_items()
+    assert view.item.state == ProtectionState.PROTECTED
+
+
+def _transferring(job: Job) -> bool:
+    return len(job.subtasks) == 2 and job.subtasks[1].bytes_done > 0

@@ -23,6 +23,7 @@ from backup_jobs.providers.local_faults import Fault
 from tests.harness import (
     REGION,
     Cluster,
+    children,
     eventually,
     mount_tmpfs,
     own_cluster,
@@ -30,17 +31,6 @@ from tests.harness import (
     wait_for_status,
     with_db,
 )
-
-
-def _children(pid: int) -> list[int]:
-    """The pids whose parent is ``pid`` (the prefork pool of a worker)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
 
 
 @pytest.fixture
@@ -64,7 +54,7 @@ def test_a_worker_frozen_past_its_lease_does_not_install_after_the_retry_complet
     fleet.faults.add(Fault("install-slow", vm="cs-app/app01", seconds=2))
     handle = client.register(["cs-app/app01"])[0]
     first = wait_for_status(handle, JobStatus.IN_PROGRESS)
-    [child] = _children(frozen.procs["worker-a"].pid)
+    [child] = children(frozen.procs["worker-a"].pid)
     os.kill(child, signal.SIGSTOP)
     try:
         frozen.start("worker-b")
