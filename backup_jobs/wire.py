@@ -145,5 +145,8 @@ QUEUED_KEY = f"{KEY_PREFIX}:queued"
 PROBLEMS_KEY = f"{KEY_PREFIX}:problems"
 # When each tick last ran, by tick name.
 TICKS_KEY = f"{KEY_PREFIX}:ticks"
+# The field of ``TICKS_KEY`` holding when the latest repair pass over the job indexes started;
+# a script that had to replace an index key deletes it, which asks for a pass at the next tick.
+INDEX_REPAIR_STARTED = "job-index-repair"
 # The beat process that last started (its pid and host), for `backup-jobs up`'s readiness check.
 BEAT_KEY = f"{KEY_PREFIX}:beat"
