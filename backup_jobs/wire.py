@@ -30,7 +30,14 @@ TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
 TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
 TASK_DISPATCH_BACKUPS = "backup_jobs.tick.dispatch_backups"
-TICK_TASKS = (TASK_DISPATCH_RETRIES, TASK_REAP, TASK_SWEEP_QUEUED, TASK_DISPATCH_BACKUPS)
+TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
+TICK_TASKS = (
+    TASK_DISPATCH_RETRIES,
+    TASK_REAP,
+    TASK_SWEEP_QUEUED,
+    TASK_DISPATCH_BACKUPS,
+    TASK_REPAIR_INDEXES,
+)
 
 OPERATION_QUEUES: dict[Operation, str] = {
     Operation.DISCOVERY: QUEUE_CONTROL,

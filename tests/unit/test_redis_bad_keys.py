@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import redis
 
-from backup_jobs import wire
+from backup_jobs import ticks, wire
+from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.errors import CorruptRecord
+from backup_jobs.errors import BackupJobsError, CorruptRecord
 from backup_jobs.models import VM, Job, JobStatus, Listing, Operation, RegistrationState
+from backup_jobs.testing import FrozenClock, RecordingDispatcher
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 TYPES = {wire.IN_PROGRESS_KEY: "set", wire.RETRY_SET_KEY: "zset", wire.QUEUED_KEY: "zset"}
@@ -34,6 +36,11 @@ def catalog(scratch_url: str) -> RedisCatalog:
 
 
 @pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(T0 + timedelta(days=1))  # every job below is due
+
+
+@pytest.fixture
 def raw(scratch_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(scratch_url)
     yield client
@@ -43,6 +50,19 @@ def raw(scratch_url: str) -> Iterator[redis.Redis]:
 def _job(job_id: str, status: JobStatus = JobStatus.QUEUED) -> Job:
     job = Job(job_id, "v", Operation.REGISTER, f"cs/{job_id}", f"cs/{job_id}", T0, 3)
     return job.evolve(status=status, attempt=1, next_retry_at=T0)
+
+
+def _no_rollback(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
+    pass
+
+
+def _tick(index: str, catalog: Catalog, clock: FrozenClock) -> ticks.TickReport:
+    """Run the tick that reads ``index``."""
+    if index == wire.IN_PROGRESS_KEY:
+        return ticks.reap_lost_jobs(catalog, 900, clock, _no_rollback)
+    if index == wire.RETRY_SET_KEY:
+        return ticks.dispatch_due_retries(catalog, RecordingDispatcher(), clock)
+    return ticks.sweep_queued(catalog, RecordingDispatcher(), clock, 7 * 24 * 3600)
 
 
 @pytest.mark.parametrize("index", list(TYPES))
@@ -73,6 +93,37 @@ def test_creating_a_job_replaces_an_index_key_of_the_wrong_type(
     assert catalog.due_queued(T0) == ["a"]
     assert [j.id for j in catalog.list_jobs("v")] == ["a"]
     assert [p.key for p in catalog.problems()] == [index]
+
+
+@pytest.mark.parametrize("index", list(TYPES))
+def test_a_tick_index_made_a_string_is_named_replaced_and_its_lost_jobs_come_back(
+    catalog: RedisCatalog, raw: redis.Redis, clock: FrozenClock, index: str
+) -> None:
+    catalog.create_job(_job("a"), T0)
+    catalog.save_job(_job("a", STATUSES[index]), check_at=T0)
+    raw.set(index, "garbage")  # the job's entry is lost with the set
+
+    first = _tick(index, catalog, clock)
+    repaired = ticks.repair_job_indexes(catalog, clock)
+    second = _tick(index, catalog, clock)
+
+    assert first.jobs == [] and [p.key for p in first.problems] == [index]
+    assert raw.type(index) in (b"none", TYPES[index].encode())
+    assert index in [p.key for p in catalog.problems()]
+    assert "(unknown key)" not in str(catalog.problems())
+    assert repaired.jobs == ["a"]
+    assert second.jobs == ["a"]
+
+
+@pytest.mark.parametrize("index", list(TYPES))
+def test_a_job_saved_while_its_index_was_a_string_is_moved_by_its_tick(
+    catalog: RedisCatalog, raw: redis.Redis, clock: FrozenClock, index: str
+) -> None:
+    catalog.create_job(_job("a"), T0)
+    raw.set(index, "garbage")
+    catalog.save_job(_job("a", STATUSES[index]), check_at=T0)
+
+    assert _tick(index, catalog, clock).jobs == ["a"]
 
 
 @pytest.mark.parametrize("which", ["properties", "state"])
