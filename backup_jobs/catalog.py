@@ -11,6 +11,11 @@ the queued set (``Queued`` jobs by when the sweep should look at them) and the i
 (freed once the job is not running). No crash between two writes can leave a job in a status
 without its index entry, so nothing is stranded.
 
+The indexes are derived data: the job records can rebuild them. A store whose indexes can be
+damaged from outside (Redis: a key of the wrong type, a member that is not UTF-8) repairs them
+on the spot and names each in a problem, and ``restore_job_indexes`` puts back every entry a
+job's status implies that its index lacks (the index-repair tick runs it).
+
 A record that cannot be read raises ``CorruptRecord`` naming its key when asked for by itself;
 listings skip it and name it in ``Listing.problems``, so one bad record never blocks the rest.
 
@@ -252,11 +257,14 @@ class Catalog(ProtectionRecords, Protocol):
         """Make every token issued so far stale; returns the new token (the reaper's fence)."""
         ...
 
-    def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
-        """Ids of ``WaitingToRetry`` jobs due at ``now``, oldest first."""
+    def due_retries(self, now: datetime, limit: int = 100) -> Listing[str]:
+        """Ids of ``WaitingToRetry`` jobs due at ``now``, oldest first.
+
+        The listing's problems name what the read had to repair in the index.
+        """
         ...
 
-    def due_queued(self, now: datetime, limit: int = 100) -> list[str]:
+    def due_queued(self, now: datetime, limit: int = 100) -> Listing[str]:
         """Ids of ``Queued`` jobs whose sweep check is due at ``now``, oldest first."""
         ...
 
@@ -264,13 +272,28 @@ class Catalog(ProtectionRecords, Protocol):
         """The job's message went out: the sweep need not look before ``check_at``."""
         ...
 
-    def drop_from_index(self, index: str, job_id: str) -> None:
-        """Drop a job id from one index the ticks read (``wire.RETRY_SET_KEY``,
-        ``wire.QUEUED_KEY`` or ``wire.IN_PROGRESS_KEY``): its record is gone or unreadable."""
+    def postpone(self, index: str, job_id: str, until: datetime) -> None:
+        """Move a job's entry in a sorted index the ticks read (``wire.RETRY_SET_KEY`` or
+        ``wire.QUEUED_KEY``) to ``until``, if it is there; the in-progress set has no time."""
         ...
 
-    def in_progress(self) -> list[str]:
+    def drop_from_index(self, index: str, job_id: str) -> None:
+        """Drop a job id from one index the ticks read (``wire.RETRY_SET_KEY``,
+        ``wire.QUEUED_KEY`` or ``wire.IN_PROGRESS_KEY``): its record is gone."""
+        ...
+
+    def in_progress(self) -> Listing[str]:
         """Ids of jobs saved as ``InProgress``: an index every job save keeps, for the reaper."""
+        ...
+
+    def restore_job_indexes(self, now: datetime) -> Listing[str]:
+        """Put back every index entry a job record's status implies that its index lacks.
+
+        One pass over every job record: a Queued job is due for the sweep at ``now``, an
+        InProgress one goes back to the reaper, a WaitingToRetry one is due at its next retry,
+        and every job is in its vault's job index. Returns the ids put back; job records that
+        cannot be read are the listing's problems.
+        """
         ...
 
     def record_problem(self, problem: Problem) -> None:

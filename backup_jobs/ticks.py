@@ -1,14 +1,26 @@
-"""The clock ticks that move jobs along without a worker: due retries, the reaper, the sweep.
+"""The clock ticks that move jobs along without a worker: due retries, the reaper, the sweep,
+and the repair of the indexes they read.
 
 Beat sends them to a consumer of their own, so no job can delay them (DESIGN §10). Each is
-idempotent (two beats, a re-run tick) and costs O(due entries). An entry whose job record is
-gone or unreadable is dropped from its index and, if unreadable, recorded as a problem: one
-bad record never stops the tick for everyone else.
+idempotent (two beats, a re-run tick) and costs O(due entries). One bad record never stops a
+tick for everyone else:
+
+- an entry whose job record is gone is dropped from its index;
+- an entry whose job record (or a record its handling reads) cannot be read is *kept*: the
+  problem is recorded, and in a sorted index the entry is backed off for
+  ``UNREADABLE_BACKOFF_SECONDS`` so that it is not read at every beat. Once the user repairs
+  the record the job goes on where it was; dropping the entry would strand it.
+
+The index repair puts back entries a job's status implies but its index lacks (lost with an
+index key of the wrong Redis type, say, which the catalog replaces). It reads every job record,
+so it runs once every ``INDEX_REPAIR_EVERY_SECONDS``, and at once when the catalog asks for it
+by forgetting when the last pass started (it does on replacing an index key).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from backup_jobs import wire
@@ -23,7 +35,14 @@ from backup_jobs.jobs import (
     mark_sent,
     queued_since,
 )
-from backup_jobs.models import Job, JobStatus, Problem
+from backup_jobs.models import Job, JobStatus, Listing, Problem
+
+# An unreadable record's entry in a sorted index is looked at again after this long: soon after
+# a user repairs it, without reading it (and recording its problem) at every beat.
+UNREADABLE_BACKOFF_SECONDS = 300.0
+# A repair pass reads every job record, so it runs rarely; an entry lost in a way nobody noticed
+# waits at most this long (a replaced index key asks for a pass at once).
+INDEX_REPAIR_EVERY_SECONDS = 3600.0
 
 
 @dataclass
@@ -41,19 +60,21 @@ def dispatch_due_retries(catalog: Catalog, dispatcher: Dispatcher, clock: Clock)
     or a cancel race harmlessly), then its message sent; a crash in between leaves a Queued job
     that the sweep sends.
     """
-    report = TickReport()
     now = clock.now()
-    for job_id in catalog.due_retries(now):
-        job = _load(catalog, job_id, wire.RETRY_SET_KEY, "dispatch retries", clock, report)
-        if job is None or job.status != JobStatus.WAITING_TO_RETRY:
-            continue
+
+    def claim(job: Job) -> bool:
+        if job.status != JobStatus.WAITING_TO_RETRY:
+            return False
         queued = job.evolve(status=JobStatus.QUEUED, dispatched_at=now)
         check_at = now + timedelta(seconds=SEND_GRACE_SECONDS)
-        if catalog.save_job(queued, expect=JobStatus.WAITING_TO_RETRY, check_at=check_at):
-            dispatcher.send(queued, queued.attempt + 1)
-            mark_sent(catalog, queued, clock)
-            report.jobs.append(job_id)
-    return report
+        if not catalog.save_job(queued, expect=JobStatus.WAITING_TO_RETRY, check_at=check_at):
+            return False
+        dispatcher.send(queued, queued.attempt + 1)
+        mark_sent(catalog, queued, clock)
+        return True
+
+    due = catalog.due_retries(now)
+    return _each(catalog, due, wire.RETRY_SET_KEY, "dispatch retries", clock, claim)
 
 
 def reap_lost_jobs(
@@ -65,26 +86,28 @@ def reap_lost_jobs(
     one, so a worker that was only frozen cannot write afterwards, and of two reapers only one
     records the failure. The item is rolled back as the worker itself would have.
     """
-    report = TickReport()
-    for job_id in catalog.in_progress():
-        job = _load(catalog, job_id, wire.IN_PROGRESS_KEY, "reap lost jobs", clock, report)
-        if job is None or job.status != JobStatus.IN_PROGRESS:
-            continue
-        if catalog.lock_holder(job.vault, job.item) == job.id:
-            continue
+
+    def reap(job: Job) -> bool:
+        if (
+            job.status != JobStatus.IN_PROGRESS
+            or catalog.lock_holder(job.vault, job.item) == job.id
+        ):
+            return False
         token = catalog.invalidate_fence(job.vault, job.item)
-        current = catalog.get_job(job_id)
+        current = catalog.get_job(job.id)
         if current is None or current.status != JobStatus.IN_PROGRESS:
-            continue
+            return False
         fence = Fence(job.vault, job.item, token)
         error = WorkerLost(current.item_name)
         try:
             rollback(catalog, current, fence, error)
         except LeaseLost:
-            continue
+            return False
         fail_attempt(catalog, current, error, retry_delay_seconds, clock, fence)
-        report.jobs.append(job_id)
-    return report
+        return True
+
+    running = catalog.in_progress()
+    return _each(catalog, running, wire.IN_PROGRESS_KEY, "reap lost jobs", clock, reap)
 
 
 def sweep_queued(
@@ -96,20 +119,38 @@ def sweep_queued(
     whose message vanished with Redis data, would otherwise stay Queued forever. A re-sent
     attempt keeps its task id; a duplicate delivery is ignored by the task.
     """
-    report = TickReport()
     now = clock.now()
-    for job_id in catalog.due_queued(now):
-        job = _load(catalog, job_id, wire.QUEUED_KEY, "sweep queued jobs", clock, report)
-        if job is None or job.status != JobStatus.QUEUED:
-            continue
+
+    def sweep(job: Job) -> bool:
+        if job.status != JobStatus.QUEUED:
+            return False
         waited = (now - queued_since(job)).total_seconds()
         if waited > queued_timeout_seconds:
             _give_up(catalog, job, waited, clock)
         else:
             dispatcher.send(job, job.attempt + 1)
             mark_sent(catalog, job, clock)
-        report.jobs.append(job_id)
-    return report
+        return True
+
+    due = catalog.due_queued(now)
+    return _each(catalog, due, wire.QUEUED_KEY, "sweep queued jobs", clock, sweep)
+
+
+def repair_job_indexes(
+    catalog: Catalog, clock: Clock, every_seconds: float = INDEX_REPAIR_EVERY_SECONDS
+) -> TickReport:
+    """Put back the index entries job records imply, if a pass is due (see the module)."""
+    now = clock.now()
+    started = catalog.last_ticks().get(wire.INDEX_REPAIR_STARTED)
+    if started is not None and 0 <= (now - started).total_seconds() < every_seconds:
+        return TickReport()
+    # Noted before the pass: a catalog that asks for another one meanwhile forgets this.
+    catalog.record_tick(wire.INDEX_REPAIR_STARTED, now)
+    restored = catalog.restore_job_indexes(now)
+    problems = [replace(p, seen_by="repair job indexes", seen_at=now) for p in restored.problems]
+    for problem in problems:
+        catalog.record_problem(problem)
+    return TickReport(list(restored), problems)
 
 
 def _give_up(catalog: Catalog, job: Job, waited: float, clock: Clock) -> None:
@@ -120,24 +161,36 @@ def _give_up(catalog: Catalog, job: Job, waited: float, clock: Clock) -> None:
     catalog.save_job(failed, expect=JobStatus.QUEUED)
 
 
-def _load(
-    catalog: Catalog, job_id: str, index: str, by: str, clock: Clock, report: TickReport
-) -> Job | None:
-    """The job of an index entry; a gone or unreadable one is dropped from that index."""
-    try:
-        job = catalog.get_job(job_id)
-    except CorruptRecord as exc:
-        problem = Problem(exc.item, exc.detail, by, clock.now())
-        catalog.record_problem(problem)
-        report.problems.append(problem)
-        job = None
-    if job is None:
-        catalog.drop_from_index(index, job_id)
-    return job
+def _each(
+    catalog: Catalog,
+    entries: Listing[str],
+    index: str,
+    by: str,
+    clock: Clock,
+    handle: Callable[[Job], bool],
+) -> TickReport:
+    """Handle the job of every index entry (True: it moved); isolate the ones that fail to read.
+
+    A job whose record is gone is dropped from the index; one whose record (or a record its
+    handling reads) cannot be read is recorded and backed off, and keeps its entry.
+    """
+    report = TickReport(problems=list(entries.problems))
+    for job_id in entries:
+        try:
+            job = catalog.get_job(job_id)
+            if job is None:
+                catalog.drop_from_index(index, job_id)
+            elif handle(job):
+                report.jobs.append(job_id)
+        except CorruptRecord as exc:
+            report.problems.append(record_problem(catalog, exc, by, clock))
+            later = clock.now() + timedelta(seconds=UNREADABLE_BACKOFF_SECONDS)
+            catalog.postpone(index, job_id, later)
+    return report
 
 
 def record_problem(catalog: Catalog, error: BackupJobsError, by: str, clock: Clock) -> Problem:
-    """Remember a record a tick could not read as a whole (e.g. an index of the wrong type)."""
+    """Remember a record a tick could not read (a job's, or another that handling it read)."""
     problem = Problem(error.item or "(unknown key)", error.detail or error.message, by, clock.now())
     catalog.record_problem(problem)
     return problem

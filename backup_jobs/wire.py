@@ -30,7 +30,14 @@ TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
 TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
 TASK_DISPATCH_BACKUPS = "backup_jobs.tick.dispatch_backups"
-TICK_TASKS = (TASK_DISPATCH_RETRIES, TASK_REAP, TASK_SWEEP_QUEUED, TASK_DISPATCH_BACKUPS)
+TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
+TICK_TASKS = (
+    TASK_DISPATCH_RETRIES,
+    TASK_REAP,
+    TASK_SWEEP_QUEUED,
+    TASK_DISPATCH_BACKUPS,
+    TASK_REPAIR_INDEXES,
+)
 
 OPERATION_QUEUES: dict[Operation, str] = {
     Operation.DISCOVERY: QUEUE_CONTROL,
@@ -145,5 +152,8 @@ QUEUED_KEY = f"{KEY_PREFIX}:queued"
 PROBLEMS_KEY = f"{KEY_PREFIX}:problems"
 # When each tick last ran, by tick name.
 TICKS_KEY = f"{KEY_PREFIX}:ticks"
+# The field of ``TICKS_KEY`` holding when the latest repair pass over the job indexes started;
+# a script that had to replace an index key deletes it, which asks for a pass at the next tick.
+INDEX_REPAIR_STARTED = "job-index-repair"
 # The beat process that last started (its pid and host), for `backup-jobs up`'s readiness check.
 BEAT_KEY = f"{KEY_PREFIX}:beat"

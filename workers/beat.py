@@ -17,11 +17,13 @@ TICKS = {
     "reap-lost-jobs": wire.TASK_REAP,
     "sweep-queued-jobs": wire.TASK_SWEEP_QUEUED,
     "dispatch-due-backups": wire.TASK_DISPATCH_BACKUPS,
+    "repair-job-indexes": wire.TASK_REPAIR_INDEXES,
 }
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Ticks that claim due retries, reap jobs whose worker died and re-send lost messages."""
+    """Ticks that claim due retries, reap jobs whose worker died, re-send lost messages, start
+    scheduled backups and repair the job indexes (a cheap check unless a pass is due)."""
     tick = settings.tick_seconds
     # A tick still unconsumed when the next is due (its consumer is down) is dropped: the next
     # one does its work, so ticks never pile up behind a stopped consumer.

@@ -108,3 +108,9 @@ def sweep_queued() -> dict[str, Any]:
 def dispatch_due_backups() -> dict[str, Any]:
     """Beat tick: start a Backup job for every protected item whose scheduled run is due."""
     return run_tick("dispatch-due-backups")
+
+
+@app.task(name=wire.TASK_REPAIR_INDEXES, **_TICK_OPTIONS)
+def repair_job_indexes() -> dict[str, Any]:
+    """Beat tick: put back index entries the job records imply, when a repair pass is due."""
+    return run_tick("repair-job-indexes")

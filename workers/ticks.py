@@ -41,6 +41,7 @@ TICKS: dict[str, Tick] = {
         root.settings().start_window_seconds,
         root.settings().max_attempts,
     ),
+    "repair-job-indexes": ticks.repair_job_indexes,
 }
 
 

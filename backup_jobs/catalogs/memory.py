@@ -13,7 +13,14 @@ from datetime import datetime
 from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.catalogs.memory_protection import MemoryProtection
-from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
+from backup_jobs.catalogs.records import (
+    collect,
+    decode_record,
+    dump,
+    index_entries,
+    readable_state,
+    vms_listing,
+)
 from backup_jobs.errors import CorruptRecord, LeaseLost
 from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
 
@@ -220,36 +227,73 @@ class MemoryCatalog(MemoryProtection):
         with self._mutex:
             return self._bump(wire.fence_key(vault, item))
 
-    def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
+    def due_retries(self, now: datetime, limit: int = 100) -> Listing[str]:
         """Job ids due at ``now``, oldest first."""
         return self._due(self._retries, now, limit)
 
-    def due_queued(self, now: datetime, limit: int = 100) -> list[str]:
+    def due_queued(self, now: datetime, limit: int = 100) -> Listing[str]:
         """Queued job ids whose sweep check is due, oldest first."""
         return self._due(self._queued, now, limit)
 
     def mark_sent(self, job_id: str, check_at: datetime) -> None:
         """Push the sweep's check of a queued job back (only if it is still queued)."""
+        self.postpone(wire.QUEUED_KEY, job_id, check_at)
+
+    def postpone(self, index: str, job_id: str, until: datetime) -> None:
+        """Move a job's entry in a sorted index to ``until``, if it is there (a set: nothing)."""
         with self._mutex:
-            if job_id in self._queued:
-                self._queued[job_id] = check_at.timestamp()
+            scores = self._scores(index)
+            if scores is not None and job_id in scores:
+                scores[job_id] = until.timestamp()
 
     def drop_from_index(self, index: str, job_id: str) -> None:
         """Drop a job id from one index the ticks read."""
         with self._mutex:
-            if index == wire.IN_PROGRESS_KEY:
+            scores = self._scores(index)
+            if scores is None:
                 self._in_progress.discard(job_id)
-            elif index == wire.RETRY_SET_KEY:
-                self._retries.pop(job_id, None)
-            elif index == wire.QUEUED_KEY:
-                self._queued.pop(job_id, None)
             else:
-                raise ValueError(f"not a job index: {index}")
+                scores.pop(job_id, None)
 
-    def in_progress(self) -> list[str]:
+    def in_progress(self) -> Listing[str]:
         """Ids of jobs recorded as running."""
         with self._mutex:
-            return sorted(self._in_progress)
+            return Listing(sorted(self._in_progress))
+
+    def restore_job_indexes(self, now: datetime) -> Listing[str]:
+        """Put back every index entry a job record implies and its index lacks."""
+        found: Listing[Job] = Listing()
+        prefix = wire.job_key("")
+        with self._mutex:
+            for key in sorted(k for k in self.records if k.startswith(prefix)):
+                collect(found, key, self.records[key], Job.from_dict, "repair job indexes")
+            restored = {job.id for job in found if self._restore(job, now)}
+        return Listing(sorted(restored), found.problems)
+
+    def _restore(self, job: Job, now: datetime) -> bool:
+        """Put back the job's missing entries; True if any was missing."""
+        vault_jobs = self._job_index.setdefault(job.vault, {})
+        missing = job.id not in vault_jobs
+        vault_jobs.setdefault(job.id, job.queued_at.timestamp())
+        for index, score in index_entries(job, now):
+            scores = self._scores(index)
+            if scores is None:
+                missing |= job.id not in self._in_progress
+                self._in_progress.add(job.id)
+            elif score is not None:
+                missing |= job.id not in scores
+                scores.setdefault(job.id, score)
+        return missing
+
+    def _scores(self, index: str) -> dict[str, float] | None:
+        """A sorted index of the ticks by its key; None for the in-progress set."""
+        if index == wire.IN_PROGRESS_KEY:
+            return None
+        if index == wire.RETRY_SET_KEY:
+            return self._retries
+        if index == wire.QUEUED_KEY:
+            return self._queued
+        raise ValueError(f"not a job index: {index}")
 
     def record_problem(self, problem: Problem) -> None:
         """Remember an unreadable record, one entry per key."""
@@ -278,10 +322,10 @@ class MemoryCatalog(MemoryProtection):
         with self._mutex:
             return dict(self._ticks)
 
-    def _due(self, index: dict[str, float], now: datetime, limit: int) -> list[str]:
+    def _due(self, index: dict[str, float], now: datetime, limit: int) -> Listing[str]:
         with self._mutex:
             due = sorted((t, j) for j, t in index.items() if t <= now.timestamp())
-        return [j for _, j in due[:limit]]
+        return Listing([j for _, j in due[:limit]])
 
     def _bump(self, key: str) -> int:
         self._fences[key] = self._fences.get(key, 0) + 1

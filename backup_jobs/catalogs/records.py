@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from backup_jobs import wire
 from backup_jobs.errors import CorruptRecord
-from backup_jobs.models import VM, VM_STATE_FIELDS, Listing, Problem
+from backup_jobs.models import VM, VM_STATE_FIELDS, Job, JobStatus, Listing, Problem
 
 T = TypeVar("T")
 
@@ -88,3 +89,19 @@ def vms_listing(vault: str, records: list[tuple[str, str | None, str | None]]) -
         except CorruptRecord as exc:
             found.problems.append(Problem(exc.item, exc.detail, "list VMs"))
     return found
+
+
+def index_entries(job: Job, now: datetime) -> list[tuple[str, float | None]]:
+    """The ticks' indexes a job's status puts it in, each with its score (None in a set).
+
+    What the index repair puts back: a Queued job is due for the sweep at ``now`` (its message
+    may be lost with the entry; a duplicate is harmless), a job waiting to retry is due at its
+    next retry (``now`` if it has none).
+    """
+    if job.status == JobStatus.IN_PROGRESS:
+        return [(wire.IN_PROGRESS_KEY, None)]
+    if job.status == JobStatus.WAITING_TO_RETRY:
+        return [(wire.RETRY_SET_KEY, (job.next_retry_at or now).timestamp())]
+    if job.status == JobStatus.QUEUED:
+        return [(wire.QUEUED_KEY, now.timestamp())]
+    return []

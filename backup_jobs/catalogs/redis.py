@@ -5,7 +5,10 @@ fencing counter, in one Lua script so nobody sees a lease without its token. Fen
 Lua scripts that compare the counter and write in one step; saving a job maintains every index
 its status implies in the same script. Redis errors are translated into the catalog's errors
 (``catalogs.redis_errors``); a record that cannot be parsed becomes ``CorruptRecord`` naming
-its key, and listings skip it into ``Listing.problems``.
+its key, and listings skip it into ``Listing.problems``; so does a record key of the wrong
+Redis type. Indexes are derived data, repaired rather than trusted (``catalogs.redis_indexes``:
+an index key of the wrong type is replaced, a member that is not UTF-8 removed, and a repair
+pass puts back what the job records imply).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 from typing import TypeVar
 
 import redis
@@ -22,7 +24,9 @@ from backup_jobs import wire
 from backup_jobs.catalog import Fence, LockResult
 from backup_jobs.catalogs import scripts
 from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
+from backup_jobs.catalogs.redis_base import text as _text
 from backup_jobs.catalogs.redis_errors import WRITE_REFUSALS, reply_code, translated
+from backup_jobs.catalogs.redis_indexes import RedisIndexes
 from backup_jobs.catalogs.redis_protection import RedisProtection
 from backup_jobs.errors import ConfigurationError, CorruptRecord, LeaseLost
 from backup_jobs.models import (
@@ -44,7 +48,7 @@ BATCH = 500
 __all__ = ["RedisCatalog", "redact"]
 
 
-class RedisCatalog(RedisProtection):
+class RedisCatalog(RedisProtection, RedisIndexes):
     """The catalog port on a Redis (or Valkey) server."""
 
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
@@ -55,8 +59,6 @@ class RedisCatalog(RedisProtection):
         self._release = client.register_script(scripts.RELEASE)
         self._fenced_set = client.register_script(scripts.FENCED_SET)
         self._repair = client.register_script(scripts.REPAIR)
-        self._create_job = client.register_script(scripts.CREATE_JOB)
-        self._save_job = client.register_script(scripts.SAVE_JOB)
 
     @classmethod
     def from_url(cls, url: str) -> RedisCatalog:
@@ -116,9 +118,11 @@ class RedisCatalog(RedisProtection):
 
     def list_vms(self, vault: str) -> Listing[VM]:
         """Every readable VM of a vault, sorted by id."""
-        members = self._call(lambda: self._redis.smembers(wire.vm_index_key(vault)))
-        ids = sorted(str(i) for i in members)
-        return self._vms(vault, ids) if ids else Listing()
+        index = wire.vm_index_key(vault)
+        ids = self._members(index, "set", "list VMs", "SMEMBERS", index)
+        found = self._vms(vault, sorted(ids)) if ids else Listing()
+        found.problems[:0] = ids.problems
+        return found
 
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties and index it (one round trip)."""
@@ -144,30 +148,43 @@ class RedisCatalog(RedisProtection):
         """Rewrite a VM's state record only if it cannot be read now."""
         key = wire.vm_state_key(vault, vm.id)
         # The exact bytes, undecoded: the script compares them with what is stored now.
-        raw = self._call(lambda: _get_bytes(self._redis, key), key)
-        if raw is None or readable_state(_text(raw)):
+        try:
+            raw = self._call(lambda: _get_bytes(self._redis, key), key)
+        except CorruptRecord:
+            raw = b""  # of the wrong Redis type: the script replaces any such key
+        if raw is None or (raw and readable_state(_text(raw))):
             return False
         args: list[bytes | str] = [raw, dump(vm.state_dict())]
         return bool(self._call(lambda: self._repair(keys=[key], args=args)))
 
     def _vms(self, vault: str, ids: list[str]) -> Listing[VM]:
         keys = [wire.vm_key(vault, i) for i in ids] + [wire.vm_state_key(vault, i) for i in ids]
-        raws = self._call(lambda: self._redis.mget(keys))
-        texts = [_text(raw) if raw else None for raw in raws]
-        return vms_listing(vault, list(zip(ids, texts[: len(ids)], texts[len(ids) :], strict=True)))
+        texts, wrong = self._read_records(keys, "list VMs")
+        n = len(ids)
+        rows = [
+            (vm_id, texts[i], texts[n + i])
+            for i, vm_id in enumerate(ids)
+            if keys[i] not in wrong and keys[n + i] not in wrong
+        ]
+        found = vms_listing(vault, rows)
+        found.problems[:0] = wrong.values()
+        return found
 
     # --- jobs --------------------------------------------------------------------------------
 
     def create_job(self, job: Job, check_at: datetime) -> bool:
         """Store a new job unless its id exists; index it by queue time and for the sweep."""
-        keys = [wire.job_key(job.id), wire.job_index_key(job.vault), wire.QUEUED_KEY]
+        key = wire.job_key(job.id)
+        keys = [key, wire.job_index_key(job.vault), wire.QUEUED_KEY, wire.TICKS_KEY]
         args: list[str | float] = [
             dump(job.to_dict()),
             job.queued_at.timestamp(),
             job.id,
             check_at.timestamp(),
+            wire.INDEX_REPAIR_STARTED,
         ]
-        return bool(self._call(lambda: self._create_job(keys=keys, args=args)))
+        created = self._call(lambda: self._script(scripts.CREATE_JOB)(keys=keys, args=args), key)
+        return bool(self._scripted(created, "create job"))
 
     def get_job(self, job_id: str) -> Job | None:
         """One job, or None; ``CorruptRecord`` if its record is unreadable."""
@@ -194,6 +211,7 @@ class RedisCatalog(RedisProtection):
             wire.lock_key(job.vault, job.item),
             wire.RETRY_SET_KEY,
             wire.QUEUED_KEY,
+            wire.TICKS_KEY,
         ]
         retry_at = job.next_retry_at if job.status == JobStatus.WAITING_TO_RETRY else None
         args = [
@@ -204,8 +222,10 @@ class RedisCatalog(RedisProtection):
             expect.value if expect else "",
             _score(retry_at),
             _score(check_at if job.status == JobStatus.QUEUED else None),
+            wire.INDEX_REPAIR_STARTED,
         ]
-        written = self._call(lambda: self._save_job(keys=keys, args=args), key)
+        result = self._call(lambda: self._script(scripts.SAVE_JOB)(keys=keys, args=args), key)
+        written = self._scripted(result, "save job")
         if written == 0:
             raise LeaseLost(job.item_name)
         return bool(written == 1)
@@ -214,17 +234,15 @@ class RedisCatalog(RedisProtection):
         """The readable jobs of a vault, newest first."""
         low = since.timestamp() if since else "-inf"
         index = wire.job_index_key(vault)
-        ids = [
-            str(i)
-            for i in self._call(lambda: self._redis.zrevrangebyscore(index, "+inf", low), index)
-        ]
-        jobs: Listing[Job] = Listing()
+        ids = self._index_members(index, "list jobs", "ZREVRANGEBYSCORE", index, "+inf", low)
+        jobs: Listing[Job] = Listing(problems=ids.problems)
         for start in range(0, len(ids), BATCH):
             keys = [wire.job_key(i) for i in ids[start : start + BATCH]]
-            raws = self._call(partial(self._redis.mget, keys))
+            raws, wrong = self._read_records(keys, "list jobs")
+            jobs.problems.extend(wrong.values())
             for key, raw in zip(keys, raws, strict=True):
                 if raw:
-                    collect(jobs, key, _text(raw), Job.from_dict, "list jobs")
+                    collect(jobs, key, raw, Job.from_dict, "list jobs")
         return jobs
 
     # --- leases ------------------------------------------------------------------------------
@@ -277,41 +295,6 @@ class RedisCatalog(RedisProtection):
         key = wire.fence_key(vault, item)
         return int(self._call(lambda: self._redis.incr(key), key))
 
-    # --- indexes the ticks work from ---------------------------------------------------------
-
-    def due_retries(self, now: datetime, limit: int = 100) -> list[str]:
-        """Job ids due at ``now``, oldest first."""
-        return self._due(wire.RETRY_SET_KEY, now, limit)
-
-    def due_queued(self, now: datetime, limit: int = 100) -> list[str]:
-        """Queued job ids whose sweep check is due, oldest first."""
-        return self._due(wire.QUEUED_KEY, now, limit)
-
-    def mark_sent(self, job_id: str, check_at: datetime) -> None:
-        """Push the sweep's check of a queued job back (only if it is still queued)."""
-        self._call(lambda: self._redis.zadd(wire.QUEUED_KEY, {job_id: _score(check_at)}, xx=True))
-
-    def drop_from_index(self, index: str, job_id: str) -> None:
-        """Drop a job id from one index the ticks read."""
-        if index == wire.IN_PROGRESS_KEY:
-            self._call(lambda: self._redis.srem(index, job_id))
-        elif index in (wire.RETRY_SET_KEY, wire.QUEUED_KEY):
-            self._call(lambda: self._redis.zrem(index, job_id))
-        else:
-            raise ValueError(f"not a job index: {index}")
-
-    def in_progress(self) -> list[str]:
-        """Ids of jobs recorded as running."""
-        members = self._call(lambda: self._redis.smembers(wire.IN_PROGRESS_KEY))
-        return sorted(str(i) for i in members)
-
-    def _due(self, key: str, now: datetime, limit: int) -> list[str]:
-        due = self._call(
-            lambda: self._redis.zrangebyscore(key, "-inf", now.timestamp(), start=0, num=limit),
-            key,
-        )
-        return [str(job_id) for job_id in due]
-
     # --- problems and ticks ------------------------------------------------------------------
 
     def record_problem(self, problem: Problem) -> None:
@@ -362,11 +345,6 @@ def _get_bytes(client: redis.Redis, key: str) -> bytes | None:
         "GET", key, NEVER_DECODE=True
     )
     return raw
-
-
-def _text(raw: str | bytes) -> str:
-    """A reply as text (the client decodes already; this satisfies the type checker)."""
-    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
 
 
 def _fence_key(fence: Fence | None, record_key: str) -> str:

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import redis
-
 from backup_jobs import wire
 from backup_jobs.catalog import DueRun, Fence
 from backup_jobs.catalogs import scripts
 from backup_jobs.catalogs.records import collect, decode_record, dump
+from backup_jobs.catalogs.redis_base import RedisBase
+from backup_jobs.catalogs.redis_base import text as _text
 from backup_jobs.errors import LeaseLost
 from backup_jobs.items import ProtectedItem, RecoveryPointRecord, ScheduleEvent
 from backup_jobs.models import Listing
@@ -29,19 +29,8 @@ T = TypeVar("T")
 EVENTS_KEPT = 20
 
 
-class RedisProtection:
+class RedisProtection(RedisBase):
     """Protection records in Redis (mixed into ``RedisCatalog``)."""
-
-    _redis: redis.Redis
-
-    def _call(self, operation: Callable[[], T], key: str | None = None) -> T:
-        raise NotImplementedError  # provided by RedisCatalog
-
-    def _script(self, source: str) -> Any:
-        cache: dict[str, Any] = self.__dict__.setdefault("_protection_scripts", {})
-        if source not in cache:
-            cache[source] = self._redis.register_script(source)
-        return cache[source]
 
     # --- policies ----------------------------------------------------------------------------
 
@@ -265,7 +254,3 @@ def _policy_of(raw: str) -> str | None:
         return str(data["policy"]) if isinstance(data, dict) and data.get("policy") else None
     except ValueError:
         return None
-
-
-def _text(raw: str | bytes) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")

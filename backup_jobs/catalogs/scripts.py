@@ -74,13 +74,35 @@ end
 return 0
 """
 
+# Every script that writes a job's indexes checks their types first, before it writes anything,
+# so that it never stops half-way: an index is derived data, and one of the wrong Redis type
+# (``SET bj:queued garbage``) is deleted (the write that follows makes it anew, of the right
+# type). The script then asks for a repair pass, which puts back the entries the key lost, by
+# deleting the field named by its last ARGV from the hash named by its last KEYS (the ticks
+# hash), and returns each replaced key with its type and the type wanted, for a problem.
+_FIX_INDEX = """
+local replaced = {}
+local function fix_index(key, want)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= want then
+    redis.call('DEL', key)
+    redis.pcall('HDEL', KEYS[#KEYS], ARGV[#ARGV])
+    replaced[#replaced + 1] = key
+    replaced[#replaced + 1] = kind
+    replaced[#replaced + 1] = want
+  end
+end
+"""
+
 # KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress set, KEYS[4] item lease,
-# KEYS[5] retry set, KEYS[6] queued set; ARGV[1] token ('' = unfenced), ARGV[2] JSON,
-# ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
-# ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued).
-# Returns 1 written, 0 fenced out, -1 not in the expected status.
+# KEYS[5] retry set, KEYS[6] queued set, KEYS[7] ticks hash; ARGV[1] token ('' = unfenced),
+# ARGV[2] JSON, ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must
+# have now ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not
+# queued), ARGV[8] the ticks hash's index-repair field.
+# Returns {1, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
 SAVE_JOB = (
     _FENCE_CHECK
+    + _FIX_INDEX
     + """
 if ARGV[5] ~= '' then
   local raw = redis.call('GET', KEYS[2])
@@ -88,12 +110,16 @@ if ARGV[5] ~= '' then
   local ok, stored = pcall(cjson.decode, raw)
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
+fix_index(KEYS[3], 'set')
+fix_index(KEYS[5], 'zset')
+fix_index(KEYS[6], 'zset')
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[3], ARGV[3])
 else
   redis.call('SREM', KEYS[3], ARGV[3])
-  if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+  -- A lease of the wrong type is no job's: ACQUIRE replaces it.
+  if redis.pcall('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 end
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
@@ -105,17 +131,43 @@ if ARGV[7] ~= '' then
 else
   redis.call('ZREM', KEYS[6], ARGV[3])
 end
-return 1
+return {1, unpack(replaced)}
 """
 )
 
-# KEYS[1] job record, KEYS[2] the vault's job index, KEYS[3] queued set; ARGV[1] JSON,
-# ARGV[2] queue time, ARGV[3] id, ARGV[4] sweep score.
-CREATE_JOB = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+# KEYS[1] job record, KEYS[2] the vault's job index, KEYS[3] queued set, KEYS[4] ticks hash;
+# ARGV[1] JSON, ARGV[2] queue time, ARGV[3] id, ARGV[4] sweep score, ARGV[5] the index-repair
+# field. Returns {1 created or 0 (the id exists), replaced indexes...}.
+CREATE_JOB = (
+    _FIX_INDEX
+    + """
+fix_index(KEYS[2], 'zset')
+fix_index(KEYS[3], 'zset')
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, unpack(replaced)} end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-return 1
+return {1, unpack(replaced)}
+"""
+)
+
+# KEYS[1] an index a read found of the wrong type, KEYS[2] ticks hash; ARGV[1] the type it
+# should have, ARGV[2] the index-repair field. Returns {key, its type, wanted} if it replaced it.
+REPLACE_INDEX = (
+    _FIX_INDEX
+    + """
+fix_index(KEYS[1], ARGV[1])
+return replaced
+"""
+)
+
+# KEYS[1] job record, KEYS[2] an index of the ticks; ARGV[1] the record as the repair pass read
+# it, ARGV[2] the entry's score ('' = the index is a set), ARGV[3] job id. Puts the entry back
+# only if the record still holds what was read: a job saved since has the indexes of that save.
+# Returns 1 if the entry was missing and is back.
+RESTORE_ENTRY = """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('SADD', KEYS[2], ARGV[3]) end
+return redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3])
 """
 
 # KEYS[1] policy record, KEYS[2] the vault's policy index, KEYS[3] the policy's item set;

@@ -10,6 +10,7 @@ the tick consumer runs them.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -143,10 +144,14 @@ def test_a_key_of_the_wrong_redis_type_blocks_nothing_else(
     scene.raw.delete(key)
     scene.raw.rpush(key, "a", "list")
     try:
-        _commands_still_work(scene, cli)
+        warnings = " ".join(_commands_still_work(scene, cli))
+        assert key in warnings  # named, not taken for a record that is not there
         if kind == "job":
             code, _, err = cli("job", "show", scene.done_job)
             assert code == 5 and key in err
+        else:
+            assert cli("vm", "discover", "--wait")[0] == 0  # rewrites it from the provider
+            assert key not in cli("vm", "list")[2]
     finally:
         scene.raw.delete(key)
         if good is not None:
@@ -174,8 +179,13 @@ def test_stray_entries_in_every_index_are_skipped_and_a_real_retry_still_runs(
             lambda: wire.job_key("garbage-job") in cli("problem", "list")[1], 10, 0.2
         )
         listed = json.loads(cli("problem", "list", "--json")[1])
+        backed_off = scene.raw.zscore(wire.RETRY_SET_KEY, "garbage-job")
+        still_running = scene.raw.sismember(wire.IN_PROGRESS_KEY, "garbage-job")
     finally:
         scene.raw.delete(wire.job_key("garbage-job"))
+        scene.raw.zrem(wire.RETRY_SET_KEY, "garbage-job")
+        scene.raw.srem(wire.IN_PROGRESS_KEY, "garbage-job")
+        scene.raw.zrem(wire.QUEUED_KEY, "garbage-job")
         scene.raw.zrem(wire.job_index_key(vault), "ghost-job", "garbage-job")
         scene.raw.srem(wire.vm_index_key(vault), "cs-fz/ghost")
         scene.raw.hdel(wire.PROBLEMS_KEY, "bj:odd")
@@ -184,9 +194,29 @@ def test_stray_entries_in_every_index_are_skipped_and_a_real_retry_still_runs(
     assert job.status == JobStatus.COMPLETED and job.attempt == 2
     assert recorded
     assert any("bj:odd" in p["key"] for p in listed)
-    assert scene.raw.zscore(wire.RETRY_SET_KEY, "garbage-job") is None
+    # An unreadable record keeps its entries (backed off) for when it is repaired; a record
+    # that is gone loses them.
+    assert backed_off is not None and backed_off > time.time()
+    assert still_running
     assert not scene.raw.sismember(wire.IN_PROGRESS_KEY, "ghost-job")
     assert scene.raw.zscore(wire.QUEUED_KEY, "ghost-job") is None
+
+
+def test_index_keys_made_strings_are_replaced_named_and_a_retry_still_runs(
+    scene: Scene, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    indexes = (wire.IN_PROGRESS_KEY, wire.RETRY_SET_KEY, wire.QUEUED_KEY)
+    for index in indexes:
+        scene.raw.set(index, "garbage")
+    scene.fleet.faults.add(Fault("discovery-internal-error", times=1))
+
+    job = scene.client.discover().wait(30)  # failed once, retried by the real tick consumer
+    listed = cli("problem", "list")[1]
+
+    assert job.status == JobStatus.COMPLETED and job.attempt == 2
+    assert all(index in listed for index in indexes), listed
+    assert "(unknown key)" not in listed
+    assert {scene.raw.type(index) for index in indexes} <= {b"none", b"set", b"zset"}
 
 
 def test_a_stale_lease_and_a_corrupt_fencing_counter_do_not_block_their_vm(

@@ -229,6 +229,50 @@ def test_saving_a_job_that_no_longer_runs_frees_its_lease_and_only_its_own(
     assert catalog.lock_holder("v", "vault") == "b"
 
 
+def test_restoring_the_job_indexes_puts_back_what_each_job_s_status_implies(
+    catalog: Catalog,
+) -> None:
+    statuses = {
+        "q": JobStatus.QUEUED,
+        "r": JobStatus.IN_PROGRESS,
+        "w": JobStatus.WAITING_TO_RETRY,
+        "c": JobStatus.COMPLETED,
+    }
+    for job_id, status in statuses.items():
+        _create(catalog, _job(job_id))
+        job = _job(job_id).evolve(status=status, next_retry_at=T0 + timedelta(minutes=5))
+        catalog.save_job(job, check_at=T0)
+        for index in (wire.IN_PROGRESS_KEY, wire.RETRY_SET_KEY, wire.QUEUED_KEY):
+            catalog.drop_from_index(index, job_id)
+    _create(catalog, _job("bad"))
+    _write_raw(catalog, wire.job_key("bad"), "{not json")
+    later = T0 + timedelta(hours=1)
+
+    restored = catalog.restore_job_indexes(later)
+    again = catalog.restore_job_indexes(later)
+
+    assert sorted(restored) == ["q", "r", "w"] and list(again) == []
+    assert [p.key for p in restored.problems] == [wire.job_key("bad")]
+    assert catalog.in_progress() == ["r"]
+    assert catalog.due_retries(T0 + timedelta(minutes=5)) == ["w"]
+    assert catalog.due_queued(later) == ["bad", "q"]  # "bad" was queued when created
+
+
+def test_postponing_moves_an_entry_of_a_sorted_index_later_only_if_it_is_there(
+    catalog: Catalog,
+) -> None:
+    _create(catalog, _job("a"))
+    later = T0 + timedelta(hours=1)
+
+    catalog.postpone(wire.QUEUED_KEY, "a", later)
+    catalog.postpone(wire.RETRY_SET_KEY, "a", later)
+    catalog.postpone(wire.IN_PROGRESS_KEY, "a", later)  # a set has no time: nothing to do
+
+    assert catalog.due_queued(later - timedelta(seconds=1)) == []
+    assert catalog.due_queued(later) == ["a"]
+    assert catalog.due_retries(later) == [] and catalog.in_progress() == []
+
+
 def _write_raw(catalog: Catalog, key: str, value: str | bytes) -> None:
     """Put garbage where a record lives, as a bad tool or a bug would."""
     if isinstance(catalog, MemoryCatalog):

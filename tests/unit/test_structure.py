@@ -127,6 +127,8 @@ def test_wire_names_are_pinned() -> None:
     assert wire.TASK_DISPATCH_RETRIES == "backup_jobs.tick.dispatch_retries"
     assert wire.TASK_REAP == "backup_jobs.tick.reap_lost_jobs"
     assert wire.TASK_SWEEP_QUEUED == "backup_jobs.tick.sweep_queued"
+    assert wire.TASK_REPAIR_INDEXES == "backup_jobs.tick.repair_job_indexes"
+    assert wire.INDEX_REPAIR_STARTED == "job-index-repair"
     assert wire.QUEUES == ("control", "backup", "maintenance")
     assert wire.QUEUE_TICKS == "ticks"
     assert wire.job_key("j") == "bj:job:j"

@@ -167,6 +167,27 @@ def test_a_job_no_worker_starts_within_the_bound_fails_with_queue_timeout(
     assert 20 < len(dispatcher.sent) < 40
 
 
+TICK_OF_INDEX = {
+    wire.RETRY_SET_KEY: lambda catalog, clock: ticks.dispatch_due_retries(
+        catalog, RecordingDispatcher(), clock
+    ),
+    wire.IN_PROGRESS_KEY: lambda catalog, clock: ticks.reap_lost_jobs(
+        catalog, 900, clock, _no_rollback
+    ),
+    wire.QUEUED_KEY: lambda catalog, clock: ticks.sweep_queued(
+        catalog, RecordingDispatcher(), clock, WEEK
+    ),
+}
+
+
+def _indexed(catalog: MemoryCatalog, index: str) -> list[str]:
+    """Every id in one of the ticks' indexes, due or not."""
+    if index == wire.IN_PROGRESS_KEY:
+        return catalog.in_progress()
+    far = T0 + timedelta(days=3650)
+    return catalog.due_retries(far) if index == wire.RETRY_SET_KEY else catalog.due_queued(far)
+
+
 @pytest.mark.parametrize(
     ("index", "status"),
     [
@@ -175,28 +196,49 @@ def test_a_job_no_worker_starts_within_the_bound_fails_with_queue_timeout(
         (wire.QUEUED_KEY, JobStatus.QUEUED),
     ],
 )
-def test_an_unreadable_or_missing_job_in_an_index_is_skipped_recorded_and_dropped(
+def test_a_gone_job_is_dropped_from_its_index_but_an_unreadable_one_waits_to_be_repaired(
     clock: FrozenClock, index: str, status: JobStatus
 ) -> None:
-    catalog, dispatcher = MemoryCatalog(), RecordingDispatcher()
+    catalog = MemoryCatalog()
     for job_id in ("bad", "gone", "good"):
         job = jobs.new_job("v", Operation.REGISTER, f"cs/{job_id}", f"cs/{job_id}", 3, clock)
         job = replace(job, id=job_id, attempt=1, next_retry_at=T0)
         catalog.create_job(job, T0)
         catalog.save_job(job.evolve(status=status), check_at=T0)
+    readable = catalog.records[wire.job_key("bad")]
     catalog.records[wire.job_key("bad")] = "{not json"
     del catalog.records[wire.job_key("gone")]
     clock.advance(jobs.RESEND_MAX_SECONDS)
 
-    report = {
-        wire.RETRY_SET_KEY: lambda: ticks.dispatch_due_retries(catalog, dispatcher, clock),
-        wire.IN_PROGRESS_KEY: lambda: ticks.reap_lost_jobs(catalog, 900, clock, _no_rollback),
-        wire.QUEUED_KEY: lambda: ticks.sweep_queued(catalog, dispatcher, clock, WEEK),
-    }[index]()
+    first = TICK_OF_INDEX[index](catalog, clock)
+    again = TICK_OF_INDEX[index](catalog, clock)  # the next beat, same moment
+    kept = _indexed(catalog, index)
+    catalog.records[wire.job_key("bad")] = readable  # the user repairs the record
+    clock.advance(ticks.UNREADABLE_BACKOFF_SECONDS)
+    repaired = TICK_OF_INDEX[index](catalog, clock)
 
-    assert report.jobs == ["good"]
-    assert [p.key for p in report.problems] == [wire.job_key("bad")]
+    assert first.jobs == ["good"]
+    assert [p.key for p in first.problems] == [wire.job_key("bad")]
     assert [p.key for p in catalog.problems()] == [wire.job_key("bad")]
-    assert catalog.due_retries(clock.now()) == [] or index != wire.RETRY_SET_KEY
-    assert "bad" not in catalog.in_progress() and "gone" not in catalog.in_progress()
-    assert "bad" not in catalog.due_queued(clock.now())
+    assert "bad" in kept and "gone" not in kept
+    # A sorted set's entry is backed off, not read again at every beat; a set has no score.
+    assert again.jobs == [] and (again.problems == [] or index == wire.IN_PROGRESS_KEY)
+    assert repaired.jobs == ["bad"]
+
+
+def test_the_index_repair_puts_back_lost_entries_at_once_then_once_an_hour(
+    clock: FrozenClock,
+) -> None:
+    catalog = MemoryCatalog()
+    waiting = _failed_once(catalog, clock)
+    catalog.drop_from_index(wire.RETRY_SET_KEY, waiting.id)  # lost, as with a replaced index
+
+    first = ticks.repair_job_indexes(catalog, clock)
+    catalog.drop_from_index(wire.RETRY_SET_KEY, waiting.id)
+    clock.advance(ticks.INDEX_REPAIR_EVERY_SECONDS - 1)
+    early = ticks.repair_job_indexes(catalog, clock)
+    clock.advance(1)
+    due = ticks.repair_job_indexes(catalog, clock)
+
+    assert first.jobs == [waiting.id] and early.jobs == [] and due.jobs == [waiting.id]
+    assert catalog.due_retries(clock.now()) == [waiting.id]
