@@ -397,9 +397,11 @@ def test_celery_command_works_from_the_checkout_and_from_an_installed_package(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     env = cluster.child_env()
+    args = [str(a) for a in cluster.procs["worker"].args]
+    node = args[args.index("--hostname") + 1]  # one destination: the reply ends the wait
     for cwd in (REPO, tmp_path):
         result = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "workers", "inspect", "ping", "--timeout", "5"],
+            [sys.executable, "-m", "celery", "-A", "workers", "inspect", "ping", "-d", node],
             env=env,
             cwd=cwd,
             capture_output=True,
