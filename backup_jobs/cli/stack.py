@@ -22,6 +22,7 @@ from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.stack import (
+    check_before_start,
     check_flower,
     check_redis,
     server_child,
@@ -145,6 +146,7 @@ def demo(vault: str | None, stay_up: bool) -> None:
         vault=vault or f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
         fleet_dir=base.data_dir / "demo-fleet",
     )
+    check_before_start(settings)  # before the fleet is written into the data dir
     fleet = create_demo_fleet(settings.fleet_dir, settings.region)
     click.echo(f"Demo fleet: {len(fleet.vm_files())} VMs in {fleet.root.resolve()}")
     extra = {}

@@ -35,6 +35,7 @@ from backup_jobs.connection import (
     recorded,
     running,
     state_file,
+    valkey_dir,
 )
 from backup_jobs.errors import ConfigurationError, RedisUnavailable
 from backup_jobs.runtime import processes
@@ -78,7 +79,7 @@ def start(
             )
         )
     private_dir(data_dir)
-    store = private_dir(data_dir / "valkey").resolve()
+    store = private_dir(valkey_dir(data_dir)).resolve()
     server = EmbeddedServer(0, port or free_port(), ensure_password(data_dir))
     log = log_file(data_dir)
     offset = log.stat().st_size if log.exists() else 0
@@ -102,7 +103,7 @@ def start(
 
 def log_file(data_dir: Path) -> Path:
     """The embedded server's own log."""
-    return data_dir / "valkey" / "valkey.log"
+    return valkey_dir(data_dir) / "valkey.log"
 
 
 def ensure_password(data_dir: Path) -> str:

@@ -1,10 +1,11 @@
 """One deployment on this machine: what ``backup-jobs up`` and ``demo`` start, in order.
 
-Before anything starts, what can be checked is: Flower's exposure and port, and a Redis that
-``BACKUP_JOBS_REDIS_URL`` names. Then the embedded server (unless that URL is set), the job
-worker, the tick consumer, beat and Flower start, and each is waited for until it answers
-(``readiness``); a process that exits meanwhile ends the start with the cause, and nothing
-is left running. Once up, the ``supervisor`` keeps them running.
+Before anything starts, what can be checked is: a data dir that another user controls,
+Flower's exposure and port, and a Redis that ``BACKUP_JOBS_REDIS_URL`` names. Then the
+embedded server (unless that URL is set), the job worker, the tick consumer, beat and Flower
+start, and each is waited for until it answers (``readiness``); a process that exits
+meanwhile ends the start with the cause, and nothing is left running. Once up, the
+``supervisor`` keeps them running.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.connection import EmbeddedServer
+from backup_jobs.connection import EmbeddedServer, check_data_dir
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.readiness import Probes, answers_http, flower_url
@@ -83,6 +84,16 @@ def check_redis(url: str) -> None:
         catalog.client.close()
 
 
+def check_before_start(settings: Settings, with_flower: bool = True) -> None:
+    """Refuse, before anything is started or written, what would be unsafe or fail anyway."""
+    # Even with BACKUP_JOBS_REDIS_URL: beat's schedule in the data dir is a pickle.
+    check_data_dir(settings.data_dir)
+    if with_flower:
+        check_flower(settings)
+    if settings.redis_url:
+        check_redis(settings.redis_url)
+
+
 def start_stack(
     settings: Settings,
     report: Report,
@@ -90,10 +101,7 @@ def start_stack(
     extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """Check, start every process, and return once each answers; else stop them and raise."""
-    if with_flower:
-        check_flower(settings)
-    if settings.redis_url:
-        check_redis(settings.redis_url)
+    check_before_start(settings, with_flower)
     stack = Stack(settings, settings.redis_url or "")
     try:
         if settings.redis_url:
