@@ -15,7 +15,7 @@ Messages keep the wording of the seed's troubleshooting table.
     ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound,
     │                                 RecoveryPointNotFound, PolicyNotFound
     ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost,
-    │                                 PolicyInUse
+    │                                 PolicyInUse, AlreadyRunning
     ├── Integrity (exit 5)            VaultIntegrityError, CorruptRecord, QueueTimeout
     ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
     │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError
@@ -410,6 +410,13 @@ class PolicyInUse(Conflict):
         "Move those VMs to another policy (`backup-jobs protection set VM --policy P`) or stop "
         "their protection, then delete the policy."
     )
+
+
+class AlreadyRunning(Conflict):
+    """Raised when ``up``, ``demo`` or ``server`` starts on a data dir whose stack runs."""
+
+    template = "backup-jobs is already running for {detail}."
+    action = "Stop it first (Ctrl-C where it runs), or use another BACKUP_JOBS_DATA_DIR."
 
 
 class CorruptRecord(Integrity):

@@ -1,11 +1,11 @@
 """One deployment on this machine: what ``backup-jobs up`` and ``demo`` start, in order.
 
-Before anything starts, what can be checked is: a data dir that another user controls,
-Flower's exposure and port, and a Redis that ``BACKUP_JOBS_REDIS_URL`` names. Then the
-embedded server (unless that URL is set), the job worker, the tick consumer, beat and Flower
-start, and each is waited for until it answers (``readiness``); a process that exits
-meanwhile ends the start with the cause, and nothing is left running. Once up, the
-``supervisor`` keeps them running.
+Before anything starts, what can be checked is: a data dir that another user controls, a
+stack that already runs on it, Flower's exposure and port, and a Redis that
+``BACKUP_JOBS_REDIS_URL`` names. Then the embedded server (unless that URL is set), the job
+worker, the tick consumer, beat and Flower start, and each is waited for until it answers
+(``readiness``); a process that exits meanwhile ends the start with the cause, and nothing is
+left running. Once up, the ``supervisor`` keeps them running.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def check_before_start(settings: Settings, with_flower: bool = True) -> None:
     """Refuse, before anything is started or written, what would be unsafe or fail anyway."""
     # Even with BACKUP_JOBS_REDIS_URL: beat's schedule in the data dir is a pickle.
     check_data_dir(settings.data_dir)
+    # First, so that a second `up` says so rather than blame the port the first one holds.
+    embedded.refuse_if_running(settings.data_dir)
     if with_flower:
         check_flower(settings)
     if settings.redis_url:
