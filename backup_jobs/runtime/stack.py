@@ -22,7 +22,7 @@ from backup_jobs.connection import EmbeddedServer, check_data_dir
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.readiness import Probes, answers_http, flower_url
-from backup_jobs.runtime.supervisor import Child, StackFailed, start_failure
+from backup_jobs.runtime.supervisor import Child, failure, start_failure
 from backup_jobs.settings import PREFIX, Settings, flower_exposure_problem, redact_url
 
 # How long a process may take to answer after it started (a loaded machine imports slowly).
@@ -189,10 +189,10 @@ def _wait_until_ready(stack: Stack, report: Report) -> None:
             pending.remove(child)
         if pending and time.monotonic() > deadline:
             child = pending[0]
-            raise StackFailed(
-                f"{child.name} did not answer within {READY_TIMEOUT_SECONDS:g} s (last log "
-                f"line: {processes.last_log_line(child.log, child.log_offset)}); stopped the "
-                f"whole stack. See {child.log}."
+            raise failure(
+                child,
+                f"did not answer within {READY_TIMEOUT_SECONDS:g} s (last log line: "
+                f"{processes.last_log_line(child.log, child.log_offset)}); stopped the whole stack",
             )
         if pending:
             time.sleep(READY_POLL_SECONDS)
