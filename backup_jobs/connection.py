@@ -96,28 +96,32 @@ def check_data_dir(data_dir: Path) -> None:
             found = path.stat()
         except OSError:
             continue  # missing, or not ours to look at: reading it says so
-        if found.st_uid != os.geteuid():
-            raise ConfigurationError(
-                detail=(
-                    f"{what} {path.resolve()} is owned by {_user(found.st_uid)}, "
-                    f"not by {_user(os.geteuid())}, who runs this"
-                ),
-                action=(
-                    "Point BACKUP_JOBS_DATA_DIR at a directory of your own (or run as "
-                    f"{_user(found.st_uid)}, its owner); never use one another user controls."
-                ),
-            )
-        if found.st_mode & WRITABLE_BY_OTHERS:
-            raise ConfigurationError(
-                detail=(
-                    f"{what} {path.resolve()}, owned by {_user(found.st_uid)}, may be written "
-                    f"by other users (mode {stat.S_IMODE(found.st_mode):04o})"
-                ),
-                action=(
-                    f"Run `chmod go-w {path.resolve()}` and check that no one changed the "
-                    "data dir, or point BACKUP_JOBS_DATA_DIR at a private directory."
-                ),
-            )
+        refusal = _refusal(what, path.resolve(), found)
+        if refusal is not None:
+            raise refusal
+
+
+def _refusal(what: str, path: Path, found: os.stat_result) -> ConfigurationError | None:
+    """Why ``path`` (``found`` is its ``stat``) cannot be trusted, if it cannot."""
+    named, owner = f"{what} {path}", _user(found.st_uid)
+    if found.st_uid != os.geteuid():
+        return ConfigurationError(
+            detail=f"{named} is owned by {owner}, not by {_user(os.geteuid())}, who runs this",
+            action=(
+                "Point BACKUP_JOBS_DATA_DIR at a directory of your own, or run the command as "
+                f"its owner, {owner}; never use one another user controls."
+            ),
+        )
+    if found.st_mode & WRITABLE_BY_OTHERS:
+        mode = stat.S_IMODE(found.st_mode)
+        return ConfigurationError(
+            detail=f"{named}, owned by {owner}, may be written by other users (mode {mode:04o})",
+            action=(
+                f"Run `chmod go-w {path}` and check that no one changed the "
+                "data dir, or point BACKUP_JOBS_DATA_DIR at a private directory."
+            ),
+        )
+    return None
 
 
 def _user(uid: int) -> str:
