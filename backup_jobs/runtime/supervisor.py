@@ -10,8 +10,10 @@ the whole stack with an error that names the process, why it exited, and its log
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -186,17 +188,33 @@ def fail_on_exit(children: Iterable[Child]) -> Iterator[None]:
     that dies must end the command at once, not leave it waiting for jobs that never end.
     """
     watched = list(children)
+    done = threading.Event()
 
     def check(signum: int, frame: FrameType | None) -> None:
-        if any(child.has_exited() for child in watched):
+        if not done.is_set() and any(child.has_exited() for child in watched):
             raise _ChildExited
 
     previous = signal.signal(signal.SIGCHLD, check)
+    nudger = threading.Thread(target=_nudge, args=(done,), name="fail-on-exit", daemon=True)
+    nudger.start()
     try:
         check(signal.SIGCHLD, None)
         yield
     except _ChildExited:
+        done.set()
         child = next(child for child in watched if child.has_exited())
         raise failure(child, f"exited ({child.exit_cause()}); stopped the whole stack") from None
     finally:
+        done.set()
+        nudger.join()
         signal.signal(signal.SIGCHLD, previous)
+
+
+def _nudge(done: threading.Event) -> None:
+    """Send this process SIGCHLD every ``POLL_SECONDS`` until ``done``.
+
+    The handler's exception may land in a finaliser (a ``__del__`` of Celery's results), which
+    swallows it; without another signal the command would wait for a job that never ends.
+    """
+    while not done.wait(POLL_SECONDS):
+        os.kill(os.getpid(), signal.SIGCHLD)

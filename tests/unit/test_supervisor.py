@@ -145,3 +145,22 @@ def test_a_child_exit_interrupts_whatever_the_command_was_waiting_for(tmp_path: 
         time.sleep(10)
 
     assert time.monotonic() - started < 5
+
+
+def test_a_child_exit_is_raised_again_when_a_finaliser_swallowed_it(tmp_path: Path) -> None:
+    # The demo hung when the exit landed in a Celery result's __del__, which swallows it.
+    child = Child("worker", tmp_path / "worker.log", lambda: subprocess.Popen(["sleep", "0.3"]))
+    child.start()
+    swallowed: list[BaseException] = []
+
+    with pytest.raises(ProcessFailed, match=r"worker exited"), fail_on_exit([child]):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except BaseException as exc:  # what a __del__ does with it, once
+                if swallowed:
+                    raise
+                swallowed.append(exc)
+
+    assert len(swallowed) == 1
