@@ -4,7 +4,9 @@
 ``<data dir>/server.json`` and keeps its password in ``<data dir>/server.password`` (both
 0600, the data dir 0700: only the user who runs the stack can use the server). Every other
 process (the CLI, ``Client.from_env``, the workers) finds the server and its password by
-reading these files; this module holds their format and only reads them.
+reading these files; this module holds their format and only reads them. It reads them only
+from a data dir that no other user owns or may write to: whoever can plant ``server.json``
+and the password chooses the server that our clients and workers trust.
 Starting and stopping the server is ``runtime/embedded.py``'s business: production wiring
 depends on nothing of it beyond this (DESIGN §10).
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from backup_jobs.settings import Settings
 
 STATE_FILE = "server.json"
 PASSWORD_FILE = "server.password"  # noqa: S105 - the file name, not a password
+VALKEY_DIR = "valkey"
 # The version of the state file's format (2: the owner's pid).
 STATE_VERSION = 2
 # The embedded server listens on loopback only.
@@ -28,6 +33,8 @@ HOST = "127.0.0.1"
 # Process states of /proc/PID/stat for a process that has exited (zombie, dead).
 ZOMBIE_STATES = ("Z", "X", "x")
 PROC = Path("/proc")
+# Mode bits that let users other than the owner change a file, or a directory's entries.
+WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,73 @@ def password_file(data_dir: Path) -> Path:
     return data_dir / PASSWORD_FILE
 
 
+def valkey_dir(data_dir: Path) -> Path:
+    """Where the embedded server of ``data_dir`` keeps its configuration, AOF and log."""
+    return data_dir / VALKEY_DIR
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Raise ``ConfigurationError`` if another user owns, or may write to, the data dir.
+
+    The data dir, its state and password files and Valkey's dir are looked at (those that
+    exist): whoever may change them can point this user's clients and workers at a server of
+    their own, or plant the password.
+    """
+    named = {
+        data_dir: "data dir",
+        state_file(data_dir): "state file",
+        password_file(data_dir): "password file",
+        valkey_dir(data_dir): "Valkey dir",
+    }
+    for path, what in named.items():
+        try:
+            found = path.stat()
+        except OSError:
+            continue  # missing, or not ours to look at: reading it says so
+        refusal = _refusal(what, path.resolve(), found)
+        if refusal is not None:
+            raise refusal
+
+
+def _refusal(what: str, path: Path, found: os.stat_result) -> ConfigurationError | None:
+    """Why ``path`` (``found`` is its ``stat``) cannot be trusted, if it cannot."""
+    named, owner = f"{what} {path}", _user(found.st_uid)
+    if found.st_uid != os.geteuid():
+        return ConfigurationError(
+            detail=f"{named} is owned by {owner}, not by {_user(os.geteuid())}, who runs this",
+            action=(
+                "Point BACKUP_JOBS_DATA_DIR at a directory of your own, or run the command as "
+                f"its owner, {owner}; never use one another user controls."
+            ),
+        )
+    if found.st_mode & WRITABLE_BY_OTHERS:
+        mode = stat.S_IMODE(found.st_mode)
+        return ConfigurationError(
+            detail=f"{named}, owned by {owner}, may be written by other users (mode {mode:04o})",
+            action=(
+                f"Run `chmod go-w {path}` and check that no one changed the "
+                "data dir, or point BACKUP_JOBS_DATA_DIR at a private directory."
+            ),
+        )
+    return None
+
+
+def _user(uid: int) -> str:
+    """A user as the refusals name it: ``nobody (uid 65534)``, or ``uid 1234`` if unnamed."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def recorded(data_dir: Path) -> EmbeddedServer | None:
     """The server the state file names, running or not; None without a readable record.
 
-    A state file this user may not read is an error that says whose data dir it is: it is
-    the usual mistake (another user's stack, or ``sudo`` on one side only).
+    A data dir another user controls is refused (``check_data_dir``). A state file this
+    user may not read is an error that says whose data dir it is: it is the usual mistake
+    (another user's stack, or ``sudo`` on one side only).
     """
+    check_data_dir(data_dir)
     text = _read_private(state_file(data_dir))
     if text is None:
         return None
@@ -86,6 +154,7 @@ def recorded(data_dir: Path) -> EmbeddedServer | None:
 
 def read_password(data_dir: Path) -> str:
     """The password of the embedded server of ``data_dir``; empty if none was generated."""
+    check_data_dir(data_dir)
     return (_read_private(password_file(data_dir)) or "").strip()
 
 

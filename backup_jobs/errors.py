@@ -15,16 +15,17 @@ Messages keep the wording of the seed's troubleshooting table.
     ├── NotFound (exit 3)             VMNotFoundInInventory, JobNotFound, VMNotFound,
     │                                 RecoveryPointNotFound, PolicyNotFound
     ├── Conflict (exit 4)             OperationInProgress, DiscoveryInProgress, LeaseLost,
-    │                                 PolicyInUse
+    │                                 PolicyInUse, AlreadyRunning
     ├── Integrity (exit 5)            VaultIntegrityError, CorruptRecord, QueueTimeout
     ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
     │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError
-    ├── Unavailable (exit 7)          RedisUnavailable
+    ├── Unavailable (exit 7)          RedisUnavailable, ProcessFailed
     └── (exit 1)                      Cancelled, InternalError
 
 CLI exit codes, one per class so that a script can tell them apart: 0 ok; 1 internal error (a
 bug); 2 usage error (click's only: unknown command, bad option value); 3 not found; 4
-conflict; 5 integrity; 6 transient; 7 unavailable (Redis); 8 invalid input; 130 interrupted.
+conflict; 5 integrity; 6 transient; 7 unavailable (Redis, a process of the stack); 8 invalid
+input; 130 interrupted.
 A command with several outcomes (a batch of VMs, ``--wait`` on several jobs) exits with the
 code of the most severe one, in the order of ``SEVERITY``.
 
@@ -429,6 +430,13 @@ class PolicyInUse(Conflict):
     )
 
 
+class AlreadyRunning(Conflict):
+    """Raised when ``up``, ``demo`` or ``server`` starts on a data dir whose stack runs."""
+
+    template = "backup-jobs is already running for {detail}."
+    action = "Stop it first (Ctrl-C where it runs), or use another BACKUP_JOBS_DATA_DIR."
+
+
 class CorruptRecord(Integrity):
     """Raised when a record in Redis cannot be read (not JSON, wrong shape, wrong type)."""
 
@@ -499,6 +507,14 @@ class RedisUnavailable(Unavailable):
         "BACKUP_JOBS_REDIS_URL unset and use the same BACKUP_JOBS_DATA_DIR as `backup-jobs up`, "
         "as the user that owns it: its password is in that data dir's server.password file."
     )
+
+
+class ProcessFailed(Unavailable):
+    """Raised when a process of the stack exits while starting, does not answer, or keeps
+    crashing: ``up``, ``demo`` and ``server`` stop what they started and end with it."""
+
+    template = "A process of the stack failed: {detail}."
+    action = "Fix what the process's log shows, then start the stack again."
 
 
 E = TypeVar("E", bound=BackupJobsError)

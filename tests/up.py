@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from backup_jobs.errors import ProcessFailed
 from backup_jobs.runtime import embedded
 from tests.harness import eventually
 
@@ -169,3 +170,17 @@ def unauthenticated_ping(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"PING\r\n")
         return sock.recv(200)
+
+
+def assert_process_failed(output: str, exit_code: int, says: str) -> str:
+    """The command ended as every CLI error does: one ``error: ProcessFailed: ...`` line saying
+    ``says``, then ``what to do`` naming a log, and ProcessFailed's exit code. Returns the line.
+    """
+    lines = output.splitlines()
+    [at] = [i for i, line in enumerate(lines) if line.lower().startswith("error")]
+    assert lines[at].startswith("error: ProcessFailed: A process of the stack failed: "), output
+    assert says in lines[at], output
+    assert lines[at + 1].startswith("  what to do: Fix what ") and ".log" in lines[at + 1]
+    assert exit_code == ProcessFailed().exit_code, output
+    assert "Traceback" not in output
+    return lines[at]

@@ -1,4 +1,8 @@
-"""``backup-jobs up``, ``demo`` and ``server``: run the service on this machine."""
+"""``backup-jobs up``, ``demo`` and ``server``: run the service on this machine.
+
+A process of the stack that fails ends the command with ``ProcessFailed``, rendered like
+every other error (code, message, what to do; exit 7), after what was started is stopped.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.stack import (
+    Stack,
+    check_before_start,
     check_flower,
     check_redis,
     server_child,
@@ -29,7 +35,7 @@ from backup_jobs.runtime.stack import (
     stop_abandoned,
     stop_stack,
 )
-from backup_jobs.runtime.supervisor import StackFailed, Supervisor, fail_on_exit
+from backup_jobs.runtime.supervisor import Supervisor, fail_on_exit, failure
 from backup_jobs.settings import DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS, PREFIX, Settings
 
 # The demo shows InstallAgentTimeout without waiting the default 5 minutes.
@@ -53,17 +59,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextmanager
-def _stack_errors() -> Iterator[None]:
-    """A process of the stack that failed is one line and exit status 1, never a traceback."""
-    try:
-        yield
-    except StackFailed as exc:
-        raise click.ClickException(str(exc)) from exc
-    except JobTimeout as exc:
-        raise click.ClickException(f"{exc}; the stack is stopped") from exc
-
-
 @click.command("up")
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 def up(no_flower: bool) -> None:
@@ -72,7 +67,7 @@ def up(no_flower: bool) -> None:
     Each process is reported once it answers; then every one is restarted if it exits.
     """
     settings = Settings.from_env()
-    with _terminate_as_interrupt(), _stack_errors():
+    with _terminate_as_interrupt():
         stack = None
         try:
             stack = start_stack(settings, click.echo, with_flower=not no_flower)
@@ -114,7 +109,7 @@ def server() -> None:
     """
     settings = Settings.from_env()
     data_dir = settings.data_dir
-    with _terminate_as_interrupt(), _stack_errors():
+    with _terminate_as_interrupt():
         stop_abandoned(data_dir, click.echo)
         child, _ = server_child(data_dir)
         child.start()
@@ -123,7 +118,7 @@ def server() -> None:
             click.echo(f"Its password is in {password_file(data_dir)}.")
             while not child.has_exited():
                 time.sleep(SERVER_POLL_SECONDS)
-            raise StackFailed(f"the embedded server exited ({child.exit_cause()}); see {child.log}")
+            raise failure(child, f"exited ({child.exit_cause()})")
         except KeyboardInterrupt:
             pass
         finally:
@@ -145,22 +140,18 @@ def demo(vault: str | None, stay_up: bool) -> None:
         vault=vault or f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
         fleet_dir=base.data_dir / "demo-fleet",
     )
+    check_before_start(settings)  # before the fleet is written into the data dir
     fleet = create_demo_fleet(settings.fleet_dir, settings.region)
     click.echo(f"Demo fleet: {len(fleet.vm_files())} VMs in {fleet.root.resolve()}")
     extra = {}
     if base.timeouts.install_agent_seconds == DEFAULT_INSTALL_AGENT_TIMEOUT_SECONDS:
         extra[f"{PREFIX}INSTALL_AGENT_TIMEOUT_SECONDS"] = str(DEMO_INSTALL_AGENT_TIMEOUT_SECONDS)
-    with _terminate_as_interrupt(), _stack_errors():
+    with _terminate_as_interrupt():
         stack = None
         try:
             stack = start_stack(settings, click.echo, extra_env=extra)
             with fail_on_exit(stack.children.values()):
-                client = Client(
-                    settings,
-                    RedisCatalog.from_url(stack.redis_url),
-                    CeleryDispatcher.from_url(settings, stack.redis_url),
-                )
-                _run_demo(client)
+                _run_demo(settings, stack)
             if stay_up:
                 click.echo(
                     f"\nStill running (Flower: {stack.flower_url}); press Ctrl-C to stop. "
@@ -175,7 +166,22 @@ def demo(vault: str | None, stay_up: bool) -> None:
                 stop_stack(stack)
 
 
-def _run_demo(client: Client) -> None:
+def _run_demo(settings: Settings, stack: Stack) -> None:
+    """Run the demo's jobs on the stack; one that does not end in time ends the demo."""
+    client = Client(
+        settings,
+        RedisCatalog.from_url(stack.redis_url),
+        CeleryDispatcher.from_url(settings, stack.redis_url),
+    )
+    try:
+        _show_demo(client)
+    except JobTimeout as exc:
+        what = f"did not finish the demo's jobs ({exc}); stopped the whole stack"
+        raise failure(stack.children["worker"], what) from exc
+
+
+def _show_demo(client: Client) -> None:
+    """Discovery, then Register of every VM; print the VMs and the jobs."""
     click.echo("\n== Discovery")
     discovery = client.discover().wait(DEMO_JOB_TIMEOUT_SECONDS)
     click.echo(f"{discovery.status.value}: {discovery.properties}")

@@ -35,8 +35,9 @@ from backup_jobs.connection import (
     recorded,
     running,
     state_file,
+    valkey_dir,
 )
-from backup_jobs.errors import ConfigurationError, RedisUnavailable
+from backup_jobs.errors import AlreadyRunning, ConfigurationError, RedisUnavailable
 from backup_jobs.runtime import processes
 from backup_jobs.settings import redact_url
 
@@ -69,16 +70,9 @@ def start(
     """
     found = find(data_dir)
     if found is not None:
-        raise ConfigurationError(
-            detail=(
-                f"an embedded server already runs for data dir {data_dir.resolve()} "
-                f"(pid {found.pid}, {redact_url(found.url)}, started by pid {found.owner}); "
-                "stop that `backup-jobs up` (or that server) first, or use another "
-                "BACKUP_JOBS_DATA_DIR"
-            )
-        )
+        raise already_running(data_dir, found)
     private_dir(data_dir)
-    store = private_dir(data_dir / "valkey").resolve()
+    store = private_dir(valkey_dir(data_dir)).resolve()
     server = EmbeddedServer(0, port or free_port(), ensure_password(data_dir))
     log = log_file(data_dir)
     offset = log.stat().st_size if log.exists() else 0
@@ -100,9 +94,47 @@ def start(
     return server, process
 
 
+def refuse_if_running(data_dir: Path) -> None:
+    """Raise ``AlreadyRunning`` if the data dir's server runs, answers, and its owner lives.
+
+    A server whose owner died was left behind by a killed ``up``: starting stops it
+    (``clear_abandoned``), so it is no reason to refuse.
+    """
+    server = find(data_dir)
+    if server is None or (server.owner is not None and not is_running(server.owner)):
+        return
+    if answers(server):
+        raise already_running(data_dir, server)
+
+
+def already_running(data_dir: Path, server: EmbeddedServer) -> AlreadyRunning:
+    """The refusal to start a second stack on ``data_dir``, whose ``server`` runs."""
+    if server.owner is None:
+        return AlreadyRunning(detail=f"data dir {data_dir.resolve()} (server pid {server.pid})")
+    return AlreadyRunning(
+        detail=f"data dir {data_dir.resolve()} (server pid {server.pid}, started by pid "
+        f"{server.owner})",
+        action=(
+            f"Stop it first (Ctrl-C where it runs, or `kill {server.owner}`), or use another "
+            "BACKUP_JOBS_DATA_DIR."
+        ),
+    )
+
+
+def answers(server: EmbeddedServer) -> bool:
+    """True if the server answers PING with its password."""
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:  # not listening yet, loading its AOF, or someone else's port
+        return False
+    finally:
+        client.close()
+
+
 def log_file(data_dir: Path) -> Path:
     """The embedded server's own log."""
-    return data_dir / "valkey" / "valkey.log"
+    return valkey_dir(data_dir) / "valkey.log"
 
 
 def ensure_password(data_dir: Path) -> str:
@@ -242,13 +274,10 @@ def _wait_ready(
     server: EmbeddedServer, process: subprocess.Popen[bytes], log: Path, offset: int
 ) -> None:
     """Return once the server answers PING with its password; raise if it exits or hangs."""
-    client = redis.Redis.from_url(server.url, socket_connect_timeout=1, socket_timeout=1)
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while process.poll() is None and time.monotonic() < deadline:
-        # Loading its AOF, not listening yet, or (a port taken since) someone else answering.
-        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-            if client.ping():
-                return
+        if answers(server):
+            return
         time.sleep(0.05)
     what = "exited at start-up" if process.poll() is not None else "did not start in time"
     cause = processes.last_log_line(log, offset)

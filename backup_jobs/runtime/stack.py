@@ -1,10 +1,11 @@
 """One deployment on this machine: what ``backup-jobs up`` and ``demo`` start, in order.
 
-Before anything starts, what can be checked is: Flower's exposure and port, and a Redis that
+Before anything starts, what can be checked is: a data dir that another user controls, a
+stack that already runs on it, Flower's exposure and port, and a Redis that
 ``BACKUP_JOBS_REDIS_URL`` names. Then the embedded server (unless that URL is set), the job
 worker, the tick consumer, beat and Flower start, and each is waited for until it answers
-(``readiness``); a process that exits meanwhile ends the start with the cause, and nothing
-is left running. Once up, the ``supervisor`` keeps them running.
+(``readiness``); a process that exits meanwhile ends the start with the cause, and nothing is
+left running. Once up, the ``supervisor`` keeps them running.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from functools import partial
 from pathlib import Path
 
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.connection import EmbeddedServer
+from backup_jobs.connection import EmbeddedServer, check_data_dir
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.readiness import Probes, answers_http, flower_url
-from backup_jobs.runtime.supervisor import Child, StackFailed, start_failure
+from backup_jobs.runtime.supervisor import Child, failure, start_failure
 from backup_jobs.settings import PREFIX, Settings, flower_exposure_problem, redact_url
 
 # How long a process may take to answer after it started (a loaded machine imports slowly).
@@ -83,6 +84,18 @@ def check_redis(url: str) -> None:
         catalog.client.close()
 
 
+def check_before_start(settings: Settings, with_flower: bool = True) -> None:
+    """Refuse, before anything is started or written, what would be unsafe or fail anyway."""
+    # Even with BACKUP_JOBS_REDIS_URL: beat's schedule in the data dir is a pickle.
+    check_data_dir(settings.data_dir)
+    # First, so that a second `up` says so rather than blame the port the first one holds.
+    embedded.refuse_if_running(settings.data_dir)
+    if with_flower:
+        check_flower(settings)
+    if settings.redis_url:
+        check_redis(settings.redis_url)
+
+
 def start_stack(
     settings: Settings,
     report: Report,
@@ -90,10 +103,7 @@ def start_stack(
     extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """Check, start every process, and return once each answers; else stop them and raise."""
-    if with_flower:
-        check_flower(settings)
-    if settings.redis_url:
-        check_redis(settings.redis_url)
+    check_before_start(settings, with_flower)
     stack = Stack(settings, settings.redis_url or "")
     try:
         if settings.redis_url:
@@ -179,10 +189,10 @@ def _wait_until_ready(stack: Stack, report: Report) -> None:
             pending.remove(child)
         if pending and time.monotonic() > deadline:
             child = pending[0]
-            raise StackFailed(
-                f"{child.name} did not answer within {READY_TIMEOUT_SECONDS:g} s (last log "
-                f"line: {processes.last_log_line(child.log, child.log_offset)}); stopped the "
-                f"whole stack. See {child.log}."
+            raise failure(
+                child,
+                f"did not answer within {READY_TIMEOUT_SECONDS:g} s (last log line: "
+                f"{processes.last_log_line(child.log, child.log_offset)}); stopped the whole stack",
             )
         if pending:
             time.sleep(READY_POLL_SECONDS)

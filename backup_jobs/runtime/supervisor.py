@@ -4,14 +4,16 @@
 at once (no zombie), reported in one line (its name, exit status and log file) and started
 again after a back-off that doubles with each crash in a row, from 1 s up to 30 s (a child
 that ran for a minute starts again from 1 s). A child that crashed 5 times within 2 minutes
-will not get better by itself: the supervisor gives up with ``StackFailed`` and ``up`` stops
-the whole stack with an error that names the process and why it exited.
+will not get better by itself: the supervisor gives up with ``ProcessFailed`` and ``up`` stops
+the whole stack with an error that names the process, why it exited, and its log.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from backup_jobs.errors import BackupJobsError
+from backup_jobs.errors import BackupJobsError, ProcessFailed
 from backup_jobs.runtime import processes
 
 # How often the children are looked at: an exit is noticed well within a second.
@@ -33,10 +35,6 @@ STABLE_SECONDS = 60.0
 # This many crashes within the window and the supervisor gives up.
 CRASH_LIMIT = 5
 CRASH_WINDOW_SECONDS = 120.0
-
-
-class StackFailed(Exception):
-    """Raised when a process of the stack cannot be started or keeps crashing."""
 
 
 def _answers(pid: int) -> bool:
@@ -119,7 +117,7 @@ class Supervisor:
             child.started_at = clock()
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> NoReturn:
-        """Look after the children until ``StackFailed`` (or an interrupt) ends it."""
+        """Look after the children until ``ProcessFailed`` (or an interrupt) ends it."""
         while True:
             self.check()
             sleep(POLL_SECONDS)
@@ -147,10 +145,10 @@ class Supervisor:
     def _crashed(self, child: Child, now: float, what: str) -> None:
         child.crashes = [t for t in child.crashes if now - t < CRASH_WINDOW_SECONDS] + [now]
         if len(child.crashes) >= CRASH_LIMIT:
-            raise StackFailed(
-                f"{child.name} crashed {len(child.crashes)} times within "
-                f"{CRASH_WINDOW_SECONDS:g} s (last: {what}); stopped the whole stack. "
-                f"Fix what {child.log} shows, then start it again."
+            raise failure(
+                child,
+                f"crashed {len(child.crashes)} times within {CRASH_WINDOW_SECONDS:g} s "
+                f"(last: {what}); stopped the whole stack",
             )
         child.in_a_row = 1 if now - child.started_at >= STABLE_SECONDS else child.in_a_row + 1
         delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (child.in_a_row - 1))
@@ -165,12 +163,17 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def start_failure(child: Child) -> StackFailed:
-    """The error for a child that exited before it answered."""
-    return StackFailed(
-        f"{child.name} exited while starting ({child.exit_cause()}); stopped the whole stack. "
-        f"See {child.log}."
+def failure(child: Child, what: str) -> ProcessFailed:
+    """The error that ends the command because ``child`` did ``what``; it names the log."""
+    return ProcessFailed(
+        detail=f"{child.name} {what}; see {child.log}",
+        action=f"Fix what {child.log} shows, then start it again.",
     )
+
+
+def start_failure(child: Child) -> ProcessFailed:
+    """The error for a child that exited before it answered."""
+    return failure(child, f"exited while starting ({child.exit_cause()}); stopped the whole stack")
 
 
 class _ChildExited(BaseException):
@@ -179,25 +182,39 @@ class _ChildExited(BaseException):
 
 @contextmanager
 def fail_on_exit(children: Iterable[Child]) -> Iterator[None]:
-    """Raise ``StackFailed`` in the main thread as soon as a child exits (SIGCHLD).
+    """Raise ``ProcessFailed`` in the main thread as soon as a child exits (SIGCHLD).
 
     For commands that do something else while their processes run (``demo``): a worker
     that dies must end the command at once, not leave it waiting for jobs that never end.
     """
     watched = list(children)
+    done = threading.Event()
 
     def check(signum: int, frame: FrameType | None) -> None:
-        if any(child.has_exited() for child in watched):
+        if not done.is_set() and any(child.has_exited() for child in watched):
             raise _ChildExited
 
     previous = signal.signal(signal.SIGCHLD, check)
+    nudger = threading.Thread(target=_nudge, args=(done,), name="fail-on-exit", daemon=True)
+    nudger.start()
     try:
         check(signal.SIGCHLD, None)
         yield
     except _ChildExited:
+        done.set()
         child = next(child for child in watched if child.has_exited())
-        raise StackFailed(
-            f"{child.name} exited ({child.exit_cause()}); stopped the whole stack. See {child.log}."
-        ) from None
+        raise failure(child, f"exited ({child.exit_cause()}); stopped the whole stack") from None
     finally:
+        done.set()
+        nudger.join()
         signal.signal(signal.SIGCHLD, previous)
+
+
+def _nudge(done: threading.Event) -> None:
+    """Send this process SIGCHLD every ``POLL_SECONDS`` until ``done``.
+
+    The handler's exception may land in a finaliser (a ``__del__`` of Celery's results), which
+    swallows it; without another signal the command would wait for a job that never ends.
+    """
+    while not done.wait(POLL_SECONDS):
+        os.kill(os.getpid(), signal.SIGCHLD)

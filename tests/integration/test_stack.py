@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from backup_jobs.client import Client
-from backup_jobs.errors import ConfigurationError
+from backup_jobs.errors import AlreadyRunning
 from backup_jobs.models import JobStatus
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded
@@ -129,6 +129,8 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     finally:
         embedded.stop(server, process, data)
 
-    assert result.returncode == ConfigurationError().exit_code
-    assert "already runs for data dir" in result.stderr and f"pid {server.pid}" in result.stderr
+    assert result.returncode == AlreadyRunning().exit_code
+    assert (
+        f"already running for data dir {data.resolve()} (server pid {server.pid}" in result.stderr
+    )
     assert f"started by pid {os.getpid()}" in result.stderr

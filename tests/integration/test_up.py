@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from backup_jobs import connection, wire
-from backup_jobs.errors import RedisUnavailable
+from backup_jobs.errors import AlreadyRunning, RedisUnavailable
 from tests.harness import eventually, run_cli
 from tests.up import Up, descendants, http_status, stack_env, unauthenticated_ping
 
@@ -171,3 +171,25 @@ def test_other_commands_find_the_locked_server_through_the_data_dir(running: Run
 
     assert fleet.returncode == 0, fleet.stderr
     assert discovered.returncode == 0, discovered.stderr
+
+
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_a_second_up_on_the_same_data_dir_says_it_already_runs_and_changes_nothing(
+    running: Running, command: str
+) -> None:
+    server = connection.recorded(running.data)
+    assert server is not None
+
+    result = run_cli(command, env=running.env, cwd=running.cwd, timeout=30)
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert errors == [
+        f"error: AlreadyRunning: backup-jobs is already running for data dir "
+        f"{running.data.resolve()} (server pid {server.pid}, started by pid "
+        f"{running.up.process.pid})."
+    ], result.stderr
+    assert "what to do: Stop it first" in result.stderr
+    assert "BACKUP_JOBS_DATA_DIR" in result.stderr and "Flower" not in result.stderr
+    assert result.returncode == AlreadyRunning().exit_code
+    assert "ready" not in result.stdout and not (running.data / "demo-fleet").exists()
+    assert connection.recorded(running.data) == server and running.up.process.poll() is None

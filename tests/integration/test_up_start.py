@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ import pytest
 from backup_jobs.errors import ConfigurationError, RedisUnavailable
 from backup_jobs.runtime import embedded
 from tests.harness import run_cli
-from tests.up import Up, finish, stack_env, using
+from tests.up import Up, assert_process_failed, finish, stack_env, using
 
 
 def _wrong_password(url: str) -> str:
@@ -104,11 +105,9 @@ def test_a_process_that_exits_while_starting_ends_the_command_with_its_cause(
 
     result = run_cli(command, env=env, cwd=tmp_path, timeout=90)
 
-    [line] = _error_lines(result)
-    assert result.returncode != 0
+    line = assert_process_failed(result.stderr, result.returncode, " exited while starting (")
     assert re.search(r"(worker|ticks|beat|flower) exited while starting \(exit status \d+: ", line)
     assert "RuntimeError: stub workers: refuses to start" in line and ".log" in line
-    assert "Traceback" not in result.stderr
     assert not (data / "server.json").exists() and not using(data)
 
 
@@ -123,7 +122,72 @@ def test_demo_exits_non_zero_when_a_worker_dies_while_it_runs(tmp_path: Path) ->
     finally:
         left = finish(demo, data)
 
-    assert code != 0
-    assert "worker exited (killed by SIGKILL)" in demo.output
-    assert "Traceback" not in demo.output
+    assert_process_failed(demo.output, code, "worker exited (killed by SIGKILL)")
     assert not left
+
+
+NOBODY = 65534  # a uid that is not this test's
+
+
+def _give_to_nobody(data: Path) -> None:
+    for path in (data, data / "server.json", data / "server.password"):
+        os.chown(path, NOBODY, NOBODY)
+
+
+# Each case: what makes the data dir unsafe, and how the refusal says it.
+UNSAFE_DATA_DIRS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "owned by another user": (
+        _give_to_nobody,
+        " is owned by nobody (uid 65534), not by root (uid 0)",
+    ),
+    "writable by everyone": (
+        lambda data: data.chmod(0o777),
+        ", owned by root (uid 0), may be written by other users (mode 0777)",
+    ),
+}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+@pytest.mark.parametrize("command", [("up",), ("demo",), ("job", "list")], ids=" ".join)
+@pytest.mark.parametrize("case", list(UNSAFE_DATA_DIRS))
+def test_a_data_dir_another_user_controls_is_refused_in_one_line_and_left_as_it_is(
+    case: str, command: tuple[str, ...], tmp_path: Path
+) -> None:
+    # What another user could plant: a record naming a server that runs, and its password.
+    data = tmp_path / "data"
+    data.mkdir()
+    state = {"version": 2, "pid": os.getpid(), "port": embedded.free_port(), "owner": os.getpid()}
+    (data / "server.json").write_text(json.dumps(state))
+    (data / "server.password").write_text("known-to-them\n")
+    change, says = UNSAFE_DATA_DIRS[case]
+    change(data)
+    before = data.stat()
+
+    result = run_cli(*command, env=stack_env(data), cwd=tmp_path, timeout=30)
+
+    [line] = _error_lines(result)
+    assert line.startswith(
+        f"error: ConfigurationError: Invalid configuration: data dir {data}{says}"
+    )
+    assert "what to do: " in result.stderr and "BACKUP_JOBS_DATA_DIR" in result.stderr
+    assert result.returncode == ConfigurationError().exit_code
+    assert "ready" not in result.stdout and not using(data)
+    assert sorted(p.name for p in data.iterdir()) == ["server.json", "server.password"]
+    assert data.stat().st_uid == before.st_uid and data.stat().st_mode == before.st_mode
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_up_with_a_redis_url_still_refuses_a_data_dir_another_user_owns(
+    redis_base_url: str, tmp_path: Path
+) -> None:
+    # Beat would load its schedule (a pickle) from there, and the logs would go there.
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, NOBODY, NOBODY)
+
+    result = run_cli("up", env=stack_env(data, redis_url=redis_base_url), timeout=30)
+
+    [line] = _error_lines(result)
+    assert f"data dir {data} is owned by nobody (uid 65534)" in line
+    assert result.returncode == ConfigurationError().exit_code
+    assert "ready" not in result.stdout and not list(data.iterdir()) and not using(data)

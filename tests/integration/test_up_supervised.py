@@ -12,7 +12,15 @@ from pathlib import Path
 from backup_jobs import connection
 from backup_jobs.runtime import embedded
 from tests.harness import eventually, run_cli
-from tests.up import Up, descendants, finish, running, stack_env, using
+from tests.up import (
+    Up,
+    assert_process_failed,
+    descendants,
+    finish,
+    running,
+    stack_env,
+    using,
+)
 
 
 def _record(data: Path, pid: int, port: int, owner: int) -> None:
@@ -75,12 +83,26 @@ def test_a_process_that_keeps_crashing_stops_up_with_an_error_and_leaves_nothing
     finally:
         left = finish(up, data)
 
-    assert code != 0
     assert "server  could not be restarted" in up.output
     assert "Invalid AOF manifest file format" in up.output
-    assert "server crashed 5 times within 120 s" in up.output
-    assert "Traceback" not in up.output
+    assert_process_failed(up.output, code, "server crashed 5 times within 120 s")
     assert not left and connection.running(data) is None
+
+
+def test_server_ends_with_process_failed_when_its_embedded_server_dies(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = Up(stack_env(data), tmp_path, "server")
+    try:
+        server.wait_for("server  ready", 30)
+        valkey = connection.running(data)
+        assert valkey is not None
+        os.kill(valkey.pid, signal.SIGKILL)
+        code = server.wait_exit(30)
+    finally:
+        left = finish(server, data)
+
+    assert_process_failed(server.output, code, "server exited (killed by SIGKILL); see ")
+    assert not left
 
 
 def test_children_of_a_killed_up_die_with_it_and_the_next_up_starts(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 import redis
 
 from backup_jobs import connection
+from backup_jobs.errors import AlreadyRunning
 from backup_jobs.runtime import embedded
 from tests.up import unauthenticated_ping
 
@@ -60,3 +62,23 @@ def test_a_server_in_a_data_dir_with_spaces_and_quotes_answers_only_with_its_pas
     assert found == server
     assert server.password not in " ".join(process.args)  # type: ignore[arg-type]
     assert _mode(data / "valkey" / "valkey.conf") == 0o600
+
+
+def test_a_running_server_that_answers_is_refused_and_a_pid_that_does_not_answer_is_not(
+    tmp_path: Path,
+) -> None:
+    answering, silent = tmp_path / "answering", tmp_path / "silent"
+    server, process = embedded.start(answering)
+    silent.mkdir(mode=0o700)
+    # A live pid (this one) on a port where nothing listens: not a server of this data dir.
+    lone = connection.EmbeddedServer(os.getpid(), embedded.free_port(), owner=os.getpid())
+    embedded.write_private(connection.state_file(silent), lone.state())
+    try:
+        with pytest.raises(AlreadyRunning) as refused:
+            embedded.refuse_if_running(answering)
+        embedded.refuse_if_running(silent)
+    finally:
+        embedded.stop(server, process, answering)
+
+    assert f"data dir {answering.resolve()} (server pid {server.pid}" in refused.value.message
+    assert "BACKUP_JOBS_DATA_DIR" in refused.value.recommended_action
