@@ -55,6 +55,9 @@ DEFAULT_QUEUED_TIMEOUT_SECONDS = 7 * 24 * 3600
 # A scheduled run not started within this long of its time is recorded as missed, not run late
 # (Azure's default start window).
 DEFAULT_START_WINDOW_SECONDS = 2 * 3600
+# `up` restarts a crashed process after this long, doubled after each crash in a row (to 30 s).
+DEFAULT_RESTART_DELAY_SECONDS = 1.0
+RESTART_DELAY_RANGE_SECONDS = (0.1, 30)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 PROVIDERS = ("local",)
@@ -121,6 +124,7 @@ class Settings:
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     queued_timeout_seconds: int = DEFAULT_QUEUED_TIMEOUT_SECONDS
     start_window_seconds: int = DEFAULT_START_WINDOW_SECONDS
+    restart_delay_seconds: float = DEFAULT_RESTART_DELAY_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +179,12 @@ class Settings:
                 DEFAULT_START_WINDOW_SECONDS,
                 int,
                 START_WINDOW_RANGE_SECONDS,
+            ),
+            restart_delay_seconds=env.number(
+                "RESTART_DELAY_SECONDS",
+                DEFAULT_RESTART_DELAY_SECONDS,
+                float,
+                RESTART_DELAY_RANGE_SECONDS,
             ),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):

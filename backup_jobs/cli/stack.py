@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType
+from typing import NoReturn
 
 import click
 
@@ -72,7 +73,7 @@ def up(no_flower: bool) -> None:
         try:
             stack = start_stack(settings, click.echo, with_flower=not no_flower)
             click.echo(_running_line(settings))
-            Supervisor(stack.children.values(), click.echo).run()
+            _supervise(stack, settings)
         except KeyboardInterrupt:
             click.echo("Stopping...")
         finally:
@@ -158,7 +159,7 @@ def demo(vault: str | None, stay_up: bool) -> None:
                     f"In another terminal: BACKUP_JOBS_VAULT={settings.vault} "
                     f"BACKUP_JOBS_FLEET_DIR={settings.fleet_dir.resolve()} backup-jobs job list"
                 )
-                Supervisor(stack.children.values(), click.echo).run()
+                _supervise(stack, settings)
         except KeyboardInterrupt:
             click.echo("Stopping...")
         finally:
@@ -194,3 +195,9 @@ def _show_demo(client: Client) -> None:
     click.echo(render.vm_table(client.vms(), client.vault.region))
     click.echo("\n== Jobs")
     click.echo(render.job_table(client.jobs()))
+
+
+def _supervise(stack: Stack, settings: Settings) -> NoReturn:
+    """Look after the stack's processes until one crashes too often (or an interrupt)."""
+    children = stack.children.values()
+    Supervisor(children, click.echo, first_delay=settings.restart_delay_seconds).run()

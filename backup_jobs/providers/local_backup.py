@@ -72,9 +72,7 @@ class LocalSnapshots:
             store = DiskStore(self._vm_dir(vm_id))
             # The guard's scope holds the VM's lease: its snapshots left here are a dead
             # attempt's, and would make every write save old data for nothing.
-            for stale in store.stale_snapshots(
-                time.time() - STALE_SNAPSHOT_SECONDS, guard.scope
-            ):
+            for stale in store.stale_snapshots(time.time() - STALE_SNAPSHOT_SECONDS, guard.scope):
                 store.release(stale)
             snap_id = f"snap-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
             disks = [(d["name"], d["file"]) for d in data["disks"]]

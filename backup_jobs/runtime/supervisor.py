@@ -27,8 +27,8 @@ from backup_jobs.runtime import processes
 
 # How often the children are looked at: an exit is noticed well within a second.
 POLL_SECONDS = 0.25
-# Back-off before a restart: 1, 2, 4, ... seconds after each recent crash, at most 30.
-BACKOFF_FIRST_SECONDS = 1.0
+# Back-off before a restart: the first delay (a setting, 1 s by default), doubled after each
+# recent crash, at most 30 s.
 BACKOFF_MAX_SECONDS = 30.0
 # A child that ran this long before it exited was healthy: its back-off starts again.
 STABLE_SECONDS = 60.0
@@ -109,10 +109,12 @@ class Supervisor:
         children: Iterable[Child],
         report: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        first_delay: float = 1.0,
     ) -> None:
         self.children = list(children)
         self._report = report
         self._clock = clock
+        self._first_delay = first_delay
         for child in self.children:
             child.started_at = clock()
 
@@ -151,7 +153,7 @@ class Supervisor:
                 f"(last: {what}); stopped the whole stack",
             )
         child.in_a_row = 1 if now - child.started_at >= STABLE_SECONDS else child.in_a_row + 1
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (child.in_a_row - 1))
+        delay = min(BACKOFF_MAX_SECONDS, self._first_delay * 2 ** (child.in_a_row - 1))
         child.restart_at = now + delay
         child.process = None
         self._report(child.line(f"{what}; restarting in {delay:g} s (log {child.log})"))

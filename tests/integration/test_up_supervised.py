@@ -71,7 +71,8 @@ def test_a_process_that_keeps_crashing_stops_up_with_an_error_and_leaves_nothing
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    up = Up(stack_env(data), tmp_path, "up", "--no-flower")
+    env = {**stack_env(data), "BACKUP_JOBS_RESTART_DELAY_SECONDS": "0.2"}  # 0.2, 0.4, ... s
+    up = Up(env, tmp_path, "up", "--no-flower")
     try:
         up.wait_for("Running", 90)
         server = connection.running(data)

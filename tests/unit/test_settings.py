@@ -66,6 +66,8 @@ NUMERIC = {
     "BACKUP_JOBS_FLOWER_PORT": "a whole number from 1 to 65535",
     "BACKUP_JOBS_WORKER_CONCURRENCY": "a whole number from 1 to 256",
     "BACKUP_JOBS_QUEUED_TIMEOUT_SECONDS": "a whole number from 60 to 604800",
+    "BACKUP_JOBS_RESTART_DELAY_SECONDS": "a number from 0.1 to 30",
+    "BACKUP_JOBS_START_WINDOW_SECONDS": "a whole number from 60 to 86400",
 }
 
 
