@@ -13,7 +13,9 @@ run late. Both are kept in the item's history of skipped and missed runs.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from functools import cache
 
 from backup_jobs import jobs
 from backup_jobs.catalog import Catalog, DueRun
@@ -45,9 +47,12 @@ def dispatch_due_backups(
     """Start, skip or record as missed every due run; reschedule each item's next run."""
     report = TickReport()
     now = clock.now()
+    # A tick reads each policy once, not once per due item (a change shows at the next tick).
+    policies = cache(catalog.get_policy)
+    window = start_window_seconds
     for run in catalog.due_runs(now):
         try:
-            _dispatch(catalog, dispatcher, clock, run, start_window_seconds, max_attempts, report)
+            _dispatch(catalog, policies, dispatcher, clock, run, window, max_attempts, report)
         except CorruptRecord as exc:
             problem = Problem(exc.item, exc.detail, "dispatch backups", now)
             catalog.record_problem(problem)
@@ -58,6 +63,7 @@ def dispatch_due_backups(
 
 def _dispatch(
     catalog: Catalog,
+    policies: Callable[[str, str], Policy | None],
     dispatcher: Dispatcher,
     clock: Clock,
     run: DueRun,
@@ -66,7 +72,7 @@ def _dispatch(
     report: TickReport,
 ) -> None:
     item = catalog.get_item(run.vault, run.vm_id)
-    policy = catalog.get_policy(run.vault, item.policy) if item else None
+    policy = policies(run.vault, item.policy) if item else None
     if item is None or policy is None or not item.state.scheduled:
         catalog.move_run(run.vault, run.vm_id, run.scheduled_at, None)
         return

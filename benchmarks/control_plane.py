@@ -3,7 +3,7 @@
 Same broker (a fresh database of the embedded server, or BACKUP_JOBS_REDIS_URL), same worker
 command line and concurrency, measured in the same run; medians of several runs.
 
-    python -m benchmarks.control_plane [--vms 2000] [--concurrency 2] [--runs 3]
+    python -m benchmarks.control_plane [--vms 2000] [--concurrency 2] [--runs 3] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -27,10 +26,9 @@ from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.client import Client
 from backup_jobs.dispatchers.celery import CeleryDispatcher, client_config
 from backup_jobs.providers.local import LocalFleet
-from backup_jobs.runtime import embedded, processes
+from backup_jobs.runtime import processes
 from backup_jobs.settings import Settings
-
-BENCH_DB = 5
+from benchmarks.common import CONTROL_PLANE_DB, arguments, redis_database, workspace
 
 
 def _worker(app: str, env: dict[str, str], concurrency: int, log: Path) -> subprocess.Popen[bytes]:
@@ -83,22 +81,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=60)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vms", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="bj-bench-"))
-    base_url = os.environ.get("BACKUP_JOBS_REDIS_URL")
-    server = None
-    if not base_url:
-        server, server_proc = embedded.start(work)
-        base_url = server.url
-    url = base_url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+def run(args: argparse.Namespace, work: Path, url: str) -> tuple[list[float], list[float]]:
+    """No-op tasks/s and Register jobs/s, ``args.runs`` times each."""
     r = redis.Redis.from_url(url)
-    r.flushdb()
     fleet = LocalFleet(work / "fleet")
     for i in range(args.vms):
         fleet.create_vm(f"cs{i % 20:02d}", f"vm{i:05d}", "local-1", os_disk_bytes=1 << 20)
@@ -110,7 +95,7 @@ def main() -> None:
         sender = Celery("bench-sender", set_as_current=False)
         sender.conf.update(client_config(settings, url))
         baseline, ours = [], []
-        for run in range(args.runs):
+        for n in range(args.runs):
             # Warm-up: the worker is up and its children have imported everything.
             _timed(
                 r,
@@ -148,10 +133,10 @@ def main() -> None:
             names = [vm.id for vm in client.vms()]
             ours.append(_timed(r, args.vms, partial(client.register, names)))
             print(
-                f"run {run + 1}: no-op {baseline[-1]:.0f} tasks/s, register {ours[-1]:.0f} jobs/s",
+                f"run {n + 1}: no-op {baseline[-1]:.0f} tasks/s, register {ours[-1]:.0f} jobs/s",
                 flush=True,
             )
-            if run + 1 < args.runs:
+            if n + 1 < args.runs:
                 _stop(real_worker)
                 real_worker = None
                 noop_worker = _worker(
@@ -161,11 +146,20 @@ def main() -> None:
         for proc in (noop_worker, real_worker):
             if proc is not None and proc.poll() is None:
                 _stop(proc)
-        if server is not None:
-            embedded.stop(server, server_proc, work)
+    return baseline, ours
+
+
+def main() -> None:
+    parser = arguments(__doc__)
+    parser.add_argument("--vms", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    with workspace(args.dir, "bj-bench-") as work, redis_database(work, CONTROL_PLANE_DB) as url:
+        baseline, ours = run(args, work, url)
     b, o = statistics.median(baseline), statistics.median(ours)
+    given = "given Redis" if os.environ.get("BACKUP_JOBS_REDIS_URL") else "embedded"
     print(
-        f"\nmachine: {os.cpu_count()} cpus; broker {'embedded' if server else 'given Redis'};"
+        f"\nmachine: {os.cpu_count()} cpus; broker {given};"
         f" worker concurrency {args.concurrency}; {args.vms} VMs; {args.runs} runs (medians)"
     )
     print(f"bare Celery no-op : {b:8.0f} tasks/s")

@@ -213,3 +213,25 @@ def test_items_that_are_gone_or_stopped_leave_the_schedule(
 
     assert _dispatch(catalog, RecordingDispatcher(), clock) == []
     assert catalog.due_runs(T0 + timedelta(days=30)) == []
+
+
+def test_a_tick_reads_each_policy_once_and_a_changed_policy_at_the_next_tick(
+    catalog: MemoryCatalog, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    get_policy = catalog.get_policy
+    monkeypatch.setattr(
+        catalog, "get_policy", lambda vault, name: reads.append(name) or get_policy(vault, name)
+    )
+    for vm in ("cs/web01", "cs/app01"):
+        _protected(catalog, vm, T0)
+    started = _dispatch(catalog, RecordingDispatcher(), clock)
+    later = replace(NIGHTLY, name="nightly", timezone="UTC")
+    catalog.put_policy("v", later, replace=True)
+    _protected(catalog, "cs/web01", T0 + timedelta(minutes=1))
+    clock.advance(120)
+
+    _dispatch(catalog, RecordingDispatcher(), clock)
+
+    assert len(started) == 2 and reads == ["nightly", "nightly"]
+    assert catalog.next_run("v", "cs/web01") == datetime(2026, 6, 1, 22, 0, tzinfo=UTC)
