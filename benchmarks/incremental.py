@@ -41,7 +41,9 @@ def make_vm(fleet: LocalFleet, size: int, fill: int) -> None:
 
 def take_snapshot(provider: LocalProvider) -> Snapshot:
     """A snapshot of the VM, taken as a Backup job takes it (nobody else holds its lease)."""
-    return provider.take_snapshot(VM, SNAPSHOT_TIMEOUT_SECONDS, _nothing, CommitGuard(1, _nothing))
+    return provider.take_snapshot(
+        VM, SNAPSHOT_TIMEOUT_SECONDS, _nothing, CommitGuard(1, _nothing, "bench")
+    )
 
 
 def back_up(

@@ -18,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -57,9 +58,9 @@ def populate(catalog: RedisCatalog, items: int, policies: int, due: int) -> None
     schedule entry), but pipelined: a round trip per item would take minutes.
     """
     for p in range(policies):
-        at = f"{p % 24:02d}:{p * 7 % 60:02d}"
-        policy = make_policy(f"p{p:02d}", ScheduleKind.DAILY, times=[at], retention=Retention(7))
-        catalog.put_policy(VAULT, policy, replace=True)
+        daily = f"{p % 24:02d}:{p * 7 % 60:02d}"
+        made = make_policy(f"p{p:02d}", ScheduleKind.DAILY, times=[daily], retention=Retention(7))
+        catalog.put_policy(VAULT, made, replace=True)
     pipe = catalog.client.pipeline(transaction=False)
     for n in range(items):
         vm, policy = vm_id(n), f"p{n % policies:02d}"
@@ -112,8 +113,8 @@ def drain(catalog: RedisCatalog, dispatcher: Dispatcher, now: datetime) -> tuple
 
 def bare_zrange(r: redis.Redis, now: datetime) -> list[bytes]:
     """The baseline's read: the due members of the schedule."""
-    members: list[bytes] = r.zrangebyscore(wire.SCHEDULE_KEY, "-inf", now.timestamp())
-    return members
+    members = r.zrangebyscore(wire.SCHEDULE_KEY, "-inf", now.timestamp())
+    return [m if isinstance(m, bytes) else str(m).encode() for m in members]
 
 
 def bare_enqueue(r: redis.Redis, now: datetime, send: Callable[[bytes], object]) -> None:
@@ -162,7 +163,7 @@ def run(url: str, args: argparse.Namespace, work: Path) -> dict[str, list[float]
         m["zero"] += [timed(lambda: tick(catalog, dispatcher, idle)) for _ in range(args.repeats)]
         m["bare0"] += [timed(lambda: bare_zrange(r, idle)) for _ in range(args.repeats)]
         for key, send in senders.items():
-            m[key].append(timed(lambda send=send: bare_enqueue(r, due_now, send)))
+            m[key].append(timed(partial(bare_enqueue, r, due_now, send)))
             reset(r, [], 0)
         start = time.perf_counter()
         started, ticks = drain(catalog, dispatcher, due_now)
