@@ -9,18 +9,7 @@ from pathlib import Path
 import pytest
 
 from backup_jobs.runtime import embedded
-from tests.harness import Cluster, flush, with_db
-
-# The session cluster runs with short delays so that retries, leases and ticks fit in a test.
-SESSION_ENV = {
-    "BACKUP_JOBS_RETRY_DELAY_SECONDS": "2",
-    "BACKUP_JOBS_LEASE_TTL_SECONDS": "3",
-    "BACKUP_JOBS_TICK_SECONDS": "0.5",
-    "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "3",
-    "BACKUP_JOBS_SNAPSHOT_TIMEOUT_SECONDS": "2",
-    "BACKUP_JOBS_TRANSFER_TIMEOUT_SECONDS": "5",
-    "BACKUP_JOBS_WORKER_CONCURRENCY": "4",
-}
+from tests.harness import SESSION_ENV, Cluster, flush, with_db
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -132,6 +132,18 @@ class Cluster:
         eventually(lambda: "ready." in self.log(name), timeout)
 
 
+# The session cluster runs with short delays so that retries, leases and ticks fit in a test.
+SESSION_ENV = {
+    "BACKUP_JOBS_RETRY_DELAY_SECONDS": "1",
+    "BACKUP_JOBS_LEASE_TTL_SECONDS": "3",
+    "BACKUP_JOBS_TICK_SECONDS": "0.5",
+    "BACKUP_JOBS_INSTALL_AGENT_TIMEOUT_SECONDS": "3",
+    "BACKUP_JOBS_SNAPSHOT_TIMEOUT_SECONDS": "2",
+    "BACKUP_JOBS_TRANSFER_TIMEOUT_SECONDS": "3",
+    "BACKUP_JOBS_WORKER_CONCURRENCY": "4",
+}
+
+
 # Short leases, ticks and retry delays: a test's own cluster sees crashes handled in seconds.
 FAST_ENV = {
     "BACKUP_JOBS_LEASE_TTL_SECONDS": "3",

@@ -101,7 +101,11 @@ def test_each_row_of_the_consistency_table(
     ("fault", "code", "action"),
     [
         (Fault("snapshot-timeout"), "SnapshotTimeout", "Check the VM agent"),
-        (Fault("transfer-timeout", seconds=6), "VaultTransferTimeout", "fewer than six data disks"),
+        (
+            Fault("transfer-timeout", seconds=3.5),
+            "VaultTransferTimeout",
+            "fewer than six data disks",
+        ),
         (Fault("backup-internal-error"), "BackupInternalError", "Retry"),
     ],
     ids=["snapshot-timeout", "transfer-timeout", "internal-error"],
@@ -109,7 +113,7 @@ def test_each_row_of_the_consistency_table(
 def test_the_seed_s_retryable_backup_rows_fail_the_attempt_then_retry(
     cluster: Cluster, tmp_path: Path, fault: Fault, code: str, action: str
 ) -> None:
-    # The session's worker has a 2 s snapshot and a 5 s transfer deadline (tests/conftest.py).
+    # The session's worker has a 2 s snapshot and a 3 s transfer deadline (tests/conftest.py).
     fleet, client = _protected(cluster, tmp_path, ["cs-app/app01"])
     fleet.faults.add(Fault(fault.kind, "cs-app/app01", 1, fault.seconds))
     handle = client.backup_now("cs-app/app01")

@@ -119,7 +119,7 @@ def test_a_job_running_longer_than_the_lease_ttl_keeps_its_lease_by_heartbeat(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     fleet = demo_fleet(tmp_path)
-    fleet.faults.add(Fault("discovery-slow", times=1, seconds=7))  # the session lease TTL is 3 s
+    fleet.faults.add(Fault("discovery-slow", times=1, seconds=5))  # the session lease TTL is 3 s
     client = cluster.client(tmp_path / "fleet")
 
     job = client.discover().wait(60)

@@ -131,7 +131,7 @@ def test_processes_survive_refused_writes_and_resume_and_the_cli_says_why(
         with _refusing_writes(server):
             refused = run_cli("vm", "register", "cs-app/app01", env=env)
             listed = run_cli("vm", "list", env=env)
-            time.sleep(3)  # ticks, beat and the worker's consumer meet the refusal meanwhile
+            time.sleep(1.5)  # ticks (every 0.5 s), beat and the worker meet the refusal meanwhile
             during = _alive(cluster)
         job = client.register(["cs-app/app01"])[0].wait(60)
         after = _alive(cluster)
@@ -171,7 +171,7 @@ def test_a_full_aof_disk_does_not_stop_the_worker_and_work_resumes_when_space_is
         env = _cli_env(cluster, tmp_path, client.vault.name)
         listed = run_cli("vm", "list", env=env)  # reads still work (PING is refused too)
         refused = run_cli("vm", "register", "cs-app/app01", env=env)
-        time.sleep(2)
+        time.sleep(1)
         during = _alive(cluster)
         filler.unlink()
         eventually(lambda: _accepts_writes(own), 30, 0.5)
@@ -238,7 +238,7 @@ def test_an_attempt_whose_lease_expired_during_an_outage_commits_nothing(
     cluster = _cluster(server, tmp_path)
     try:
         # The outage is longer than the 3 s lease: it has expired when Redis is back.
-        first, job = _register_through_an_outage(server, cluster, tmp_path, 8, outage=5)
+        first, job = _register_through_an_outage(server, cluster, tmp_path, 6, outage=4)
     finally:
         cluster.stop()
     extension = json.loads((fleet.root / "cs-app" / "app01" / "vm.json").read_text())["extension"]

@@ -10,7 +10,7 @@ from backup_jobs import errors
 from backup_jobs.models import JobStatus, RegistrationState
 from backup_jobs.providers.local_demo import DEMO_VMS
 from backup_jobs.providers.local_faults import Fault
-from tests.harness import Cluster, demo_fleet, discovered, wait_for_status
+from tests.harness import SESSION_ENV, Cluster, demo_fleet, discovered, wait_for_status
 
 REGISTER_ROWS = [
     (
@@ -134,7 +134,8 @@ def test_discovery_internal_error_fails_the_attempt_then_retries_after_the_delay
         job.attempts[0].error is not None
         and job.attempts[0].error["code"] == "DiscoveryInternalError"
     )
-    assert (job.attempts[1].started_at - job.attempts[0].ended_at).total_seconds() >= 2  # type: ignore[operator]
+    delay = SESSION_ENV["BACKUP_JOBS_RETRY_DELAY_SECONDS"]  # not before the retry delay
+    assert (job.attempts[1].started_at - job.attempts[0].ended_at).total_seconds() >= int(delay)  # type: ignore[operator]
     assert len(set(job.celery_task_ids)) == 2
     assert len(client.vms()) == 13
 
