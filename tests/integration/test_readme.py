@@ -43,7 +43,7 @@ def test_the_readme_using_it_examples_run_in_order_as_written(tmp_path: Path) ->
     lines, python, protection = _using_it_blocks()
     data = tmp_path / "data"
     env = stack_env(data)
-    up = Up(env, tmp_path)
+    up = Up(env, tmp_path, "up", "--no-flower")  # the examples do not use Flower
     try:
         up.wait_for("Running", 120)
         shell = _run(["bash", "-c", "set -e\n" + "\n".join(lines)], env, tmp_path)

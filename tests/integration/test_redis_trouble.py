@@ -221,7 +221,7 @@ def test_a_running_attempt_finishes_across_a_short_redis_outage(
     demo_fleet(tmp_path)
     cluster = _cluster(server, tmp_path, BACKUP_JOBS_LEASE_TTL_SECONDS="20")
     try:
-        _, job = _register_through_an_outage(server, cluster, tmp_path, 6, outage=2)
+        _, job = _register_through_an_outage(server, cluster, tmp_path, 4, outage=2)
         alive = _alive(cluster)
     finally:
         cluster.stop()

@@ -21,7 +21,9 @@ from tests.up import Up, http_status, running, stack_env, using
 def test_demo_registers_every_vm_prints_both_tables_and_leaves_nothing_running(
     tmp_path: Path,
 ) -> None:
-    result = run_cli("demo", env=stack_env(tmp_path / "data"), timeout=300, cwd=tmp_path)
+    # The InstallAgentTimeout row waits out the install timeout: 2 s here, not the demo's 5 s.
+    env = stack_env(tmp_path / "data", install_agent_timeout_seconds="2")
+    result = run_cli("demo", env=env, timeout=300, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
