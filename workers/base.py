@@ -20,12 +20,23 @@ from celery.exceptions import SoftTimeLimitExceeded
 from backup_jobs import jobs
 from backup_jobs.catalog import Catalog
 from backup_jobs.context import JobContext
-from backup_jobs.errors import BackupJobsError, InternalError, LeaseLost, error_from_dict
+from backup_jobs.errors import (
+    BackupJobsError,
+    InternalError,
+    LeaseLost,
+    RedisUnavailable,
+    error_from_dict,
+)
 from backup_jobs.models import Job, JobStatus, Operation, SubTask
 from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root
 
 log = logging.getLogger("backup_jobs.worker")
+# The action of an attempt that lost Redis while it ran (not a wrong URL: it worked before).
+OUTAGE_ACTION = (
+    "Redis became unreachable while the attempt ran; the job is retried automatically once it "
+    "answers again. If it keeps happening, check the server's health and its log."
+)
 
 
 class EventLog:
@@ -86,8 +97,10 @@ def run_job(
         now = started.job.evolve(subtasks=tuple(subtasks))
         if isinstance(outcome, BackupJobsError):
             _roll_back(spec, catalog, started, outcome, events)
+            # Redis lost mid-attempt is an outage, not a fault of the job: retried.
+            outage = isinstance(outcome, RedisUnavailable) or None
             failed = jobs.fail_attempt(
-                catalog, now, outcome, settings.retry_delay_seconds, clock, started.fence
+                catalog, now, outcome, settings.retry_delay_seconds, clock, started.fence, outage
             )
             events.event("attempt_failed", code=outcome.code, status=failed.status.value)
             raise outcome
@@ -135,6 +148,8 @@ def _attempt(
         # attempt ended; writing here could only be refused or overwrite theirs.
         events.event("attempt_abandoned", logging.WARNING, reason="lease lost")
         raise
+    except RedisUnavailable as exc:
+        return RedisUnavailable(job.item_name, exc.detail, action=OUTAGE_ACTION)
     except BackupJobsError as exc:
         return exc
     except Exception as exc:
@@ -148,7 +163,10 @@ def _publisher(
     """Publish the sub-tasks as they go: in the job record (fenced) and to Flower."""
 
     def publish() -> None:
-        catalog.save_job(started.job.evolve(subtasks=tuple(subtasks)), started.fence)
+        try:
+            catalog.save_job(started.job.evolve(subtasks=tuple(subtasks)), started.fence)
+        except RedisUnavailable:
+            return  # progress is shown, not needed: the next step publishes it again
         fields = progress_fields(subtasks)
         with contextlib.suppress(Exception):  # Flower's view is a convenience, never a failure
             task.send_event("task-progress", **fields)

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from backup_jobs.models import Job, JobStatus
+from backup_jobs.policies import Retention, ScheduleKind, make_policy
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.runtime import embedded
@@ -215,20 +216,39 @@ def _register_through_an_outage(
     return running, handle.wait(60)
 
 
-def test_a_running_attempt_finishes_across_a_short_redis_outage(
+def test_running_attempts_a_register_and_a_backup_s_transfer_finish_across_a_short_outage(
     server: OwnServer, tmp_path: Path
 ) -> None:
-    demo_fleet(tmp_path)
+    fleet = demo_fleet(tmp_path)
     cluster = _cluster(server, tmp_path, BACKUP_JOBS_LEASE_TTL_SECONDS="20")
     try:
         _, job = _register_through_an_outage(server, cluster, tmp_path, 4, outage=2)
+        client = cluster.client(tmp_path / "fleet", vault=job.vault, vault_dir=tmp_path / "vault")
+        policy = make_policy("nightly", ScheduleKind.DAILY, times=["03:00"], retention=Retention(7))
+        client.create_policy(policy)
+        assert client.protect(["cs-app/app01"], "nightly")[0].wait(30).status == JobStatus.COMPLETED
+        fleet.write_disks("cs-app/app01", percent=100, seed=1)
+        fleet.faults.add(Fault("transfer-timeout", "cs-app/app01", seconds=0.5))  # 2 s or so
+        handle = client.backup_now("cs-app/app01")
+        eventually(lambda: _transferring(handle.job()), 30, 0.05)
+        server.kill()  # while the transfer publishes its progress
+        time.sleep(1.5)
+        server.start()
+        backup = handle.wait(60)
         alive = _alive(cluster)
     finally:
         cluster.stop()
 
     assert job.status == JobStatus.COMPLETED
     assert [a.status for a in job.attempts] == [JobStatus.COMPLETED]  # not thrown away
+    assert backup.status == JobStatus.COMPLETED, backup.to_dict()["attempts"]
+    assert [a.status for a in backup.attempts] == [JobStatus.COMPLETED]
+    assert len(client.recovery_points("cs-app/app01")) == 1
     assert alive == {"worker": True, "ticks": True, "beat": True}
+
+
+def _transferring(job: Job) -> bool:
+    return len(job.subtasks) == 2 and job.subtasks[1].bytes_done > 0
 
 
 def test_an_attempt_whose_lease_expired_during_an_outage_commits_nothing(
