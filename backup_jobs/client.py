@@ -40,7 +40,7 @@ from backup_jobs.models import (
     RegistrationState,
     VaultConfig,
 )
-from backup_jobs.policies import Policy, next_run
+from backup_jobs.policies import Policy, checked_policy, next_run
 from backup_jobs.settings import Settings
 
 # How often ``JobHandle.wait`` re-reads the job record.
@@ -275,6 +275,7 @@ class Client:
 
     def create_policy(self, policy: Policy) -> Policy:
         """Add a policy to the vault (build it with ``policies.make_policy``)."""
+        policy = checked_policy(policy)
         if not self.catalog.put_policy(self.vault.name, policy):
             raise InvalidPolicy(
                 policy.name, "name: the vault has a policy with this name already (update it)"
@@ -283,6 +284,7 @@ class Client:
 
     def update_policy(self, policy: Policy) -> Policy:
         """Replace a policy; the items it protects follow its new schedule from the next tick."""
+        policy = checked_policy(policy)
         self.policy(policy.name)
         self.catalog.put_policy(self.vault.name, policy, replace=True)
         now = self._clock.now()

@@ -187,6 +187,20 @@ def make_policy(
     return Policy(name, schedule, retention, timezone, created_at)
 
 
+def checked_policy(policy: object) -> Policy:
+    """``policy`` as ``make_policy`` would build it: a ``Policy`` built by hand is checked too.
+
+    ``TypeError`` if it is not a ``Policy``; ``InvalidPolicy`` naming the field otherwise.
+    """
+    if not isinstance(policy, Policy):
+        raise TypeError(f"a Policy (from policies.make_policy) is needed, not {policy!r}")
+    name = policy.name if isinstance(policy.name, str) else repr(policy.name)
+    try:
+        return Policy.from_dict(policy.to_dict())
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise InvalidPolicy(name, f"a field has a wrong type or value ({exc})") from exc
+
+
 def next_run(policy: Policy, after: datetime) -> datetime:
     """The first scheduled run strictly after ``after`` (UTC, timezone-aware)."""
     zone = policy.zone

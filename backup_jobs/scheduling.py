@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 
 from backup_jobs import jobs
@@ -29,6 +29,8 @@ from backup_jobs.ticks import TickReport
 
 # After a long outage, at most this many past runs of one item are accounted in one tick.
 MAX_CATCH_UP = 1000
+# An item whose records cannot be read is looked at again after this long (not dropped).
+UNREADABLE_RETRY_SECONDS = 300
 _NAMESPACE = uuid.UUID("3f6c1b52-6d0f-4a5e-9a51-2b8e0f1c7d44")
 
 
@@ -54,10 +56,12 @@ def dispatch_due_backups(
         try:
             _dispatch(catalog, policies, dispatcher, clock, run, window, max_attempts, report)
         except CorruptRecord as exc:
-            problem = Problem(exc.item, exc.detail, "dispatch backups", now)
+            problem = Problem(exc.item, exc.detail, "dispatch-due-backups", now)
             catalog.record_problem(problem)
             report.problems.append(problem)
-            catalog.move_run(run.vault, run.vm_id, run.scheduled_at, None)
+            # Kept in the schedule, looked at again later: once repaired, the item goes on.
+            later = now + timedelta(seconds=UNREADABLE_RETRY_SECONDS)
+            catalog.move_run(run.vault, run.vm_id, run.scheduled_at, later)
     return report
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from backup_jobs import wire
-from backup_jobs.errors import CorruptRecord
+from backup_jobs.errors import BackupJobsError, CorruptRecord
 from backup_jobs.models import VM, VM_STATE_FIELDS, Job, JobStatus, Listing, Problem
 
 T = TypeVar("T")
@@ -38,6 +38,8 @@ def decode_record(key: str, raw: str, build: Callable[[dict[str, Any]], T]) -> T
         raise CorruptRecord(key, f"field {exc} is missing") from exc
     except (ValueError, TypeError, AttributeError) as exc:
         raise CorruptRecord(key, f"a field has a wrong value ({exc})") from exc
+    except BackupJobsError as exc:  # well-formed but refused by its type's checks (a policy)
+        raise CorruptRecord(key, f"it does not hold a valid record: {exc.message}") from exc
 
 
 def collect(

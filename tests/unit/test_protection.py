@@ -235,3 +235,38 @@ def test_a_tick_reads_each_policy_once_and_a_changed_policy_at_the_next_tick(
 
     assert len(started) == 2 and reads == ["nightly", "nightly"]
     assert catalog.next_run("v", "cs/web01") == datetime(2026, 6, 1, 22, 0, tzinfo=UTC)
+
+
+def test_an_unreadable_item_stays_scheduled_and_runs_once_repaired_the_others_run_now(
+    catalog: MemoryCatalog, clock: FrozenClock
+) -> None:
+    for vm in ("cs/web01", "cs/app01"):
+        _protected(catalog, vm, T0)
+    good = catalog.records["bj:item:v:cs/app01"]
+    catalog.records["bj:item:v:cs/app01"] = "{broken"
+    dispatcher = RecordingDispatcher()
+
+    first = _dispatch(catalog, dispatcher, clock)
+    catalog.records["bj:item:v:cs/app01"] = good  # repaired
+    clock.advance(scheduling.UNREADABLE_RETRY_SECONDS)
+    second = _dispatch(catalog, dispatcher, clock)
+
+    assert [catalog.get_job(j).item for j in first] == ["cs/web01"]  # type: ignore[union-attr]
+    assert [catalog.get_job(j).item for j in second] == ["cs/app01"]  # type: ignore[union-attr]
+    assert [p.key for p in catalog.problems()] == ["bj:item:v:cs/app01"]
+
+
+def test_a_policy_built_by_hand_is_checked_like_make_policy_builds_it(
+    clock: FrozenClock, tmp_path: Path
+) -> None:
+    client, _ = _client(MemoryCatalog(), clock, tmp_path)
+    hourly = replace(NIGHTLY, name="p2", schedule=replace(NIGHTLY.schedule, interval_hours=0))
+    hourly = replace(hourly, schedule=replace(hourly.schedule, kind=ScheduleKind.HOURLY))
+
+    with pytest.raises(errors.InvalidPolicy, match="p2"):
+        client.create_policy(hourly)
+    with pytest.raises(errors.InvalidPolicy, match="name"):
+        client.create_policy(replace(NIGHTLY, name="../x"))
+    with pytest.raises(TypeError, match="a Policy"):
+        client.create_policy("nightly")  # type: ignore[arg-type]
+    assert client.policies() == []
