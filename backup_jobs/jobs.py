@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from backup_jobs.catalog import Catalog, Fence
@@ -215,9 +215,21 @@ def fail_attempt(
 
 
 def end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clock: Clock) -> Job:
-    """The job with its current attempt closed with ``status`` (and ``error``)."""
+    """The job with its current attempt closed with ``status`` (and ``error``).
+
+    A sub-task the attempt left running (it failed, or its worker died) ends with it.
+    """
     if not job.attempts:
         return job
+    now = clock.now()
+    job = job.evolve(
+        subtasks=tuple(
+            replace(step, status=status, ended_at=now)
+            if step.status == JobStatus.IN_PROGRESS
+            else step
+            for step in job.subtasks
+        )
+    )
     last = job.attempts[-1]
     ended = Attempt(
         last.number,

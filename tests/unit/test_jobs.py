@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from backup_jobs import errors, jobs
-from backup_jobs.models import Job, JobStatus, Operation
+from backup_jobs.models import Job, JobStatus, Operation, SubTask
 from backup_jobs.testing import FrozenClock, MemoryCatalog, RecordingDispatcher
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -143,3 +143,22 @@ def test_a_lease_held_by_a_job_being_started_is_not_taken_over(clock: FrozenCloc
 
     assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock) is None
     assert catalog.lock_holder("v", "cs/vm") == starting.id
+
+
+def test_a_failed_attempt_ends_the_sub_task_it_left_running(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
+    assert started is not None
+    steps = (
+        SubTask("Take Snapshot", JobStatus.COMPLETED, T0, T0),
+        SubTask("Transfer data to vault", JobStatus.IN_PROGRESS, T0, None, 10, 100),
+    )
+    clock.advance(5)
+
+    failed = jobs.fail_attempt(
+        catalog, started.job.evolve(subtasks=steps), errors.WorkerLost("x"), 0, clock, None
+    )
+
+    assert [s.status for s in failed.subtasks] == [JobStatus.COMPLETED, JobStatus.FAILED]
+    assert failed.subtasks[1].ended_at == clock.now() and failed.subtasks[1].bytes_done == 10
