@@ -12,6 +12,7 @@ once the job will not be retried.
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from backup_jobs.errors import (
     CorruptRecord,
     NotProtected,
     SnapshotTimeout,
+    VaultStorageError,
     VaultTransferTimeout,
     VMAgentNotInstalled,
     VMNotFound,
@@ -42,6 +44,9 @@ TRANSFER = "Transfer data to vault"
 PROGRESS_INTERVAL_SECONDS = 1.0
 # Where each disk's changed-block tracking token is kept in a manifest's properties.
 TRACKING = "tracking"
+
+# Errors a file system gives only to a write: met in a transfer, they are the vault's disk.
+_STORAGE_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def run_backup(ctx: JobContext) -> dict[str, Any]:
@@ -182,7 +187,12 @@ def _transfer(ctx: JobContext, item: ProtectedItem, snapshot: Snapshot) -> Manif
                 properties={TRACKING: {d.name: d.tracking for d in snapshot.disks}},
             )
             return backup(vault, request)
-        except (OSError, ProviderError) as exc:
+        except OSError as exc:
+            if exc.errno in _STORAGE_REFUSALS:  # only a write meets these: the vault's
+                where = exc.filename or vault.root
+                raise VaultStorageError(vm_id, f"{where}: {exc.strerror}") from exc
+            raise BackupInternalError(vm_id, f"reading or storing the disks: {exc}") from exc
+        except ProviderError as exc:
             raise BackupInternalError(vm_id, f"reading or storing the disks: {exc}") from exc
 
 

@@ -18,7 +18,8 @@ Messages keep the wording of the seed's troubleshooting table.
     │                                 PolicyInUse, AlreadyRunning
     ├── Integrity (exit 5)            VaultIntegrityError, CorruptRecord, QueueTimeout
     ├── Transient (exit 6, retried)   DiscoveryInternalError, WorkerLost, BackupInternalError,
-    │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError
+    │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError,
+    │                                 VaultStorageError
     ├── Unavailable (exit 7)          RedisUnavailable, ProcessFailed
     └── (exit 1)                      Cancelled, InternalError
 
@@ -467,6 +468,20 @@ class FleetStorageError(Transient):
     )
     final_action = (
         "Free space on (or fix the permissions of) the named path, then start the operation again."
+    )
+
+
+class VaultStorageError(Transient):
+    """Raised when the vault's file system refuses a write (full, read-only, over quota)."""
+
+    template = "The vault's storage refused a write: {detail}."
+    action = (
+        "Free space on the vault's disk (BACKUP_JOBS_VAULT_DIR) or make it writable; the job "
+        "is retried automatically, and what the failed attempt wrote is reclaimed by GC."
+    )
+    final_action = (
+        "Free space on the vault's disk (BACKUP_JOBS_VAULT_DIR) or make it writable, then "
+        "start the backup again."
     )
 
 

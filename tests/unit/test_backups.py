@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from backup_jobs.providers.local_faults import Fault
 from backup_jobs.settings import Settings, Timeouts
 from backup_jobs.testing import FrozenClock, MemoryCatalog
 from backup_jobs.vault import Vault
+from tests.harness import mount_tmpfs
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DISK = 16 * WRITE_RUN
@@ -118,6 +120,25 @@ def test_each_backup_fault_is_the_seed_s_retryable_error_and_leaves_nothing(
     assert _snapshots(fleet, "cs/linux") == []
     vault = tmp_path / "vault"
     assert not vault.exists() or Vault.open(vault).manifests() == []
+
+
+def test_a_full_vault_disk_is_a_retryable_error_naming_the_vault_and_no_point(
+    tmp_path: Path, fleet: LocalFleet
+) -> None:
+    if not mount_tmpfs(tmp_path / "vault", "8m"):
+        pytest.skip("needs to mount a small tmpfs (root) to fill the vault's disk for real")
+    try:
+        ctx = _context(tmp_path, fleet)  # 64 MiB of random data into 8 MiB
+        with pytest.raises(errors.VaultStorageError) as raised:
+            run_backup(ctx)
+        points = Vault.open(tmp_path / "vault").manifests()
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "vault")], check=False)
+
+    assert raised.value.retryable and "No space left on device" in raised.value.message
+    assert str(tmp_path / "vault") in raised.value.message
+    assert "BACKUP_JOBS_VAULT_DIR" in raised.value.recommended_action
+    assert points == [] and _snapshots(fleet, "cs/linux") == []
 
 
 def test_a_deleted_vm_fails_with_vm_not_found_and_the_item_needs_action(
