@@ -72,6 +72,8 @@ def test_up_refuses_at_once_in_one_line_before_starting_anything(
     case: str, redis_base_url: str, tmp_path: Path
 ) -> None:
     variables, says, exit_code = REFUSALS[case]
+    if case == "wrong password" and urlsplit(redis_base_url).password is None:
+        pytest.skip("the server BACKUP_JOBS_REDIS_URL names has no password to get wrong")
     data = tmp_path / "data"
 
     result = run_cli("up", env=stack_env(data, **variables(redis_base_url)), timeout=30)
