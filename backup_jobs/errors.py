@@ -426,8 +426,8 @@ class PolicyInUse(Conflict):
 
     template = "The policy protects VMs and cannot be deleted: {detail}."
     action = (
-        "Move those VMs to another policy (`backup-jobs protection set VM --policy P`) or stop "
-        "their protection, then delete the policy."
+        "Move those VMs to another policy (`backup-jobs protection set VM --policy P`), then "
+        "delete the policy."
     )
 
 
