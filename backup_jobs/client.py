@@ -304,6 +304,8 @@ class Client:
 
     def policy(self, name: str) -> Policy:
         """One policy of the vault; ``PolicyNotFound`` with close matches if there is none."""
+        if not isinstance(name, str):
+            raise TypeError(f"a policy name is text, not {name!r}")
         found = self.catalog.get_policy(self.vault.name, name)
         if found is None:
             names = [p.name for p in self.catalog.list_policies(self.vault.name)]
@@ -322,6 +324,8 @@ class Client:
 
         ``backup_now`` starts each VM's initial backup as soon as its protection is set.
         """
+        if not isinstance(backup_now, bool):
+            raise TypeError(f"backup_now is True or False, not {backup_now!r}")
         self.policy(policy)
         targets, refused = self._screen(vms, protection.check_protectable)
         if targets:
@@ -335,6 +339,8 @@ class Client:
 
     def backup_now(self, vm: str) -> JobHandle:
         """Start an on-demand Backup job of a protected VM."""
+        if not isinstance(vm, str):
+            raise TypeError(f"backup_now takes one VM name as text, not {vm!r}")
         vm_id = inventory.resolve_vm(self.catalog.list_vms(self.vault.name), vm).id
         item = self.catalog.get_item(self.vault.name, vm_id)
         if item is None or not item.state.scheduled:

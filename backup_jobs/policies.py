@@ -178,6 +178,8 @@ def make_policy(
     created_at: datetime | None = None,
 ) -> Policy:
     """A validated policy; ``InvalidPolicy`` naming the field that is wrong and why."""
+    _check_types(name, kind, times, retention, timezone, days)
+    kind = ScheduleKind(kind)
     _check_name(name)
     _check_zone(name, timezone)
     parsed = tuple(_parse_time(name, text) for text in times)
@@ -232,6 +234,31 @@ def _instant(day: date, at: time, zone: ZoneInfo) -> datetime:
     """The UTC instant of a wall-clock time: fold=0 picks the first of two, shifts a gap."""
     local = datetime.combine(day, at, tzinfo=zone)
     return local.astimezone(UTC)
+
+
+def _check_types(
+    name: object, kind: object, times: object, retention: object, timezone: object, days: object
+) -> None:
+    """``InvalidPolicy`` (or ``TypeError`` for a name that is not text) for a field of the
+    wrong type, before any other check meets it."""
+    if not isinstance(name, str):
+        raise TypeError(f"a policy's name is text, not {name!r}")
+    if kind not in {k.value for k in ScheduleKind}:
+        accepted = ", ".join(k.value for k in ScheduleKind)
+        raise InvalidPolicy(name, f"kind: {kind!r} is not one of {accepted}")
+    for field_name, values in (("times", times), ("days", days)):
+        if isinstance(values, str) or not isinstance(values, list | tuple):
+            raise InvalidPolicy(name, f"{field_name}: a list of text values, not {values!r}")
+        if not all(isinstance(value, str) for value in values):
+            raise InvalidPolicy(name, f"{field_name}: every value is text, e.g. '22:00', 'sun'")
+    if not isinstance(timezone, str):
+        raise InvalidPolicy(name, f"timezone: {timezone!r} is not an IANA time zone name")
+    if not isinstance(retention, Retention):
+        raise InvalidPolicy(name, f"retention: a Retention, not {retention!r}")
+    for field_name in ("daily_days", "weekly", "monthly", "yearly"):
+        value = getattr(retention, field_name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidPolicy(name, f"retention.{field_name}: {value!r} is not a whole number")
 
 
 def _check_name(name: str) -> None:

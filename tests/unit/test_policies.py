@@ -137,6 +137,13 @@ def test_every_n_hours_counts_wall_clock_hours_and_wraps_a_window_past_midnight(
         ({"kind": ScheduleKind.WEEKLY, "days": ["funday"]}, "days:"),
         ({"days": ["mon"]}, "days:"),
         ({"name": "no spaces please"}, "name:"),
+        ({"kind": "Sometimes"}, "kind:"),
+        ({"times": "22:00"}, "times:"),
+        ({"times": [100]}, "times:"),
+        ({"timezone": None}, "timezone:"),
+        ({"retention": 7}, "retention:"),
+        ({"retention": Retention("5")}, "retention.daily_days:"),  # type: ignore[arg-type]
+        ({"kind": ScheduleKind.WEEKLY, "days": "sun"}, "days:"),
     ],
 )
 def test_an_invalid_policy_is_refused_naming_the_field(

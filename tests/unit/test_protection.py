@@ -270,3 +270,22 @@ def test_a_policy_built_by_hand_is_checked_like_make_policy_builds_it(
     with pytest.raises(TypeError, match="a Policy"):
         client.create_policy("nightly")  # type: ignore[arg-type]
     assert client.policies() == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.backup_now(None),
+        lambda c: c.backup_now(["cs/web01"]),
+        lambda c: c.policy(None),
+        lambda c: c.protect(["cs/web01"], "nightly", backup_now="no"),
+    ],
+    ids=["backup_now(None)", "backup_now(list)", "policy(None)", "backup_now='no'"],
+)
+def test_the_python_api_names_a_wrong_type_in_a_type_error(
+    call: object, catalog: MemoryCatalog, clock: FrozenClock, tmp_path: Path
+) -> None:
+    client, dispatcher = _client(catalog, clock, tmp_path)
+    with pytest.raises(TypeError, match="not "):
+        call(client)  # type: ignore[operator]
+    assert dispatcher.sent == []
