@@ -278,7 +278,10 @@ class Client:
         policy = checked_policy(policy)
         if not self.catalog.put_policy(self.vault.name, policy):
             raise InvalidPolicy(
-                policy.name, "name: the vault has a policy with this name already (update it)"
+                policy.name,
+                "name: the vault has a policy with this name already",
+                action="Change it with `backup-jobs policy update NAME ...` "
+                "(`client.update_policy`), or choose another name.",
             )
         return policy
 

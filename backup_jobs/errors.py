@@ -373,7 +373,11 @@ class BackupInternalError(Transient):
     """Raised when a backup fails for a reason no narrower error names."""
 
     template = "Backup failed with an internal error - Please retry the operation in a few minutes."
-    action = "Retry; if it persists, see the job's details."
+    action = (
+        "Nothing to do while attempts remain: the job is retried automatically; if it keeps "
+        "failing, see the job's details and the worker log."
+    )
+    final_action = "See the job's details and the worker log, then start the backup again."
 
 
 class VMNotFound(NotFound):

@@ -293,6 +293,8 @@ def _parse_days(
         key = text.strip().upper()[:3]
         if key not in Weekday.__members__:
             raise InvalidPolicy(name, f"days: {text!r} is not a day of the week (mon ... sun)")
+        if Weekday[key] in parsed:
+            raise InvalidPolicy(name, f"days: {text!r} is given twice")
         parsed.append(Weekday[key])
     if kind == ScheduleKind.WEEKLY and not parsed:
         raise InvalidPolicy(name, "days: a weekly schedule needs at least one day")

@@ -137,7 +137,7 @@ def fleet_add_disks(vm: str, count: int, size_mib: int) -> None:
 @click.option(
     "--mib",
     type=FiniteRange(0, MAX_DISK_BYTES >> 20, min_open=True),
-    help="MiB to write per disk (at most its size).",
+    help="MiB to write per disk (at most its size; rounded up to whole 4 MiB runs).",
 )
 @click.option("--percent", type=FiniteRange(0, 100, min_open=True), help="Percent of each disk.")
 def fleet_write(vm: str, disk: str | None, mib: float | None, percent: float | None) -> None:

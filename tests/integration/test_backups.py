@@ -106,7 +106,7 @@ def test_each_row_of_the_consistency_table(
             "VaultTransferTimeout",
             "fewer than six data disks",
         ),
-        (Fault("backup-internal-error"), "BackupInternalError", "Retry"),
+        (Fault("backup-internal-error"), "BackupInternalError", "retried automatically"),
     ],
     ids=["snapshot-timeout", "transfer-timeout", "internal-error"],
 )

@@ -36,6 +36,7 @@ def test_only_transient_errors_are_retryable() -> None:
         "DiscoveryInternalError",
         "FleetStorageError",
         "SnapshotTimeout",
+        "VaultStorageError",
         "VaultTransferTimeout",
         "WorkerLost",
     ]

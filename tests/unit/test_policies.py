@@ -144,6 +144,7 @@ def test_every_n_hours_counts_wall_clock_hours_and_wraps_a_window_past_midnight(
         ({"retention": 7}, "retention:"),
         ({"retention": Retention("5")}, "retention.daily_days:"),  # type: ignore[arg-type]
         ({"kind": ScheduleKind.WEEKLY, "days": "sun"}, "days:"),
+        ({"kind": ScheduleKind.WEEKLY, "days": ["sun", "Sunday"]}, "days:"),
     ],
 )
 def test_an_invalid_policy_is_refused_naming_the_field(
