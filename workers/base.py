@@ -34,8 +34,8 @@ from workers import root
 log = logging.getLogger("backup_jobs.worker")
 # The action of an attempt that lost Redis while it ran (not a wrong URL: it worked before).
 OUTAGE_ACTION = (
-    "Redis became unreachable while the attempt ran; the job is retried automatically once it "
-    "answers again. If it keeps happening, check the server's health and its log."
+    "Redis became unreachable while the attempt ran; the job is retried automatically while "
+    "attempts remain. If it keeps happening, check the server's health and its log."
 )
 
 
