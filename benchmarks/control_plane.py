@@ -45,6 +45,7 @@ def _worker(app: str, env: dict[str, str], concurrency: int, log: Path) -> subpr
         "prefork",
         "--concurrency",
         str(concurrency),
+        *processes.QUIET_STARTUP,  # both sides start as `up` starts its worker
         "--loglevel",
         "WARNING",
     ]
