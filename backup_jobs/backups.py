@@ -187,12 +187,10 @@ def _transfer(ctx: JobContext, item: ProtectedItem, snapshot: Snapshot) -> Manif
                 properties={TRACKING: {d.name: d.tracking for d in snapshot.disks}},
             )
             return backup(vault, request)
-        except OSError as exc:
-            if exc.errno in _STORAGE_REFUSALS:  # only a write meets these: the vault's
+        except (OSError, ProviderError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _STORAGE_REFUSALS:  # a write: the vault's
                 where = exc.filename or vault.root
                 raise VaultStorageError(vm_id, f"{where}: {exc.strerror}") from exc
-            raise BackupInternalError(vm_id, f"reading or storing the disks: {exc}") from exc
-        except ProviderError as exc:
             raise BackupInternalError(vm_id, f"reading or storing the disks: {exc}") from exc
 
 

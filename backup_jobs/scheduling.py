@@ -23,14 +23,12 @@ from backup_jobs.clock import Clock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import CorruptRecord
 from backup_jobs.items import RunOutcome, ScheduleEvent
-from backup_jobs.models import Operation, Problem
+from backup_jobs.models import Operation
 from backup_jobs.policies import Policy, next_run
-from backup_jobs.ticks import TickReport
+from backup_jobs.ticks import UNREADABLE_BACKOFF_SECONDS, TickReport, record_problem
 
 # After a long outage, at most this many past runs of one item are accounted in one tick.
 MAX_CATCH_UP = 1000
-# An item whose records cannot be read is looked at again after this long (not dropped).
-UNREADABLE_RETRY_SECONDS = 300
 _NAMESPACE = uuid.UUID("3f6c1b52-6d0f-4a5e-9a51-2b8e0f1c7d44")
 
 
@@ -56,11 +54,9 @@ def dispatch_due_backups(
         try:
             _dispatch(catalog, policies, dispatcher, clock, run, window, max_attempts, report)
         except CorruptRecord as exc:
-            problem = Problem(exc.item, exc.detail, "dispatch-due-backups", now)
-            catalog.record_problem(problem)
-            report.problems.append(problem)
+            report.problems.append(record_problem(catalog, exc, "dispatch-due-backups", clock))
             # Kept in the schedule, looked at again later: once repaired, the item goes on.
-            later = now + timedelta(seconds=UNREADABLE_RETRY_SECONDS)
+            later = now + timedelta(seconds=UNREADABLE_BACKOFF_SECONDS)
             catalog.move_run(run.vault, run.vm_id, run.scheduled_at, later)
     return report
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_jobs import Client, errors, jobs, protection, scheduling
+from backup_jobs import Client, errors, jobs, protection, scheduling, ticks
 from backup_jobs.context import JobContext
 from backup_jobs.items import ProtectedItem, ProtectionState, RunOutcome
 from backup_jobs.models import VM, JobStatus, Operation, RegistrationState, VaultConfig
@@ -248,7 +248,7 @@ def test_an_unreadable_item_stays_scheduled_and_runs_once_repaired_the_others_ru
 
     first = _dispatch(catalog, dispatcher, clock)
     catalog.records["bj:item:v:cs/app01"] = good  # repaired
-    clock.advance(scheduling.UNREADABLE_RETRY_SECONDS)
+    clock.advance(ticks.UNREADABLE_BACKOFF_SECONDS)
     second = _dispatch(catalog, dispatcher, clock)
 
     assert [catalog.get_job(j).item for j in first] == ["cs/web01"]  # type: ignore[union-attr]
