@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +34,11 @@ from backup_jobs.errors import (
 from backup_jobs.items import LastBackup, ProtectedItem, ProtectionState, RecoveryPointRecord
 from backup_jobs.models import Job, JobStatus, PowerState, SubTask, utcnow
 from backup_jobs.provider import CommitGuard, ProviderError, ProviderTimeout, Snapshot
+from backup_jobs.steps import ByteProgress, step
 from backup_jobs.vault import BackupRequest, DiskSource, Manifest, Vault, backup
 
 TAKE_SNAPSHOT = "Take Snapshot"
 TRANSFER = "Transfer data to vault"
-# The job record and Flower are told of transfer progress at most this often.
-PROGRESS_INTERVAL_SECONDS = 1.0
 # Where each disk's changed-block tracking token is kept in a manifest's properties.
 TRACKING = "tracking"
 
@@ -126,39 +123,9 @@ def _check_vm(ctx: JobContext) -> None:
         raise VMAgentNotInstalled(ctx.job.item)
 
 
-@contextmanager
-def _step(ctx: JobContext, index: int) -> Iterator[None]:
-    """Run sub-task ``index``: InProgress, then Completed or Failed, published each time."""
-    ctx.subtasks[index] = SubTask(
-        ctx.subtasks[index].name, JobStatus.IN_PROGRESS, started_at=ctx.clock.now()
-    )
-    ctx.progress()
-    try:
-        yield
-    except BaseException:
-        _end_step(ctx, index, JobStatus.FAILED)
-        raise
-    _end_step(ctx, index, JobStatus.COMPLETED)
-
-
-def _end_step(ctx: JobContext, index: int, status: JobStatus) -> None:
-    step = ctx.subtasks[index]
-    ctx.subtasks[index] = SubTask(
-        step.name,
-        status,
-        step.started_at,
-        ctx.clock.now(),
-        step.bytes_done,
-        step.bytes_total,
-        step.throughput_bytes_per_second,
-    )
-    with contextlib.suppress(BackupJobsError):
-        ctx.progress()
-
-
 def _take_snapshot(ctx: JobContext) -> Snapshot:
     vm_id = ctx.job.item
-    with _step(ctx, 0):
+    with step(ctx, 0):
         try:
             return ctx.provider.take_snapshot(
                 vm_id,
@@ -174,7 +141,7 @@ def _take_snapshot(ctx: JobContext) -> Snapshot:
 
 def _transfer(ctx: JobContext, item: ProtectedItem, snapshot: Snapshot) -> Manifest:
     vm_id = ctx.job.item
-    with _step(ctx, 1):
+    with step(ctx, 1):
         vault = open_vault(vault_path(ctx))
         try:
             request = BackupRequest(
@@ -183,7 +150,9 @@ def _transfer(ctx: JobContext, item: ProtectedItem, snapshot: Snapshot) -> Manif
                 consistency=snapshot.consistency,
                 job_id=ctx.job.id,
                 policy=item.policy,
-                progress=_Progress(ctx),
+                progress=ByteProgress(
+                    ctx, 1, ctx.settings.timeouts.transfer_seconds, _transfer_timeout(ctx)
+                ),
                 properties={TRACKING: {d.name: d.tracking for d in snapshot.disks}},
             )
             return backup(vault, request)
@@ -214,32 +183,12 @@ def _disks(ctx: JobContext, vault: Vault, snapshot: Snapshot) -> list[DiskSource
     return sources
 
 
-class _Progress:
-    """The transfer's progress callback: deadline, lease, and throttled publication."""
+def _transfer_timeout(ctx: JobContext) -> Callable[[int, int], BackupJobsError]:
+    def timeout(done: int, total: int) -> BackupJobsError:
+        seconds = ctx.settings.timeouts.transfer_seconds
+        return VaultTransferTimeout(ctx.job.item, f"{done} of {total} bytes in {seconds} s")
 
-    def __init__(self, ctx: JobContext) -> None:
-        self._ctx = ctx
-        self._started = time.monotonic()
-        self._deadline = self._started + ctx.settings.timeouts.transfer_seconds
-        self._published = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now >= self._deadline:
-            seconds = self._ctx.settings.timeouts.transfer_seconds
-            raise VaultTransferTimeout(
-                self._ctx.job.item, f"{done} of {total} bytes in {seconds} s"
-            )
-        self._ctx.heartbeat()
-        if now - self._published < PROGRESS_INTERVAL_SECONDS and done < total:
-            return
-        self._published = now
-        step = self._ctx.subtasks[1]
-        rate = done / max(now - self._started, 1e-6)
-        self._ctx.subtasks[1] = SubTask(
-            step.name, step.status, step.started_at, None, done, total, round(rate, 1)
-        )
-        self._ctx.progress()
+    return timeout
 
 
 def _record(ctx: JobContext, item: ProtectedItem, manifest: Manifest) -> None:

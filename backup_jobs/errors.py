@@ -362,6 +362,18 @@ class VaultTransferTimeout(Transient):
     action = "Too much data to copy; check that the VM has fewer than six data disks."
 
 
+class RestoreTimeout(Transient):
+    """Raised when writing a recovery point's disks out of the vault exceeds its deadline."""
+
+    template = (
+        "Restoring from the backup vault timed out - Please retry the operation in a few minutes."
+    )
+    action = (
+        "The job is retried automatically while attempts remain; for a large recovery point "
+        "raise BACKUP_JOBS_RESTORE_TIMEOUT_SECONDS, or restore to faster storage."
+    )
+
+
 class SnapshotTimeout(Transient):
     """Raised when the snapshot sub-task exceeds its deadline."""
 

@@ -103,11 +103,13 @@ def resolve_vm(vms: Iterable[VM], name: str) -> VM:
 
 
 class VMIndex:
-    """Live VMs by id and by bare name, so resolving many names costs one pass."""
+    """Live VMs (deleted ones too, if asked) by id and by bare name: one pass for many names."""
 
-    def __init__(self, vms: Iterable[VM], where: str = "the vault") -> None:
+    def __init__(
+        self, vms: Iterable[VM], where: str = "the vault", *, include_deleted: bool = False
+    ) -> None:
         self.where = where  # what an unknown name is unknown to, in the error
-        live = [vm for vm in vms if not vm.deleted]
+        live = [vm for vm in vms if include_deleted or not vm.deleted]
         self.by_id = {vm.id: vm for vm in live}
         self.by_name: dict[str, list[VM]] = {}
         for vm in live:

@@ -53,6 +53,7 @@ class Operation(ParsedEnum):
     REGISTER = "Register"
     CONFIGURE_PROTECTION = "ConfigureProtection"
     BACKUP = "Backup"
+    RESTORE = "Restore"
 
 
 class JobStatus(ParsedEnum):

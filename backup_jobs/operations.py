@@ -19,12 +19,14 @@ from backup_jobs.errors import (
     DiscoveryInternalError,
     InstallAgentTimeout,
     InternalError,
+    RestoreTimeout,
     VaultTransferTimeout,
 )
 from backup_jobs.inventory import discover, register, register_failed
 from backup_jobs.jobs import Rollback
 from backup_jobs.models import Job, Operation
 from backup_jobs.protection import configure_protection
+from backup_jobs.restores import run_restore
 from backup_jobs.settings import Settings
 
 # Seconds between the soft and the hard time limit: enough to record the failure and
@@ -76,6 +78,13 @@ OPERATIONS: dict[Operation, OperationSpec] = {
         soft_limit_seconds=lambda s: (
             s.timeouts.snapshot_seconds + s.timeouts.transfer_seconds + CLEANUP_MARGIN_SECONDS
         ),
+    ),
+    # The transfer has its own deadline (RestoreTimeout); creating a new VM is a rename.
+    Operation.RESTORE: OperationSpec(
+        run=run_restore,
+        on_failure=_nothing_to_roll_back,
+        timeout_error=lambda item: RestoreTimeout(item, "restore time limit reached"),
+        soft_limit_seconds=lambda s: s.timeouts.restore_seconds + CLEANUP_MARGIN_SECONDS,
     ),
 }
 

@@ -10,6 +10,10 @@ through ``ImageReader`` views that writes to the running VM cannot change, asks 
 changed since an earlier snapshot (changed-block tracking; None when the provider cannot
 tell), and releases it.
 
+A restore "as a new VM" writes the point's disks into a staging folder on the provider's
+storage, then asks the provider to create the VM from them (moved, not copied); the new VM
+is then discovered and registered like any other.
+
 A side effect on a VM (installing the extension, later snapshots and restores) happens only
 while the job holds the VM's lease and before its deadline: the provider calls the job's
 ``CommitGuard`` immediately before committing, and a provider that can store the fencing token
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from backup_jobs.models import VM
@@ -36,6 +41,10 @@ class ProviderTimeout(ProviderError):
 
 class ProviderStorageError(ProviderError):
     """Raised when the provider's storage refuses a write (full, read-only, no permission)."""
+
+
+class ProviderConflict(ProviderError):
+    """Raised when creating a VM the fleet has already."""
 
 
 class ProviderFenced(ProviderError):
@@ -145,4 +154,25 @@ class Provider(Protocol):
 
     def release_snapshot(self, snapshot: Snapshot) -> None:
         """Let go of a snapshot (idempotent)."""
+        ...
+
+    def restore_staging(self, key: str) -> Path:
+        """An empty folder on the provider's storage for the disks of a VM a restore creates.
+
+        ``key`` (the job id) names it: a retried attempt starts again from an empty folder.
+        """
+        ...
+
+    def discard_staging(self, key: str) -> None:
+        """Remove a staging folder and what it holds (idempotent)."""
+        ...
+
+    def create_restored_vm(
+        self, vm_id: str, template: VM, staging: Path, guard: CommitGuard, origin: dict[str, str]
+    ) -> VM:
+        """Create VM ``vm_id`` with ``template``'s properties and the images in ``staging``.
+
+        Each ``<disk>.img`` becomes the VM's disk of that name; ``origin`` (the source VM and
+        recovery point) is recorded with it. ``ProviderConflict`` if the fleet has ``vm_id``.
+        """
         ...

@@ -111,6 +111,8 @@ class Settings:
     provider: str = DEFAULT_PROVIDER
     fleet_dir: Path = Path(DEFAULT_DATA_DIR) / "fleet"
     vault_dir: Path = Path(DEFAULT_DATA_DIR) / "vault"
+    # Restores write only inside this directory (on the worker that runs them).
+    restore_root: Path = Path(DEFAULT_DATA_DIR) / "restores"
     retry_delay_seconds: int = DEFAULT_RETRY_DELAY_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     max_data_disks: int = DEFAULT_MAX_DATA_DISKS
@@ -139,6 +141,7 @@ class Settings:
             provider=env.choice("PROVIDER", DEFAULT_PROVIDER, PROVIDERS),
             fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
             vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
+            restore_root=env.path("RESTORE_ROOT", data_dir / "restores"),
             retry_delay_seconds=env.number(
                 "RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY_SECONDS, int, RETRY_DELAY_RANGE_SECONDS
             ),

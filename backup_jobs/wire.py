@@ -25,7 +25,11 @@ TASK_NAMES: dict[Operation, str] = {
     Operation.REGISTER: TASK_PREFIX + "register",
     Operation.CONFIGURE_PROTECTION: TASK_PREFIX + "configure_protection",
     Operation.BACKUP: TASK_PREFIX + "backup",
+    Operation.RESTORE: TASK_PREFIX + "restore",
 }
+# Job properties a task's message carries beside its job id, so that Flower's task list says
+# what the job does: the policy being set, the point restored and where to, what started it.
+SHOWN_PROPERTIES = ("policy", "recovery_point_id", "target", "as_new_vm", "trigger")
 TASK_DISPATCH_RETRIES = "backup_jobs.tick.dispatch_retries"
 TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
@@ -44,6 +48,7 @@ OPERATION_QUEUES: dict[Operation, str] = {
     Operation.REGISTER: QUEUE_CONTROL,
     Operation.CONFIGURE_PROTECTION: QUEUE_CONTROL,
     Operation.BACKUP: QUEUE_BACKUP,
+    Operation.RESTORE: QUEUE_BACKUP,
 }
 
 

@@ -83,6 +83,18 @@ def backup(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str)
     return run_job(self, Operation.BACKUP, job_id, attempt)
 
 
+@app.task(
+    name=wire.task_name(Operation.RESTORE),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.RESTORE),
+    time_limit=_hard_limit(Operation.RESTORE),
+    throws=(BackupJobsError,),
+)
+def restore(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+    """Restore a recovery point of one VM (``shown``: the VM, point and target, for Flower)."""
+    return run_job(self, Operation.RESTORE, job_id, attempt)
+
+
 _TICK_OPTIONS: dict[str, Any] = {"send_events": False, "ignore_result": True}
 
 

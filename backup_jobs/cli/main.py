@@ -13,12 +13,8 @@ from backup_jobs.cli.common import echo_error
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
 from backup_jobs.cli.problems import problem_group
-from backup_jobs.cli.protection import (
-    backup_group,
-    policy_group,
-    protection_group,
-    recovery_point_group,
-)
+from backup_jobs.cli.protection import backup_group, policy_group, protection_group
+from backup_jobs.cli.restore import recovery_point_group, restore
 from backup_jobs.cli.stack import demo, flower, server, up
 from backup_jobs.errors import (
     EXIT_INTERRUPTED,
@@ -52,6 +48,7 @@ for command in (
     protection_group,
     backup_group,
     recovery_point_group,
+    restore,
     problem_group,
 ):
     cli.add_command(command)

@@ -1,4 +1,4 @@
-"""``backup-jobs policy ...``, ``protection ...``, ``backup now`` and ``recovery-point list``."""
+"""``backup-jobs policy ...``, ``protection ...`` and ``backup now``."""
 
 from __future__ import annotations
 
@@ -180,21 +180,3 @@ def backup_group() -> None:
 def backup_now(vm: str, wait: bool, as_json: bool) -> None:
     """Start a Backup job of a protected VM now."""
     started(Batch([client().backup_now(vm)]), wait, as_json)
-
-
-@click.group("recovery-point")
-def recovery_point_group() -> None:
-    """A VM's recovery points."""
-
-
-@recovery_point_group.command("list")
-@click.argument("vm")
-@json_option
-def recovery_point_list(vm: str, as_json: bool) -> None:
-    """List a VM's recovery points, newest first."""
-    points = client().recovery_points(vm)
-    if as_json:
-        render.emit_json([p.to_dict() for p in points])
-    else:
-        click.echo(render.recovery_point_table(points))
-    warn_problems(points.problems)

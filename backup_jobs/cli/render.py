@@ -221,3 +221,21 @@ def recovery_point_table(points: Sequence[RecoveryPointRecord]) -> str:
         for p in points
     ]
     return table(("recovery point", "created (utc)", "consistency", "size", "new in vault"), rows)
+
+
+def recovery_point_detail(point: RecoveryPointRecord) -> str:
+    """One recovery point, field by field, and the command that restores it."""
+    rows = [
+        ("recovery point", point.id),
+        ("vm", point.vm_id),
+        ("created (utc)", short_time(point.created_at)),
+        ("consistency", point.consistency),
+        ("size", size(point.size_bytes)),
+        ("new in vault", size(point.new_bytes)),
+        ("policy", point.policy or "-"),
+        ("backup job", point.job_id or "-"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+    lines.append(f"restore with: backup-jobs restore {point.vm_id} --point {point.id} --target DIR")
+    return "\n".join(lines)

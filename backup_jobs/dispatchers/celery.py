@@ -78,7 +78,8 @@ class CeleryDispatcher:
         return cls(app)
 
     def send(self, job: Job, attempt: int) -> str:
-        """Enqueue one attempt on its operation's queue; Flower shows the VM and job id."""
+        """Enqueue one attempt on its operation's queue; Flower shows the VM, the job id and
+        the properties that say what the job does (``wire.SHOWN_PROPERTIES``)."""
         task_id = task_id_for(job, attempt)
         try:
             self._app.send_task(
@@ -88,6 +89,11 @@ class CeleryDispatcher:
                     "attempt": attempt,
                     "item": job.item_name,
                     "vault": job.vault,
+                    **{
+                        name: str(job.properties[name])
+                        for name in wire.SHOWN_PROPERTIES
+                        if job.properties.get(name) not in (None, "")
+                    },
                 },
                 queue=wire.OPERATION_QUEUES[job.operation],
                 task_id=task_id,

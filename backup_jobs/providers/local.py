@@ -38,6 +38,13 @@ from backup_jobs.provider import (
 from backup_jobs.providers.local_backup import LocalSnapshots
 from backup_jobs.providers.local_disks import DiskStore, scribble
 from backup_jobs.providers.local_faults import Fault, FaultStore
+from backup_jobs.providers.local_restore import (
+    fresh_staging,
+    move_into_place,
+    staging_dir,
+    undo_move,
+    vm_record,
+)
 from backup_jobs.vault.source import ImageReader
 
 VM_FILE = "vm.json"
@@ -412,6 +419,30 @@ class LocalProvider:
             self._sleep(min(0.2, max(0.0, min(finish, deadline) - time.monotonic())))
         guard.check()
         self.fleet.commit_extension(vm_id, guard.token, guard.scope)
+
+    def restore_staging(self, key: str) -> Path:
+        """An empty folder in the fleet for the disks of a VM a restore creates."""
+        self.fleet.require()
+        return fresh_staging(self.fleet.root, key)
+
+    def discard_staging(self, key: str) -> None:
+        """Remove a staging folder (idempotent)."""
+        shutil.rmtree(staging_dir(self.fleet.root, key), ignore_errors=True)
+
+    def create_restored_vm(
+        self, vm_id: str, template: VM, staging: Path, guard: CommitGuard, origin: dict[str, str]
+    ) -> VM:
+        """Move the staged disks into a new VM folder, then write its ``vm.json`` (last)."""
+        folder = self.fleet.vm_dir(vm_id)
+        guard.check()
+        disks = move_into_place(staging, folder)
+        try:
+            data = vm_record(vm_id, template, disks, origin)
+            self.fleet.write(data)
+        except BaseException:
+            undo_move(folder)
+            raise
+        return self._to_vm(folder, data)
 
     @staticmethod
     def _to_vm(folder: Path, data: dict[str, Any]) -> VM:

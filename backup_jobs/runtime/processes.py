@@ -137,6 +137,7 @@ def child_environment(
             f"{PREFIX}DATA_DIR": str(settings.data_dir.resolve()),
             f"{PREFIX}FLEET_DIR": str(settings.fleet_dir.resolve()),
             f"{PREFIX}VAULT_DIR": str(settings.vault_dir.resolve()),
+            f"{PREFIX}RESTORE_ROOT": str(settings.restore_root.resolve()),
         }
     )
     if redis_url:

@@ -113,7 +113,7 @@ def test_redacted_urls_keep_everything_but_the_password() -> None:
 @pytest.mark.parametrize(
     ("option", "value", "accepted"),
     [
-        ("--operation", "restore", "accepted: Discovery, Register, ConfigureProtection, Backup"),
+        ("--operation", "restores", "accepted: Discovery, Register, ConfigureProtection, Backup"),
         ("--status", "broken", "accepted: Queued, InProgress, WaitingToRetry"),
         ("--since", "yesterday", "accepted: 30m, 24h, 7d"),
         ("--since", "999999d", "too far back"),

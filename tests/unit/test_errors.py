@@ -35,6 +35,7 @@ def test_only_transient_errors_are_retryable() -> None:
         "BackupInternalError",
         "DiscoveryInternalError",
         "FleetStorageError",
+        "RestoreTimeout",
         "SnapshotTimeout",
         "VaultStorageError",
         "VaultTransferTimeout",

@@ -39,6 +39,7 @@ def test_operations_print_in_the_seeds_spelling() -> None:
         "Register",
         "ConfigureProtection",
         "Backup",
+        "Restore",
     ]
     assert Operation.parse("configure-protection") == Operation.CONFIGURE_PROTECTION
     assert str(Operation.parse("register")) == "Register"
@@ -47,7 +48,7 @@ def test_operations_print_in_the_seeds_spelling() -> None:
 @pytest.mark.parametrize(
     ("enum", "text", "accepted"),
     [
-        (Operation, "restore", "Discovery, Register, ConfigureProtection, Backup"),
+        (Operation, "restores", "Discovery, Register, ConfigureProtection, Backup, Restore"),
         (JobStatus, "done", "Queued, InProgress, WaitingToRetry"),
         (JobStatus, "", "Failed, Cancelled"),
     ],

@@ -119,6 +119,7 @@ def test_wire_names_are_pinned() -> None:
         "backup_jobs.register",
         "backup_jobs.configure_protection",
         "backup_jobs.backup",
+        "backup_jobs.restore",
     ]
     assert wire.TASK_DISPATCH_BACKUPS == "backup_jobs.tick.dispatch_backups"
     assert wire.SCHEDULE_KEY == "bj:schedule"

@@ -1,0 +1,87 @@
+"""A job's sub-tasks as they run: status, times and byte progress, published as they go.
+
+A step is ``InProgress`` while its block runs and ends ``Completed`` or ``Failed`` with it;
+each change is published (the job record, Flower) through the attempt's ``progress``. A
+``ByteProgress`` is the callback the vault's backup and restore report bytes to: it enforces
+the step's deadline, keeps the lease alive, and publishes at most once a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from backup_jobs.context import JobContext
+from backup_jobs.errors import BackupJobsError
+from backup_jobs.models import JobStatus, SubTask
+
+# The job record and Flower are told of a step's progress at most this often.
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+@contextmanager
+def step(ctx: JobContext, index: int) -> Iterator[None]:
+    """Run sub-task ``index``: InProgress, then Completed or Failed, published each time."""
+    ctx.subtasks[index] = SubTask(
+        ctx.subtasks[index].name, JobStatus.IN_PROGRESS, started_at=ctx.clock.now()
+    )
+    ctx.progress()
+    try:
+        yield
+    except BaseException:
+        _end(ctx, index, JobStatus.FAILED)
+        raise
+    _end(ctx, index, JobStatus.COMPLETED)
+
+
+def _end(ctx: JobContext, index: int, status: JobStatus) -> None:
+    done = ctx.subtasks[index]
+    ctx.subtasks[index] = SubTask(
+        done.name,
+        status,
+        done.started_at,
+        ctx.clock.now(),
+        done.bytes_done,
+        done.bytes_total,
+        done.throughput_bytes_per_second,
+    )
+    with contextlib.suppress(BackupJobsError):
+        ctx.progress()
+
+
+class ByteProgress:
+    """The byte-progress callback of sub-task ``index``: deadline, lease, throttled publication.
+
+    ``timeout(done, total)`` builds the error raised once ``timeout_seconds`` have passed.
+    """
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        index: int,
+        timeout_seconds: float,
+        timeout: Callable[[int, int], BackupJobsError],
+    ) -> None:
+        self._ctx = ctx
+        self._index = index
+        self._timeout = timeout
+        self._started = time.monotonic()
+        self._deadline = self._started + timeout_seconds
+        self._published = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now >= self._deadline:
+            raise self._timeout(done, total)
+        self._ctx.heartbeat()
+        if now - self._published < PROGRESS_INTERVAL_SECONDS and done < total:
+            return
+        self._published = now
+        current = self._ctx.subtasks[self._index]
+        rate = done / max(now - self._started, 1e-6)
+        self._ctx.subtasks[self._index] = SubTask(
+            current.name, current.status, current.started_at, None, done, total, round(rate, 1)
+        )
+        self._ctx.progress()
