@@ -67,6 +67,8 @@ class Cluster:
     def settings(self, **changes: Any) -> Settings:
         """Settings for a client of this cluster."""
         base = Settings.from_env({"BACKUP_JOBS_REDIS_URL": self.redis_url, **self.env})
+        if "BACKUP_JOBS_RESTORE_ROOT" not in self.env:  # its processes and clients agree
+            base = replace(base, restore_root=self.data_dir / "restores")
         return replace(base, data_dir=self.data_dir, **changes)
 
     def child_env(self) -> dict[str, str]:

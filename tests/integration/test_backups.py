@@ -85,16 +85,28 @@ def test_each_row_of_the_consistency_table(
     warned: bool,
 ) -> None:
     fleet, client = _protected(cluster, tmp_path, [vm])
+    fleet.add_data_disks(vm, 1)
+    fleet.write_disks(vm, nbytes=3 << 20, seed=7)
     if isinstance(setup, str):
         fleet.faults.add(Fault(setup, vm))
     else:
         fleet.update(vm, **setup)
 
     job = client.backup_now(vm).wait(60)
+    target = client.settings.restore_root / tmp_path.name  # the session's workers' root
+    restored = client.restore(vm, job.properties["recovery_point_id"], target).wait(60)
 
     assert job.status == (JobStatus.COMPLETED_WITH_WARNINGS if warned else JobStatus.COMPLETED)
     assert job.properties["consistency"] == consistency
     assert bool(job.warnings) == warned
+    # The Restore job writes every disk back byte for byte, sparse where the disk was.
+    assert restored.status == JobStatus.COMPLETED, restored.error
+    assert restored.properties["consistency"] == consistency
+    for disk in ("os", "data1"):
+        original = fleet.vm_dir(vm) / f"{disk}.img"
+        copy = target / f"{disk}.img"
+        assert copy.read_bytes() == original.read_bytes()
+        assert copy.stat().st_blocks * 512 <= original.stat().st_blocks * 512 + (4 << 20)
 
 
 @pytest.mark.parametrize(
