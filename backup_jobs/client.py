@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from backup_jobs import inventory, jobs, protection, restores, timeparse, wire
+from backup_jobs.attention import Attention
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock, SystemClock
+from backup_jobs.dashboard import Dashboard, build_dashboard, item_views, reason_filter
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
     BackupJobsError,
@@ -31,7 +33,7 @@ from backup_jobs.errors import (
     VMNotFoundInInventory,
     most_severe,
 )
-from backup_jobs.items import ItemView, RecoveryPointRecord
+from backup_jobs.items import ItemView, ProtectionState, RecoveryPointRecord
 from backup_jobs.models import (
     VM,
     Job,
@@ -354,18 +356,25 @@ class Client:
         self._record_vault()
         return self._submit(Operation.BACKUP, vm_id, vm_id, {"trigger": "on demand"})
 
-    def protected_items(self) -> Listing[ItemView]:
-        """Every protected item with its next run and its skipped or missed runs."""
-        items = self.catalog.list_items(self.vault.name)
-        views = [
-            ItemView(
-                item,
-                self.catalog.next_run(item.vault, item.vm_id),
-                self.catalog.events(item.vault, item.vm_id),
-            )
-            for item in items
-        ]
-        return Listing(views, items.problems)
+    def protected_items(
+        self,
+        state: ProtectionState | str | None = None,
+        needs_action: Attention | str | None = None,
+    ) -> Listing[ItemView]:
+        """Every protected item with its next run, skipped or missed runs, and what needs action.
+
+        ``state``: only items in that protection state; ``needs_action``: only items needing
+        action for that reason, or for any (``"any"``). Names are read in any case.
+        """
+        wanted = None if state is None else ProtectionState.parse(state)
+        reason = reason_filter(needs_action)
+        return item_views(self.catalog, self.vault.name, self._clock.now(), wanted, reason)
+
+    def dashboard(self) -> Dashboard:
+        """The seed's Dashboard page: protection, jobs of the last 24 h, items needing action,
+        vault storage; each figure with the filter of the listing it counts."""
+        vault_dir = Path(self.vault.vault_dir) if self.vault.vault_dir else None
+        return build_dashboard(self.catalog, self.vault.name, vault_dir, self._clock.now())
 
     def recovery_points(self, vm: str) -> Listing[RecoveryPointRecord]:
         """A VM's recovery points, newest first (the catalog's mirror of the vault).

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backup_jobs.models import RECORD_VERSION, JobStatus, ParsedEnum, from_iso, to_iso
+
+if TYPE_CHECKING:  # attention judges items: it imports this module
+    from backup_jobs.attention import Attention
 
 
 class ProtectionState(ParsedEnum):
@@ -186,6 +189,10 @@ class RecoveryPointRecord:
     new_bytes: int
     job_id: str = ""
     policy: str = ""
+    # What the newest verify found: Unverified (never verified), Verified or Broken.
+    verify_state: str = "Unverified"
+    verified_at: datetime | None = None
+    broken_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record."""
@@ -199,6 +206,9 @@ class RecoveryPointRecord:
             "new_bytes": self.new_bytes,
             "job_id": self.job_id,
             "policy": self.policy,
+            "verify_state": self.verify_state,
+            "verified_at": to_iso(self.verified_at),
+            "broken_reason": self.broken_reason,
         }
 
     @classmethod
@@ -215,16 +225,21 @@ class RecoveryPointRecord:
             data["new_bytes"],
             data.get("job_id", ""),
             data.get("policy", ""),
+            data.get("verify_state", "Unverified"),
+            from_iso(data.get("verified_at")),
+            data.get("broken_reason"),
         )
 
 
 @dataclass(frozen=True)
 class ItemView:
-    """A protected item joined, for display only, with its schedule and skipped runs."""
+    """A protected item joined, for display only, with its schedule, skipped runs and what
+    needs action about it."""
 
     item: ProtectedItem
     next_run_at: datetime | None
     events: list[ScheduleEvent]
+    needs_action: tuple[Attention, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON a listing prints."""
@@ -234,4 +249,5 @@ class ItemView:
             "health": self.item.health,
             "next_run_at": to_iso(self.next_run_at),
             "skipped_or_missed": [event.to_dict() for event in self.events],
+            "needs_action": [reason.value for reason in self.needs_action],
         }

@@ -10,6 +10,7 @@ import traceback
 import click
 
 from backup_jobs.cli.common import echo_error
+from backup_jobs.cli.dashboard import dashboard
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import job_group, vm_group
 from backup_jobs.cli.problems import problem_group
@@ -49,6 +50,7 @@ for command in (
     backup_group,
     recovery_point_group,
     restore,
+    dashboard,
     problem_group,
 ):
     cli.add_command(command)

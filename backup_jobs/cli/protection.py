@@ -8,11 +8,14 @@ from typing import Any
 
 import click
 
+from backup_jobs.attention import Attention
 from backup_jobs.cli import render
-from backup_jobs.cli.common import client, json_option, wait_option
+from backup_jobs.cli.common import client, json_option, parsed_by, wait_option
 from backup_jobs.cli.inventory import started
 from backup_jobs.cli.problems import warn_problems
 from backup_jobs.client import Batch
+from backup_jobs.dashboard import reason_filter
+from backup_jobs.items import ProtectionState
 from backup_jobs.policies import Policy, Retention, ScheduleKind, make_policy
 
 
@@ -157,10 +160,23 @@ def protection_set(
 
 
 @protection_group.command("list")
+@click.option(
+    "--state",
+    callback=parsed_by(ProtectionState.parse),
+    help="Only items in this protection state (any case), e.g. ProtectionError.",
+)
+@click.option(
+    "--needs-action",
+    callback=parsed_by(reason_filter),
+    help="Only items needing action for this reason (any case), or for any: "
+    + ", ".join(["any", *(reason.value for reason in Attention)]),
+)
 @json_option
-def protection_list(as_json: bool) -> None:
+def protection_list(
+    state: ProtectionState | None, needs_action: Attention | str | None, as_json: bool
+) -> None:
     """Each protected VM: policy, protection, last backup, next run, points, health."""
-    views = client().protected_items()
+    views = client().protected_items(state, needs_action)
     if as_json:
         render.emit_json([view.to_dict() for view in views])
     else:

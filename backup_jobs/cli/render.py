@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from backup_jobs.dashboard import Dashboard, Figure
 from backup_jobs.errors import error_from_dict
 from backup_jobs.items import ItemView, RecoveryPointRecord
 from backup_jobs.models import VM, Job, SubTask
@@ -205,7 +206,12 @@ def item_table(views: Sequence[ItemView]) -> str:
                 backup,
                 short_time(view.next_run_at) or "-",
                 item.recovery_points,
-                item.health,
+                item.health
+                + (
+                    f" [{', '.join(r.value for r in view.needs_action)}]"
+                    if view.needs_action
+                    else ""
+                ),
             )
         )
     return table(
@@ -217,10 +223,18 @@ def item_table(views: Sequence[ItemView]) -> str:
 def recovery_point_table(points: Sequence[RecoveryPointRecord]) -> str:
     """A VM's recovery points, newest first."""
     rows = [
-        (p.id, short_time(p.created_at), p.consistency, size(p.size_bytes), size(p.new_bytes))
+        (
+            p.id,
+            short_time(p.created_at),
+            p.consistency,
+            size(p.size_bytes),
+            size(p.new_bytes),
+            p.verify_state + (f" {short_time(p.verified_at)}" if p.verified_at else ""),
+        )
         for p in points
     ]
-    return table(("recovery point", "created (utc)", "consistency", "size", "new in vault"), rows)
+    headers = ("recovery point", "created (utc)", "consistency", "size", "new in vault", "verified")
+    return table(headers, rows)
 
 
 def recovery_point_detail(point: RecoveryPointRecord) -> str:
@@ -234,8 +248,46 @@ def recovery_point_detail(point: RecoveryPointRecord) -> str:
         ("new in vault", size(point.new_bytes)),
         ("policy", point.policy or "-"),
         ("backup job", point.job_id or "-"),
+        (
+            "verified",
+            point.verify_state + (f" {short_time(point.verified_at)}" if point.verified_at else ""),
+        ),
+        *([("broken", point.broken_reason)] if point.broken_reason else []),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
     lines.append(f"restore with: backup-jobs restore {point.vm_id} --point {point.id} --target DIR")
     return "\n".join(lines)
+
+
+def dashboard_text(board: Dashboard) -> str:
+    """The dashboard as sections of figures, each with the command that lists what it counts."""
+    storage = board.storage
+    if storage.stored_bytes is None:
+        stored = f"unknown ({storage.unavailable})"
+    else:
+        stored = f"{size(storage.stored_bytes)} in {storage.chunks} chunks"
+        stored += f" (logical/stored {storage.ratio}x)" if storage.ratio else ""
+    [headline, *by_state] = board.protection
+    [needing, *reasons] = board.attention
+    sections = [
+        (f"Vault {board.vault} at {short_time(board.at)} UTC", [headline, *by_state]),
+        ("Jobs of the last 24 hours", list(board.jobs)),
+        ("Items needing action", [needing, *reasons]),
+    ]
+    lines: list[str] = []
+    for title, figures in sections:
+        lines += [title, _figure_table(figures), ""]
+    lines[lines.index("Jobs of the last 24 hours")] += f" ({board.in_progress} in progress)"
+    lines += [
+        "Vault storage",
+        f"  recovery points  {storage.points}",
+        f"  logical size     {size(storage.logical_bytes)}",
+        f"  stored           {stored}",
+    ]
+    return "\n".join(lines)
+
+
+def _figure_table(figures: Sequence[Figure]) -> str:
+    rows = [(f"  {f.label}", f.value, f.command) for f in figures]
+    return table(("", "count", "drill down"), rows)

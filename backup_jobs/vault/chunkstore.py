@@ -37,6 +37,10 @@ class ChunkStore(Protocol):
         """Every stored blob with its mtime (seconds since the epoch)."""
         ...
 
+    def usage(self) -> tuple[int, int]:
+        """How many blobs the store holds and their bytes (garbage not counted)."""
+        ...
+
     def condemn(self, digest: str) -> None:
         """Move a blob to garbage, stamped with the time of condemnation."""
         ...

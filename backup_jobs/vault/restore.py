@@ -15,6 +15,7 @@ from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest, Manifes
 from backup_jobs.vault.imagefile import ImageWriter
 from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
+from backup_jobs.vault.sparse import nonzero_runs
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -82,7 +83,9 @@ def _restore_disk(
             raise _integrity(manifest, digest, "is missing") from exc
         except FormatError as exc:
             raise _integrity(manifest, digest, str(exc)) from exc
-        image.write(data, i * index.chunk_size)
+        view = memoryview(data)
+        for start, end in nonzero_runs(view):  # zeros inside a chunk stay holes too
+            image.write(view[start:end], i * index.chunk_size + start)
         return len(data)
 
     def check_cancel() -> None:

@@ -1,4 +1,5 @@
-"""Where an image has data: ``SEEK_DATA``/``SEEK_HOLE``, so holes are never read."""
+"""Where an image has data: ``SEEK_DATA``/``SEEK_HOLE``, so holes are never read; and where a
+chunk has data, so a restore leaves holes where the original had zeros inside a chunk too."""
 
 from __future__ import annotations
 
@@ -37,3 +38,25 @@ class ExtentMap:
         """True if ``[start, end)`` overlaps any data extent."""
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
         return any(s < end and start < e for s, e in self._extents[i : i + 2])
+
+
+# A restore leaves a hole for every run of zeros this long (and aligned) inside a chunk: the
+# file systems' usual allocation unit times 16, cheap to compare and to skip.
+ZERO_BLOCK = 64 << 10
+_ZEROS = bytes(ZERO_BLOCK)
+
+
+def nonzero_runs(data: bytes | memoryview, block: int = ZERO_BLOCK) -> list[tuple[int, int]]:
+    """``(start, end)`` ranges of ``data`` that are not whole ``block``s of zeros, merged."""
+    zeros = _ZEROS if block == ZERO_BLOCK else bytes(block)
+    view = memoryview(data)
+    runs: list[tuple[int, int]] = []
+    for start in range(0, len(view), block):
+        end = min(start + block, len(view))
+        if view[start:end] == zeros[: end - start]:
+            continue
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs

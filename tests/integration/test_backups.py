@@ -106,7 +106,7 @@ def test_each_row_of_the_consistency_table(
         original = fleet.vm_dir(vm) / f"{disk}.img"
         copy = target / f"{disk}.img"
         assert copy.read_bytes() == original.read_bytes()
-        assert copy.stat().st_blocks * 512 <= original.stat().st_blocks * 512 + (4 << 20)
+        assert copy.stat().st_blocks * 512 <= original.stat().st_blocks * 512 + (1 << 20)
 
 
 @pytest.mark.parametrize(

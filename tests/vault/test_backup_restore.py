@@ -42,6 +42,17 @@ def test_restore_is_byte_identical_and_sparse_where_the_original_had_zeros(
     assert manifest.disks[0].stored_chunks == 5  # 200,000 B of data spans 4 chunks, + the tail
 
 
+def test_zeros_inside_a_chunk_stay_holes_when_restored(vault: Vault, tmp_path: Path) -> None:
+    big = Vault.create(tmp_path / "big", chunk_size=4 << 20)
+    image = write_image(tmp_path / "os.raw", [("data", 512), ("zero", (4 << 20) - 512)])
+
+    manifest = back_up(big, image)
+    [restored] = restore(big, RestoreRequest(manifest.id, tmp_path / "out", tmp_path))
+
+    assert restored.read_bytes() == image.read_bytes()
+    assert restored.stat().st_blocks * 512 <= 64 << 10  # one 64 KiB run, not the 4 MiB chunk
+
+
 def test_zero_chunks_and_holes_are_never_stored(vault: Vault, tmp_path: Path) -> None:
     image = write_image(tmp_path / "z.raw", [("zero", 4 * SMALL_CHUNK), ("hole", 8 * SMALL_CHUNK)])
 

@@ -41,6 +41,15 @@ def test_chunks_lists_blobs_with_their_times(store: ChunkStore) -> None:
     assert all(t >= before for t in listed.values())
 
 
+def test_usage_counts_stored_blobs_and_their_bytes_not_garbage(store: ChunkStore) -> None:
+    assert store.usage() == (0, 0)
+    store.put(A, [b"abc", b"de"])
+    store.put(B, [b"b"])
+    store.condemn(B)
+
+    assert store.usage() == (1, 5)
+
+
 def test_condemned_blobs_are_still_readable_and_can_be_rescued_or_purged(store: ChunkStore) -> None:
     store.put(A, [b"a"])
     store.put(B, [b"b"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backup_jobs.vault.pipeline import bounded_map
-from backup_jobs.vault.sparse import ExtentMap, data_extents
+from backup_jobs.vault.sparse import ExtentMap, data_extents, nonzero_runs
 
 
 def test_bounded_map_keeps_order_and_never_has_more_than_the_window_in_flight() -> None:
@@ -88,3 +88,11 @@ def test_extent_map_answers_overlaps() -> None:
     assert not extents.has_data(200, 500)
     assert extents.has_data(0, 1000)
     assert not ExtentMap([]).has_data(0, 10)
+
+
+def test_nonzero_runs_skip_whole_zero_blocks_and_merge_neighbours() -> None:
+    data = b"x" + bytes(15) + bytes(32) + b"yy" + bytes(14) + b"z"
+
+    assert nonzero_runs(data, block=16) == [(0, 16), (48, 65)]
+    assert nonzero_runs(bytes(64), block=16) == []
+    assert nonzero_runs(b"", block=16) == []

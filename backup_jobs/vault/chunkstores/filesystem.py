@@ -89,6 +89,14 @@ class FilesystemChunkStore:
         """Every stored blob and its mtime; temp files are skipped."""
         yield from _walk(self.root)
 
+    def usage(self) -> tuple[int, int]:
+        """Blobs and bytes stored: one ``stat`` each (temp files are skipped)."""
+        count = total = 0
+        for _, size in _walk(self.root, size=True):
+            count += 1
+            total += int(size)
+        return count, total
+
     def condemn(self, digest: str) -> None:
         """Move to garbage and stamp the time of condemnation."""
         target = self._garbage_path(digest)
@@ -159,7 +167,8 @@ def _write_all(fd: int, parts: Sequence[bytes]) -> None:
             views[0] = views[0][written:]
 
 
-def _walk(root: Path) -> Iterator[tuple[str, float]]:
+def _walk(root: Path, *, size: bool = False) -> Iterator[tuple[str, float]]:
+    """Each blob under ``root`` (``<prefix>/<digest>``) with its mtime, or its size if asked."""
     if not root.exists():
         return
     for folder in os.scandir(root):
@@ -169,7 +178,8 @@ def _walk(root: Path) -> Iterator[tuple[str, float]]:
             if entry.name.startswith("."):
                 continue
             try:
-                yield entry.name, entry.stat().st_mtime
+                found = entry.stat()
+                yield entry.name, found.st_size if size else found.st_mtime
             except FileNotFoundError:
                 continue
 

@@ -50,6 +50,11 @@ class MemoryChunkStore:
             items = [(d, t) for d, (_, t) in self.blobs.items()]
         yield from items
 
+    def usage(self) -> tuple[int, int]:
+        """Blobs and bytes stored."""
+        with self._mutex:
+            return len(self.blobs), sum(len(blob) for blob, _ in self.blobs.values())
+
     def condemn(self, digest: str) -> None:
         """Move to garbage."""
         with self._mutex:
