@@ -21,7 +21,7 @@ Messages keep the wording of the seed's troubleshooting table.
     │                                 SnapshotTimeout, VaultTransferTimeout, FleetStorageError,
     │                                 VaultStorageError
     ├── Unavailable (exit 7)          RedisUnavailable, ProcessFailed
-    └── (exit 1)                      Cancelled, InternalError
+    └── (exit 1)                      Cancelled, InternalError, DemoFailed
 
 CLI exit codes, one per class so that a script can tell them apart: 0 ok; 1 internal error (a
 bug); 2 usage error (click's only: unknown command, bad option value); 3 not found; 4
@@ -520,6 +520,13 @@ class Cancelled(BackupJobsError):
 
     template = "The operation was cancelled; nothing partial was kept."
     action = "Nothing to do: the job was cancelled as asked; start it again if you still want it."
+
+
+class DemoFailed(BackupJobsError):
+    """Raised when a step of ``backup-jobs demo`` ends otherwise than it should."""
+
+    template = "The demo stopped: {detail}."
+    action = "See the job with `backup-jobs job show ID` and the worker log in the data dir."
 
 
 class InternalError(BackupJobsError):

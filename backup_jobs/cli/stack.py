@@ -19,11 +19,11 @@ from typing import NoReturn
 import click
 
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.cli import render
-from backup_jobs.cli.common import echo_refusals
+from backup_jobs.cli.demo import run_workflow
 from backup_jobs.client import Client, JobTimeout
 from backup_jobs.connection import password_file, resolve_redis_url
 from backup_jobs.dispatchers.celery import CeleryDispatcher
+from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.stack import (
@@ -131,7 +131,9 @@ def server() -> None:
 @click.option("--vault", help="Vault name for this run (default: demo-<time>).")
 @click.option("--stay-up", is_flag=True, help="Keep the service and Flower running afterwards.")
 def demo(vault: str | None, stay_up: bool) -> None:
-    """Create a demo fleet, run Discovery, register every VM, print the VMs and jobs.
+    """Run the seed's workflow on a demo fleet: discover, register, protect, back up, restore.
+
+    Then print the dashboard, the VMs and the jobs.
 
     It exits non-zero if any process of the stack fails while it runs.
     """
@@ -175,26 +177,10 @@ def _run_demo(settings: Settings, stack: Stack) -> None:
         CeleryDispatcher.from_url(settings, stack.redis_url),
     )
     try:
-        _show_demo(client)
+        run_workflow(client, LocalFleet(settings.fleet_dir), DEMO_JOB_TIMEOUT_SECONDS)
     except JobTimeout as exc:
         what = f"did not finish the demo's jobs ({exc}); stopped the whole stack"
         raise failure(stack.children["worker"], what) from exc
-
-
-def _show_demo(client: Client) -> None:
-    """Discovery, then Register of every VM; print the VMs and the jobs."""
-    click.echo("\n== Discovery")
-    discovery = client.discover().wait(DEMO_JOB_TIMEOUT_SECONDS)
-    click.echo(f"{discovery.status.value}: {discovery.properties}")
-    click.echo("\n== Register every VM")
-    batch = client.register([vm.id for vm in client.vms()])
-    echo_refusals(batch.refused)
-    for handle in batch:
-        handle.wait(DEMO_JOB_TIMEOUT_SECONDS)
-    click.echo("\n== VMs")
-    click.echo(render.vm_table(client.vms(), client.vault.region))
-    click.echo("\n== Jobs")
-    click.echo(render.job_table(client.jobs()))
 
 
 def _supervise(stack: Stack, settings: Settings) -> NoReturn:

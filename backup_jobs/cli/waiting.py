@@ -19,7 +19,7 @@ import click
 
 from backup_jobs.cli import render
 from backup_jobs.cli.common import echo_error, outcome
-from backup_jobs.client import JobHandle
+from backup_jobs.client import JobHandle, JobTimeout
 from backup_jobs.errors import EXIT_INTERRUPTED, BackupJobsError
 from backup_jobs.models import Job, JobStatus, SubTask, utcnow
 
@@ -68,8 +68,11 @@ class Waiter:
         now: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
         terminal: bool | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.pending = {handle.id: handle for handle in handles}
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._timeout = timeout
         # A bar redrawn in place only for one job, on a terminal (a log gets lines).
         tty = sys.stderr.isatty() if terminal is None else terminal
         self._bar = tty and len(handles) == 1
@@ -82,8 +85,14 @@ class Waiter:
         self._shown: dict[str, tuple[JobStatus, datetime, datetime]] = {}
 
     def run(self) -> list[Job]:
-        """Poll until every job is final; the final records, in the order they ended."""
+        """Poll until every job is final; the final records, in the order they ended.
+
+        ``JobTimeout`` if a ``timeout`` was given and passes first (the jobs go on).
+        """
         while self.pending:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                late = ", ".join(self.pending)
+                raise JobTimeout(f"jobs {late} are not final after {self._timeout}s")
             for job_id, handle in list(self.pending.items()):
                 job = handle.job()
                 if self._show:

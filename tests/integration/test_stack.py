@@ -18,7 +18,7 @@ from tests.harness import REPO, eventually, run_cli
 from tests.up import Up, http_status, running, stack_env, using
 
 
-def test_demo_registers_every_vm_prints_both_tables_and_leaves_nothing_running(
+def test_demo_runs_the_seed_workflow_prints_the_dashboard_and_leaves_nothing_running(
     tmp_path: Path,
 ) -> None:
     # The InstallAgentTimeout row waits out the install timeout: 2 s here, not the demo's 5 s.
@@ -27,8 +27,12 @@ def test_demo_registers_every_vm_prints_both_tables_and_leaves_nothing_running(
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "== VMs" in out and "== Jobs" in out
+    assert "== VMs" in out and "== Jobs" in out and "== Dashboard" in out
     assert out.count("Registered ") >= 4  # web01, app01 and both shared01
+    # The whole seed workflow: protect with backup-now, a small incremental, a verified restore.
+    assert out.count("ConfigureProtection  ") >= 4 and "Incremental: 4.0 MiB new" in out
+    assert "os.img: identical to the VM's disk, byte for byte" in out
+    assert "Restore " in out and "Protected items                     4" in out
     for code in (
         "VMNotRunning",
         "DataDiskLimitExceeded",
