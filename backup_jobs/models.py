@@ -53,6 +53,11 @@ class Operation(ParsedEnum):
     REGISTER = "Register"
     CONFIGURE_PROTECTION = "ConfigureProtection"
     BACKUP = "Backup"
+    STOP_PROTECTION = "StopProtection"
+    DELETE_BACKUP_DATA = "DeleteBackupData"
+    PRUNE = "Prune"
+    VERIFY = "Verify"
+    GARBAGE_COLLECT = "GarbageCollect"
 
 
 class JobStatus(ParsedEnum):

@@ -119,7 +119,29 @@ def test_wire_names_are_pinned() -> None:
         "backup_jobs.register",
         "backup_jobs.configure_protection",
         "backup_jobs.backup",
+        "backup_jobs.stop_protection",
+        "backup_jobs.delete_backup_data",
+        "backup_jobs.prune",
+        "backup_jobs.verify",
+        "backup_jobs.garbage_collect",
     ]
+    assert [wire.OPERATION_QUEUES[op] for op in Operation] == [
+        "control",
+        "control",
+        "control",
+        "backup",
+        "control",
+        "control",
+        "maintenance",
+        "maintenance",
+        "maintenance",
+    ]
+    assert wire.TASK_START_PRUNE == "backup_jobs.tick.start_prune"
+    assert wire.TASK_START_VERIFY == "backup_jobs.tick.start_verify"
+    assert wire.TASK_START_GC == "backup_jobs.tick.start_garbage_collect"
+    assert wire.vault_index_key() == "bj:vaults"
+    assert wire.recovery_point_key("v", "rp") == "bj:rp:v:rp"
+    assert wire.recovery_points_key("v", "cs/n") == "bj:rps:v:cs/n"
     assert wire.TASK_DISPATCH_BACKUPS == "backup_jobs.tick.dispatch_backups"
     assert wire.SCHEDULE_KEY == "bj:schedule"
     assert wire.item_key("v", "cs/n") == "bj:item:v:cs/n"
