@@ -93,7 +93,10 @@ class FilesystemChunkStore:
         """Move to garbage and stamp the time of condemnation."""
         target = self._garbage_path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path(digest), target)
+        try:
+            os.replace(self.path(digest), target)
+        except FileNotFoundError:
+            return  # quarantined by a verify running meanwhile: nothing left to condemn
         os.utime(target)
 
     def garbage(self) -> Iterator[tuple[str, float]]:

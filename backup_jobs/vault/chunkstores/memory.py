@@ -53,6 +53,8 @@ class MemoryChunkStore:
     def condemn(self, digest: str) -> None:
         """Move to garbage."""
         with self._mutex:
+            if digest not in self.blobs:
+                return  # quarantined meanwhile, as the file system store allows
             blob, _ = self.blobs.pop(digest)
             self.condemned[digest] = (blob, self._clock())
 
