@@ -92,6 +92,10 @@ class ProtectionRecords(Protocol):
         """Every readable protected item of a vault, by VM id."""
         ...
 
+    def count_items(self, vault: str) -> int:
+        """How many protected items a vault has (cheap: the maintenance ticks ask it)."""
+        ...
+
     def put_item(
         self,
         item: ProtectedItem,

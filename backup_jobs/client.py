@@ -16,6 +16,7 @@ from typing import Any
 
 from backup_jobs import inventory, jobs, protection, timeparse, wire
 from backup_jobs.catalog import Catalog
+from backup_jobs.client_maintenance import MaintenanceVerbs
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
@@ -114,8 +115,12 @@ class Batch(list[JobHandle]):
             raise worst
 
 
-class Client:
-    """The front door for scripts: ``Client.from_env()`` then verbs."""
+class Client(MaintenanceVerbs):
+    """The front door for scripts: ``Client.from_env()`` then verbs.
+
+    Stopping and resuming protection and the vault's maintenance (prune, verify, GC) are in
+    ``client_maintenance``.
+    """
 
     def __init__(
         self,

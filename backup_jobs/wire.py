@@ -36,19 +36,15 @@ TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
 TASK_DISPATCH_BACKUPS = "backup_jobs.tick.dispatch_backups"
 TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
-# The maintenance ticks start one job per vault and period (their own cadence settings).
-TASK_START_PRUNE = "backup_jobs.tick.start_prune"
-TASK_START_VERIFY = "backup_jobs.tick.start_verify"
-TASK_START_GC = "backup_jobs.tick.start_garbage_collect"
+# Starts each vault's Prune, Verify and GarbageCollect jobs when their cadence says so.
+TASK_START_MAINTENANCE = "backup_jobs.tick.start_maintenance"
 TICK_TASKS = (
     TASK_DISPATCH_RETRIES,
     TASK_REAP,
     TASK_SWEEP_QUEUED,
     TASK_DISPATCH_BACKUPS,
     TASK_REPAIR_INDEXES,
-    TASK_START_PRUNE,
-    TASK_START_VERIFY,
-    TASK_START_GC,
+    TASK_START_MAINTENANCE,
 )
 
 OPERATION_QUEUES: dict[Operation, str] = {

@@ -77,6 +77,11 @@ class MemoryProtection:
         ids = sorted(self._sets().get(wire.item_index_key(vault), set()))
         return self._records([wire.item_key(vault, i) for i in ids], ProtectedItem.from_dict)
 
+    def count_items(self, vault: str) -> int:
+        """How many protected items a vault has."""
+        with self._mutex:
+            return len(self._sets().get(wire.item_index_key(vault), set()))
+
     def put_item(
         self,
         item: ProtectedItem,

@@ -94,6 +94,11 @@ class RedisProtection(RedisBase):
             [wire.item_key(vault, i) for i in ids], ProtectedItem.from_dict, "list protected items"
         )
 
+    def count_items(self, vault: str) -> int:
+        """How many protected items a vault has."""
+        index = wire.item_index_key(vault)
+        return int(self._call(lambda: self._redis.scard(index), index))
+
     def put_item(
         self,
         item: ProtectedItem,

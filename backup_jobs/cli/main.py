@@ -20,6 +20,7 @@ from backup_jobs.cli.protection import (
     recovery_point_group,
 )
 from backup_jobs.cli.stack import demo, flower, server, up
+from backup_jobs.cli.vault import vault_group
 from backup_jobs.errors import (
     EXIT_INTERRUPTED,
     BackupJobsError,
@@ -53,6 +54,7 @@ for command in (
     backup_group,
     recovery_point_group,
     problem_group,
+    vault_group,
 ):
     cli.add_command(command)
 

@@ -217,7 +217,15 @@ def item_table(views: Sequence[ItemView]) -> str:
 def recovery_point_table(points: Sequence[RecoveryPointRecord]) -> str:
     """A VM's recovery points, newest first."""
     rows = [
-        (p.id, short_time(p.created_at), p.consistency, size(p.size_bytes), size(p.new_bytes))
+        (
+            p.id,
+            short_time(p.created_at),
+            p.consistency,
+            size(p.size_bytes),
+            size(p.new_bytes),
+            p.verify_state,
+        )
         for p in points
     ]
-    return table(("recovery point", "created (utc)", "consistency", "size", "new in vault"), rows)
+    headers = ("recovery point", "created (utc)", "consistency", "size", "new in vault", "verify")
+    return table(headers, rows)

@@ -195,7 +195,7 @@ def test_removing_an_item_forgets_its_schedule_policy_membership_and_runs_and_is
 
     catalog.remove_item("v", "cs/a")
 
-    assert catalog.get_item("v", "cs/a") is None
+    assert catalog.get_item("v", "cs/a") is None and catalog.count_items("v") == 1
     assert [i.vm_id for i in catalog.list_items("v")] == ["cs/b"]
     assert catalog.policy_items("v", "nightly") == ["cs/b"]
     assert catalog.next_run("v", "cs/a") is None and catalog.events("v", "cs/a") == []

@@ -136,9 +136,7 @@ def test_wire_names_are_pinned() -> None:
         "maintenance",
         "maintenance",
     ]
-    assert wire.TASK_START_PRUNE == "backup_jobs.tick.start_prune"
-    assert wire.TASK_START_VERIFY == "backup_jobs.tick.start_verify"
-    assert wire.TASK_START_GC == "backup_jobs.tick.start_garbage_collect"
+    assert wire.TASK_START_MAINTENANCE == "backup_jobs.tick.start_maintenance"
     assert wire.vault_index_key() == "bj:vaults"
     assert wire.recovery_point_key("v", "rp") == "bj:rp:v:rp"
     assert wire.recovery_points_key("v", "cs/n") == "bj:rps:v:cs/n"
