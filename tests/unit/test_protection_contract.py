@@ -157,9 +157,9 @@ def test_an_item_s_point_count_follows_its_mirror_whoever_writes_last(catalog: C
     stale = catalog.get_item("v", "cs/a")
     assert stale is not None and stale.recovery_points == 3
 
+    catalog.remove_recovery_point("v", "cs/a", "rp-gone")  # not mirrored: harmless
     catalog.remove_recovery_point("v", "cs/a", "rp0")  # a prune, while a backup ran
     catalog.put_item(stale.evolve(recovery_points=stale.recovery_points + 1))  # the backup
-    catalog.remove_recovery_point("v", "cs/a", "rp-gone")  # not mirrored: harmless
 
     item = catalog.get_item("v", "cs/a")
     assert [p.id for p in catalog.recovery_points("v", "cs/a")] == ["rp2", "rp1"]
