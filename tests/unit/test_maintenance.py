@@ -147,9 +147,7 @@ def test_a_dry_run_prune_changes_nothing_and_lists_what_would_go(
     vault = Vault.create(tmp_path / "vault")
     points = [_point(vault, catalog, "cs/a", at) for at in _days((0, 1), (1, 1), (2, 1))]
     _point(vault, catalog, "cs/b", T0)
-    ctx = _context(
-        tmp_path, catalog, Operation.PRUNE, PRUNE_ITEM, **{DRY_RUN: True, VM: "cs/a"}
-    )
+    ctx = _context(tmp_path, catalog, Operation.PRUNE, PRUNE_ITEM, **{DRY_RUN: True, VM: "cs/a"})
 
     result = run_prune(ctx)
 
