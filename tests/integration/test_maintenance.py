@@ -85,7 +85,7 @@ def test_prune_keeps_what_retention_says_and_the_newest_good_point_and_beat_star
     assert client.jobs(operation="Verify") == []  # its cadence is a day
 
 
-def test_stop_keeping_data_keeps_every_point_and_stops_the_schedule_and_resume_goes_on_incrementally(
+def test_stop_keeping_data_keeps_the_points_stops_the_schedule_and_resume_goes_on_incrementally(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     fleet, client = _protected(cluster, tmp_path)
@@ -193,7 +193,7 @@ def test_a_second_gc_while_one_runs_fails_with_operation_in_progress_naming_it(
     }
 
     second = run_cli("vault", "gc", "--wait", "--json", env=env)
-    with open(blocker, "w") as pipe:  # noqa: PTH123 - a FIFO, written once
+    with open(blocker, "w") as pipe:  # a FIFO: the blocked GC reads this
         pipe.write("not a manifest")
     done = first.wait(30)
 
