@@ -323,8 +323,8 @@ class OperationInProgress(Conflict):
         "Please wait until the previous operation is completed, and then retry. {detail}"
     )
     action = (
-        "Wait for the running job to end (`backup-jobs job show ID --wait`), then start this "
-        "operation again."
+        "Wait for the running job to end (follow it with `backup-jobs job show ID`), then start "
+        "this operation again."
     )
 
 
