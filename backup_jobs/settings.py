@@ -282,7 +282,7 @@ class _Env:
             value = None
         if value is None or not math.isfinite(value) or not low <= value <= high:
             whole = "a whole number" if kind is int else "a number"
-            raise _bad(name, raw, f"{whole} from {low:g} to {high:g}")
+            raise _bad(name, raw, f"{whole} from {_shown(low)} to {_shown(high)}")
         return value
 
     def timeout(self, operation: str, default: int) -> int:
@@ -296,6 +296,11 @@ class _Env:
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _shown(bound: float) -> str:
+    """A range bound as people write it: ``2592000``, not ``2.592e+06``; ``0.2`` stays."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:

@@ -32,7 +32,11 @@ DOMAIN_MODULES = [
     "backup_jobs.ticks",
     "backup_jobs.inventory",
     "backup_jobs.operations",
+    "backup_jobs.maintenance",
+    "backup_jobs.maintenance_ticks",
+    "backup_jobs.stopping",
     "backup_jobs.client",
+    "backup_jobs.client_maintenance",
     "backup_jobs.testing",
     "backup_jobs.timeparse",
     "backup_jobs.providers.local",
@@ -193,6 +197,11 @@ USE_CASES = [
     "backup_jobs/ticks.py",
     "backup_jobs/operations.py",
     "backup_jobs/heartbeat.py",
+    "backup_jobs/maintenance.py",
+    "backup_jobs/maintenance_ticks.py",
+    "backup_jobs/stopping.py",
+    "backup_jobs/subtasks.py",
+    "backup_jobs/client_maintenance.py",
 ]
 ADAPTERS = (
     "backup_jobs.catalogs",
