@@ -247,6 +247,7 @@ def run_garbage_collect(ctx: JobContext) -> dict[str, Any]:
         "rescued": report.rescued,
         "condemned": report.condemned,
         "purged": report.purged,
+        "bytes_freed": report.bytes_purged,
         "temporaries_removed": report.temporaries_removed,
         "orphan_indexes_removed": report.orphan_indexes_removed,
         "skipped_reason": report.skipped_reason,

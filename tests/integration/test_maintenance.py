@@ -141,6 +141,7 @@ def test_deleting_the_data_removes_every_point_and_the_item_and_two_gc_runs_free
     assert first.properties["condemned"] == before[0] and first.properties["purged"] == 0
     assert after_one == before  # condemned, not yet deleted
     assert second.status == JobStatus.COMPLETED and second.properties["purged"] == before[0]
+    assert second.properties["bytes_freed"] == before[1]
     assert _chunks(tmp_path / "vault") == (0, 0)
 
 
