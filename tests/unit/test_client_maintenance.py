@@ -113,3 +113,15 @@ def test_an_item_without_protection_cannot_be_stopped(client: Client) -> None:
         client.stop_protection("web01", keep_data=False)
     with pytest.raises(TypeError):
         client.stop_protection("db01", keep_data="yes")  # type: ignore[arg-type]
+
+
+def test_a_bare_name_two_cloud_services_share_is_refused_with_both_choices(
+    client: Client,
+) -> None:
+    client.catalog.put_vm("v", VM("web01", "cs2", "r1"))
+
+    with pytest.raises(errors.AmbiguousVMName) as raised:
+        client.verify("web01")
+
+    assert "cs1/web01, cs2/web01" in raised.value.message
+    assert client.verify("cs2/web01").job().properties["vm"] == "cs2/web01"
