@@ -79,11 +79,12 @@ def run_prune(ctx: JobContext) -> dict[str, Any]:
     vault = vault_at(ctx)
     with subtasks.step(ctx, 0):
         plans = _plans(ctx, vault) if vault else {}
-    doomed = [m for plan in plans.values() for m in plan["remove"]]
+    doomed = [] if dry_run else [m for plan in plans.values() for m in plan["remove"]]
     with subtasks.step(ctx, 1, sum(m.size_bytes for m in doomed)):
-        if vault is not None and not dry_run:
-            for manifest in doomed:
-                _remove_point(ctx, vault, manifest)
+        spared = {m.id for m in doomed if vault and not _remove_point(ctx, vault, m)}
+    for plan in plans.values():  # a protection stopped while the prune ran keeps its points
+        plan["keep"] += [m for m in plan["remove"] if m.id in spared]
+        plan["remove"] = [m for m in plan["remove"] if m.id not in spared]
     per_vm = {vm: _shown(plan) for vm, plan in plans.items()}
     return {
         DRY_RUN: dry_run,
@@ -135,14 +136,17 @@ def _prunable(item: ProtectedItem) -> bool:
     return item.state not in (ProtectionState.STOPPED, ProtectionState.CONFIGURING)
 
 
-def _remove_point(ctx: JobContext, vault: Vault, manifest: Manifest) -> None:
-    """Delete one point (the manifest, the truth, first), unless its protection stopped since."""
+def _remove_point(ctx: JobContext, vault: Vault, manifest: Manifest) -> bool:
+    """Delete one point (the manifest, the truth, first); False, deleting nothing, if its
+    protection stopped (or went) since the plan was made."""
     item = ctx.catalog.get_item(ctx.vault.name, manifest.vm)
-    if item is not None and _prunable(item):
+    removed = item is not None and _prunable(item)
+    if removed:
         ctx.guard()
         vault.delete_manifest(manifest.id)
         ctx.catalog.remove_recovery_point(ctx.vault.name, manifest.vm, manifest.id)
     subtasks.advance(ctx, 1, manifest.size_bytes)
+    return removed
 
 
 def _shown(plan: dict[str, list[Manifest]]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_jobs import jobs, maintenance_ticks
+from backup_jobs import jobs, maintenance, maintenance_ticks
 from backup_jobs.context import JobContext
 from backup_jobs.errors import NotProtected, VaultIntegrityError
 from backup_jobs.items import ProtectedItem, ProtectionState, RecoveryPointRecord, VerifyState
@@ -267,3 +267,25 @@ def test_the_maintenance_tick_starts_each_job_once_per_period_and_only_where_ite
     assert job is not None and job.operation == Operation.PRUNE and job.item == PRUNE_ITEM
     assert job.vault == "busy" and job.properties == {"trigger": "schedule"}
     assert dispatcher.sent == [(job_id, 1)]
+
+
+def test_a_protection_stopped_while_prune_runs_keeps_the_points_prune_had_planned_to_remove(
+    tmp_path: Path, catalog: MemoryCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = Vault.create(tmp_path / "vault")
+    points = [_point(vault, catalog, "cs/a", at) for at in _days((0, 1), (1, 1), (2, 1))]
+    planned = maintenance._plans
+
+    def plan_then_stop(ctx: JobContext, vault: Vault) -> object:
+        plans = planned(ctx, vault)
+        item = catalog.get_item("v", "cs/a")
+        assert item is not None
+        catalog.put_item(item.evolve(state=ProtectionState.STOPPED))  # StopProtection, now
+        return plans
+
+    monkeypatch.setattr(maintenance, "_plans", plan_then_stop)
+
+    result = run_prune(_context(tmp_path, catalog, Operation.PRUNE, PRUNE_ITEM))
+
+    assert [m.id for m in vault.manifests("cs/a")] == [p.id for p in points]
+    assert result["removed"] == 0 and result["kept"] == 3
