@@ -92,6 +92,10 @@ class ProtectionRecords(Protocol):
         """Every readable protected item of a vault, by VM id."""
         ...
 
+    def count_items(self, vault: str) -> int:
+        """How many protected items a vault has (cheap: the maintenance ticks ask it)."""
+        ...
+
     def put_item(
         self,
         item: ProtectedItem,
@@ -102,7 +106,14 @@ class ProtectionRecords(Protocol):
 
         Its policy's set of items, and the schedule: an item whose state is not scheduled
         leaves it; ``schedule_at`` (re)schedules its next run. ``LeaseLost`` if fenced out.
+        The stored ``recovery_points`` is the number of the VM's mirrored points at the write
+        (whatever the item says), so that no writer's count overwrites another's.
         """
+        ...
+
+    def remove_item(self, vault: str, vm_id: str, fence: Fence | None = None) -> None:
+        """Forget an item (its data deleted): its record, schedule entry, policy membership,
+        skipped and missed runs and active backup, atomically. ``LeaseLost`` if fenced out."""
         ...
 
     def next_run(self, vault: str, vm_id: str) -> datetime | None:
@@ -146,7 +157,20 @@ class ProtectionRecords(Protocol):
         ...
 
     def add_recovery_point(self, vault: str, point: RecoveryPointRecord) -> None:
-        """Mirror a committed recovery point."""
+        """Mirror a committed recovery point; the item's count follows in the same write."""
+        ...
+
+    def remove_recovery_point(self, vault: str, vm_id: str, rp_id: str) -> None:
+        """Forget a pruned or deleted point; the item's count follows in the same write.
+
+        Unfenced: it changes only the mirror and the count derived from it, so a prune never
+        needs (or blocks) the VM's lease. Removing a point that is not mirrored is harmless.
+        """
+        ...
+
+    def update_recovery_point(self, vault: str, point: RecoveryPointRecord) -> bool:
+        """Replace a mirrored point's record (verify's marks); False, writing nothing, if it
+        is not mirrored (pruned meanwhile): a mark never brings a point back."""
         ...
 
     def recovery_points(self, vault: str, vm_id: str) -> Listing[RecoveryPointRecord]:
@@ -167,6 +191,10 @@ class Catalog(ProtectionRecords, Protocol):
 
     def get_vault(self, name: str) -> VaultConfig | None:
         """A vault's configuration, or None; ``CorruptRecord`` if unreadable."""
+        ...
+
+    def list_vaults(self) -> list[str]:
+        """The names of every vault a client recorded, sorted (the maintenance ticks')."""
         ...
 
     def get_vm(self, vault: str, vm_id: str) -> VM | None:

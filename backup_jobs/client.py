@@ -17,6 +17,7 @@ from typing import Any
 from backup_jobs import inventory, jobs, protection, restores, timeparse, wire
 from backup_jobs.attention import Attention
 from backup_jobs.catalog import Catalog
+from backup_jobs.client_maintenance import MaintenanceVerbs
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dashboard import Dashboard, build_dashboard, item_views, reason_filter
 from backup_jobs.dispatcher import Dispatcher
@@ -118,8 +119,12 @@ class Batch(list[JobHandle]):
             raise worst
 
 
-class Client:
-    """The front door for scripts: ``Client.from_env()`` then verbs."""
+class Client(MaintenanceVerbs):
+    """The front door for scripts: ``Client.from_env()`` then verbs.
+
+    Stopping and resuming protection and the vault's maintenance (prune, verify, GC) are in
+    ``client_maintenance``.
+    """
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ they need neither Celery nor Redis. ``heartbeat`` is cheap and called often (it 
 lease); ``guard`` asks the catalog and is called right before a side effect is committed.
 ``warnings`` collects what the job should end ``CompletedWithWarnings`` with; ``subtasks`` are
 the job's steps as they go, and ``progress`` publishes them (the job record, Flower).
-``followups`` are jobs the attempt created (stored, not sent): the task base sends them once
+``results`` are properties found so far, kept on the job even if the attempt then fails (a
+Verify that finds broken points fails, and still says what it checked). ``followups`` are jobs
+the attempt created (stored, not sent): the task base sends them once
 this job has ended and freed its item, so that a follow-up on the same VM never finds it busy.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.clock import Clock, SystemClock
@@ -44,3 +47,4 @@ class JobContext:
     subtasks: list[SubTask] = field(default_factory=list)
     progress: Callable[[], None] = _nothing
     followups: list[Job] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)

@@ -8,6 +8,7 @@ Messages keep the wording of the seed's troubleshooting table.
     BackupJobsError
     ├── InvalidInput (exit 8)         ConfigurationError, AmbiguousVMName, RegionMismatch,
     │                                 InvalidPolicy, NotRegistered, NotProtected,
+    │                                 ProtectionNotStopped,
     │                                 InvalidRestoreTarget,
     │                                 AlreadyRegistered, VMNotRunning, DataDiskLimitExceeded,
     │                                 UnsupportedConfiguration, VMAgentNotInstalled,
@@ -322,8 +323,8 @@ class OperationInProgress(Conflict):
         "Please wait until the previous operation is completed, and then retry. {detail}"
     )
     action = (
-        "Wait for the running job to end (`backup-jobs job show ID --wait`), then start this "
-        "operation again."
+        "Wait for the running job to end (follow it with `backup-jobs job show ID`), then start "
+        "this operation again."
     )
 
 
@@ -399,7 +400,10 @@ class VMNotFound(NotFound):
         "Backup failed with an internal error - the original VM has been deleted, "
         "so a backup cannot be taken."
     )
-    action = "Stop protection and keep the data, to keep the recovery points and stop the errors."
+    action = (
+        "Stop protection and keep the data, to keep the recovery points and stop the errors: "
+        "`backup-jobs protection stop VM --keep-data`."
+    )
 
 
 class VaultIntegrityError(Integrity):
@@ -430,6 +434,16 @@ class NotProtected(InvalidInput):
     action = "Protect it first: `backup-jobs protection set VM --policy P`."
 
 
+class ProtectionNotStopped(InvalidInput):
+    """Raised when resuming the protection of a VM whose protection is not stopped."""
+
+    template = "The VM's protection is not stopped ({detail})."
+    action = (
+        "Nothing to resume: change its policy with `backup-jobs protection set VM --policy P`, "
+        "or stop it first with `backup-jobs protection stop VM --keep-data`."
+    )
+
+
 class PolicyNotFound(NotFound):
     """Raised when a policy name matches no policy of the vault."""
 
@@ -442,7 +456,8 @@ class PolicyInUse(Conflict):
 
     template = "The policy protects VMs and cannot be deleted: {detail}."
     action = (
-        "Move those VMs to another policy (`backup-jobs protection set VM --policy P`), then "
+        "Move those VMs to another policy (`backup-jobs protection set VM --policy P`) or stop "
+        "their protection (`backup-jobs protection stop VM --keep-data`), then "
         "delete the policy."
     )
 

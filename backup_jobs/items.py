@@ -177,9 +177,22 @@ class ScheduleEvent:
         return cls(at, RunOutcome(data["outcome"]), data["reason"])
 
 
+class VerifyState(ParsedEnum):
+    """What the latest Verify job found of a recovery point."""
+
+    UNVERIFIED = "Unverified"
+    VERIFIED = "Verified"
+    BROKEN = "Broken"
+
+
 @dataclass(frozen=True)
 class RecoveryPointRecord:
-    """The catalog's mirror of a recovery point (its manifest in the vault is the truth)."""
+    """The catalog's mirror of a recovery point (its manifest in the vault is the truth).
+
+    ``verify_state`` is a ``VerifyState`` value: ``Unverified`` until a Verify job reads the
+    point (records written before verify existed read so too), then ``Verified`` with the
+    time, or ``Broken`` with the reason (a chunk or index that failed its checks).
+    """
 
     id: str
     vm_id: str
@@ -189,10 +202,18 @@ class RecoveryPointRecord:
     new_bytes: int
     job_id: str = ""
     policy: str = ""
-    # What the newest verify found: Unverified (never verified), Verified or Broken.
-    verify_state: str = "Unverified"
+    verify_state: str = VerifyState.UNVERIFIED.value
     verified_at: datetime | None = None
     broken_reason: str | None = None
+
+    @property
+    def good(self) -> bool:
+        """False once verify found it broken: retention never counts it as the newest good."""
+        return self.verify_state != VerifyState.BROKEN
+
+    def evolve(self, **changes: Any) -> RecoveryPointRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record."""
@@ -225,7 +246,7 @@ class RecoveryPointRecord:
             data["new_bytes"],
             data.get("job_id", ""),
             data.get("policy", ""),
-            data.get("verify_state", "Unverified"),
+            VerifyState(data.get("verify_state") or VerifyState.UNVERIFIED).value,
             from_iso(data.get("verified_at")),
             data.get("broken_reason"),
         )

@@ -38,6 +38,13 @@ from backup_jobs.errors import (
 from backup_jobs.models import Attempt, Job, JobStatus, Operation
 
 VAULT_ITEM = "vault"
+
+
+def is_vault_item(item: str) -> bool:
+    """True for the vault's own lease items (``vault``, ``vault:gc``, ...); VM ids have a ``/``."""
+    return item == VAULT_ITEM or item.startswith(VAULT_ITEM + ":")
+
+
 # A message not confirmed sent within this long is re-sent by the queue sweep.
 SEND_GRACE_SECONDS = 30.0
 # A sent message whose job has not started is re-sent after this long (then after the job's
@@ -78,7 +85,7 @@ def new_job(
         item_name=item_name,
         queued_at=clock.now(),
         max_attempts=max_attempts,
-        properties={"vm_name": item_name} if item != VAULT_ITEM else {},
+        properties={} if is_vault_item(item) else {"vm_name": item_name},
         dispatched_at=clock.now(),
     )
 

@@ -54,6 +54,11 @@ class Operation(ParsedEnum):
     CONFIGURE_PROTECTION = "ConfigureProtection"
     BACKUP = "Backup"
     RESTORE = "Restore"
+    STOP_PROTECTION = "StopProtection"
+    DELETE_BACKUP_DATA = "DeleteBackupData"
+    PRUNE = "Prune"
+    VERIFY = "Verify"
+    GARBAGE_COLLECT = "GarbageCollect"
 
 
 class JobStatus(ParsedEnum):

@@ -24,16 +24,20 @@ from backup_jobs.errors import (
 )
 from backup_jobs.inventory import discover, register, register_failed
 from backup_jobs.jobs import Rollback
+from backup_jobs.maintenance import run_garbage_collect, run_prune, run_verify
 from backup_jobs.models import Job, Operation
 from backup_jobs.protection import configure_protection
 from backup_jobs.restores import run_restore
-from backup_jobs.settings import Settings
+from backup_jobs.settings import MAINTENANCE_TIMEOUT_SECONDS, Settings
+from backup_jobs.stopping import delete_backup_data, stop_protection
 
 # Seconds between the soft and the hard time limit: enough to record the failure and
 # release the lease before the worker kills the child.
 CLEANUP_MARGIN_SECONDS = 30
 # Configuring protection writes a few records: minutes would mean Redis is in trouble.
 CONFIGURE_PROTECTION_SECONDS = 120
+# Deleting a VM's manifests and mirrors: seconds per thousand points.
+DELETE_BACKUP_DATA_SECONDS = 3600
 
 
 def _nothing_to_roll_back(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
@@ -48,6 +52,16 @@ class OperationSpec:
     on_failure: Rollback
     timeout_error: Callable[[str], BackupJobsError]
     soft_limit_seconds: Callable[[Settings], float]
+
+
+def _maintenance(run: Callable[[JobContext], dict[str, Any]], name: str) -> OperationSpec:
+    """A vault maintenance job: nothing to roll back (it is idempotent: run it again)."""
+    return OperationSpec(
+        run=run,
+        on_failure=_nothing_to_roll_back,
+        timeout_error=lambda item: InternalError(item, f"{name} time limit reached"),
+        soft_limit_seconds=lambda s: MAINTENANCE_TIMEOUT_SECONDS,
+    )
 
 
 OPERATIONS: dict[Operation, OperationSpec] = {
@@ -86,6 +100,22 @@ OPERATIONS: dict[Operation, OperationSpec] = {
         timeout_error=lambda item: RestoreTimeout(item, "restore time limit reached"),
         soft_limit_seconds=lambda s: s.timeouts.restore_seconds + CLEANUP_MARGIN_SECONDS,
     ),
+    Operation.STOP_PROTECTION: OperationSpec(
+        run=stop_protection,
+        on_failure=_nothing_to_roll_back,
+        timeout_error=lambda item: InternalError(item, "stop protection time limit reached"),
+        soft_limit_seconds=lambda s: CONFIGURE_PROTECTION_SECONDS,
+    ),
+    # Whatever a failed attempt deleted stays deleted; deleting again finishes the work.
+    Operation.DELETE_BACKUP_DATA: OperationSpec(
+        run=delete_backup_data,
+        on_failure=_nothing_to_roll_back,
+        timeout_error=lambda item: InternalError(item, "delete backup data time limit reached"),
+        soft_limit_seconds=lambda s: DELETE_BACKUP_DATA_SECONDS,
+    ),
+    Operation.PRUNE: _maintenance(run_prune, "prune"),
+    Operation.VERIFY: _maintenance(run_verify, "verify"),
+    Operation.GARBAGE_COLLECT: _maintenance(run_garbage_collect, "garbage collection"),
 }
 
 

@@ -59,6 +59,20 @@ DEFAULT_START_WINDOW_SECONDS = 2 * 3600
 DEFAULT_RESTART_DELAY_SECONDS = 1.0
 RESTART_DELAY_RANGE_SECONDS = (0.1, 30)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Maintenance cadence (DESIGN §6): prune hourly, verify and GC daily. Each tick starts one job
+# per vault and period; at least a minute apart (a job per tick would only queue up), at most
+# 30 days (a vault never verified for longer hides rot).
+DEFAULT_PRUNE_EVERY_SECONDS = 3600
+DEFAULT_VERIFY_EVERY_SECONDS = 24 * 3600
+DEFAULT_GC_EVERY_SECONDS = 24 * 3600
+MAINTENANCE_EVERY_RANGE_SECONDS = (60, 30 * 24 * 3600)
+# GC sweeps only what is older than the oldest running backup minus this margin: it absorbs
+# clock skew between the machines sharing a vault (docs/design.md §7). 0 on one machine is
+# safe; a day is more skew than any clock has.
+DEFAULT_GC_MARGIN_SECONDS = 300
+GC_MARGIN_RANGE_SECONDS = (0, 24 * 3600)
+# The time limit of a Prune, Verify or GarbageCollect job: each reads the whole vault.
+MAINTENANCE_TIMEOUT_SECONDS = 6 * 3600
 
 PROVIDERS = ("local",)
 
@@ -127,6 +141,10 @@ class Settings:
     queued_timeout_seconds: int = DEFAULT_QUEUED_TIMEOUT_SECONDS
     start_window_seconds: int = DEFAULT_START_WINDOW_SECONDS
     restart_delay_seconds: float = DEFAULT_RESTART_DELAY_SECONDS
+    prune_every_seconds: int = DEFAULT_PRUNE_EVERY_SECONDS
+    verify_every_seconds: int = DEFAULT_VERIFY_EVERY_SECONDS
+    gc_every_seconds: int = DEFAULT_GC_EVERY_SECONDS
+    gc_margin_seconds: int = DEFAULT_GC_MARGIN_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -188,6 +206,12 @@ class Settings:
                 DEFAULT_RESTART_DELAY_SECONDS,
                 float,
                 RESTART_DELAY_RANGE_SECONDS,
+            ),
+            prune_every_seconds=env.every("PRUNE", DEFAULT_PRUNE_EVERY_SECONDS),
+            verify_every_seconds=env.every("VERIFY", DEFAULT_VERIFY_EVERY_SECONDS),
+            gc_every_seconds=env.every("GC", DEFAULT_GC_EVERY_SECONDS),
+            gc_margin_seconds=env.number(
+                "GC_MARGIN_SECONDS", DEFAULT_GC_MARGIN_SECONDS, int, GC_MARGIN_RANGE_SECONDS
             ),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):
@@ -261,15 +285,25 @@ class _Env:
             value = None
         if value is None or not math.isfinite(value) or not low <= value <= high:
             whole = "a whole number" if kind is int else "a number"
-            raise _bad(name, raw, f"{whole} from {low:g} to {high:g}")
+            raise _bad(name, raw, f"{whole} from {_shown(low)} to {_shown(high)}")
         return value
 
     def timeout(self, operation: str, default: int) -> int:
         return self.number(f"{operation}_TIMEOUT_SECONDS", default, int, TIMEOUT_RANGE_SECONDS)
 
+    def every(self, operation: str, default: int) -> int:
+        return self.number(
+            f"{operation}_EVERY_SECONDS", default, int, MAINTENANCE_EVERY_RANGE_SECONDS
+        )
+
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _shown(bound: float) -> str:
+    """A range bound as people write it: ``2592000``, not ``2.592e+06``; ``0.2`` stays."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:

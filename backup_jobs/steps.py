@@ -1,9 +1,11 @@
 """A job's sub-tasks as they run: status, times and byte progress, published as they go.
 
 A step is ``InProgress`` while its block runs and ends ``Completed`` or ``Failed`` with it;
-each change is published (the job record, Flower) through the attempt's ``progress``. A
-``ByteProgress`` is the callback the vault's backup and restore report bytes to: it enforces
-the step's deadline, keeps the lease alive, and publishes at most once a second.
+each change is published (the job record, Flower) through the attempt's ``progress``. A step
+may count bytes: ``advance`` for steps that count themselves (published at each whole
+percent), or a ``ByteProgress``, the callback the vault's backup and restore report bytes to,
+which also enforces the step's deadline, keeps the lease alive, and publishes at most once a
+second.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from backup_jobs.context import JobContext
 from backup_jobs.errors import BackupJobsError
@@ -21,11 +24,19 @@ from backup_jobs.models import JobStatus, SubTask
 PROGRESS_INTERVAL_SECONDS = 1.0
 
 
+def begin(ctx: JobContext, *names: str) -> None:
+    """Declare the job's steps, all Queued."""
+    ctx.subtasks[:] = [SubTask(name) for name in names]
+
+
 @contextmanager
-def step(ctx: JobContext, index: int) -> Iterator[None]:
+def step(ctx: JobContext, index: int, bytes_total: int = 0) -> Iterator[None]:
     """Run sub-task ``index``: InProgress, then Completed or Failed, published each time."""
     ctx.subtasks[index] = SubTask(
-        ctx.subtasks[index].name, JobStatus.IN_PROGRESS, started_at=ctx.clock.now()
+        ctx.subtasks[index].name,
+        JobStatus.IN_PROGRESS,
+        started_at=ctx.clock.now(),
+        bytes_total=bytes_total,
     )
     ctx.progress()
     try:
@@ -36,17 +47,17 @@ def step(ctx: JobContext, index: int) -> Iterator[None]:
     _end(ctx, index, JobStatus.COMPLETED)
 
 
+def advance(ctx: JobContext, index: int, nbytes: int) -> None:
+    """Count ``nbytes`` more done in step ``index``; published at each whole percent."""
+    current = ctx.subtasks[index]
+    ctx.subtasks[index] = replace(current, bytes_done=current.bytes_done + nbytes)
+    if int(current.progress_percent or 0) != int(ctx.subtasks[index].progress_percent or 0):
+        with contextlib.suppress(BackupJobsError):
+            ctx.progress()
+
+
 def _end(ctx: JobContext, index: int, status: JobStatus) -> None:
-    done = ctx.subtasks[index]
-    ctx.subtasks[index] = SubTask(
-        done.name,
-        status,
-        done.started_at,
-        ctx.clock.now(),
-        done.bytes_done,
-        done.bytes_total,
-        done.throughput_bytes_per_second,
-    )
+    ctx.subtasks[index] = replace(ctx.subtasks[index], status=status, ended_at=ctx.clock.now())
     with contextlib.suppress(BackupJobsError):
         ctx.progress()
 

@@ -26,6 +26,11 @@ TASK_NAMES: dict[Operation, str] = {
     Operation.CONFIGURE_PROTECTION: TASK_PREFIX + "configure_protection",
     Operation.BACKUP: TASK_PREFIX + "backup",
     Operation.RESTORE: TASK_PREFIX + "restore",
+    Operation.STOP_PROTECTION: TASK_PREFIX + "stop_protection",
+    Operation.DELETE_BACKUP_DATA: TASK_PREFIX + "delete_backup_data",
+    Operation.PRUNE: TASK_PREFIX + "prune",
+    Operation.VERIFY: TASK_PREFIX + "verify",
+    Operation.GARBAGE_COLLECT: TASK_PREFIX + "garbage_collect",
 }
 # Job properties a task's message carries beside its job id, so that Flower's task list says
 # what the job does: the policy being set, the point restored and where to, what started it.
@@ -35,12 +40,15 @@ TASK_REAP = "backup_jobs.tick.reap_lost_jobs"
 TASK_SWEEP_QUEUED = "backup_jobs.tick.sweep_queued"
 TASK_DISPATCH_BACKUPS = "backup_jobs.tick.dispatch_backups"
 TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
+# Starts each vault's Prune, Verify and GarbageCollect jobs when their cadence says so.
+TASK_START_MAINTENANCE = "backup_jobs.tick.start_maintenance"
 TICK_TASKS = (
     TASK_DISPATCH_RETRIES,
     TASK_REAP,
     TASK_SWEEP_QUEUED,
     TASK_DISPATCH_BACKUPS,
     TASK_REPAIR_INDEXES,
+    TASK_START_MAINTENANCE,
 )
 
 OPERATION_QUEUES: dict[Operation, str] = {
@@ -49,6 +57,12 @@ OPERATION_QUEUES: dict[Operation, str] = {
     Operation.CONFIGURE_PROTECTION: QUEUE_CONTROL,
     Operation.BACKUP: QUEUE_BACKUP,
     Operation.RESTORE: QUEUE_BACKUP,
+    Operation.STOP_PROTECTION: QUEUE_CONTROL,
+    # Deleting a VM's manifests and mirrors is quick and file-system light, like stopping.
+    Operation.DELETE_BACKUP_DATA: QUEUE_CONTROL,
+    Operation.PRUNE: QUEUE_MAINTENANCE,
+    Operation.VERIFY: QUEUE_MAINTENANCE,
+    Operation.GARBAGE_COLLECT: QUEUE_MAINTENANCE,
 }
 
 
@@ -60,6 +74,11 @@ def task_name(operation: Operation) -> str:
 def vault_key(vault: str) -> str:
     """The vault's configuration record."""
     return f"{KEY_PREFIX}:vault:{vault}"
+
+
+def vault_index_key() -> str:
+    """The names of every vault a client has recorded (the maintenance ticks walk them)."""
+    return f"{KEY_PREFIX}:vaults"
 
 
 def vm_key(vault: str, vm_id: str) -> str:

@@ -92,9 +92,12 @@ def run_job(
     events = EventLog(log, job=job_id, item=started.job.item_name, task=task.request.id)
     events.event("attempt_started", operation=operation.value, attempt=attempt)
     subtasks: list[SubTask] = []
+    results: dict[str, Any] = {}
     with root.heartbeats().hold(started.job) as check_lease:
-        outcome = _attempt(task, started, spec, check_lease, subtasks, events)
-        now = started.job.evolve(subtasks=tuple(subtasks))
+        outcome = _attempt(task, started, spec, check_lease, subtasks, results, events)
+        now = started.job.evolve(
+            subtasks=tuple(subtasks), properties={**started.job.properties, **results}
+        )
         if isinstance(outcome, BackupJobsError):
             _roll_back(spec, catalog, started, outcome, events)
             # Redis lost mid-attempt is an outage, not a fault of the job: retried.
@@ -119,6 +122,7 @@ def _attempt(
     spec: OperationSpec,
     check_lease: Callable[[], None],
     subtasks: list[SubTask],
+    results: dict[str, Any],
     events: EventLog,
 ) -> tuple[dict[str, Any], JobContext] | BackupJobsError:
     """Run the operation; its properties and context, or the error that ended it."""
@@ -139,6 +143,7 @@ def _attempt(
             dispatcher=root.dispatcher(),
             subtasks=subtasks,
             progress=_publisher(task, catalog, started, subtasks),
+            results=results,
         )
         return spec.run(ctx), ctx
     except SoftTimeLimitExceeded:

@@ -95,6 +95,72 @@ def restore(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
     return run_job(self, Operation.RESTORE, job_id, attempt)
 
 
+@app.task(
+    name=wire.task_name(Operation.STOP_PROTECTION),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.STOP_PROTECTION),
+    time_limit=_hard_limit(Operation.STOP_PROTECTION),
+    throws=(BackupJobsError,),
+)
+def stop_protection(
+    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
+) -> dict[str, Any]:
+    """Stop protecting one VM and keep its points (``shown``: the VM and vault, for Flower)."""
+    return run_job(self, Operation.STOP_PROTECTION, job_id, attempt)
+
+
+@app.task(
+    name=wire.task_name(Operation.DELETE_BACKUP_DATA),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.DELETE_BACKUP_DATA),
+    time_limit=_hard_limit(Operation.DELETE_BACKUP_DATA),
+    throws=(BackupJobsError,),
+)
+def delete_backup_data(
+    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
+) -> dict[str, Any]:
+    """Stop protecting one VM and delete its points (``shown``: the VM and vault)."""
+    return run_job(self, Operation.DELETE_BACKUP_DATA, job_id, attempt)
+
+
+@app.task(
+    name=wire.task_name(Operation.PRUNE),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.PRUNE),
+    time_limit=_hard_limit(Operation.PRUNE),
+    throws=(BackupJobsError,),
+)
+def prune(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+    """Apply the policies' retention to the vault's points (``shown``: the vault)."""
+    return run_job(self, Operation.PRUNE, job_id, attempt)
+
+
+@app.task(
+    name=wire.task_name(Operation.VERIFY),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.VERIFY),
+    time_limit=_hard_limit(Operation.VERIFY),
+    throws=(BackupJobsError,),
+)
+def verify(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+    """Re-read and re-hash the vault's chunks and mark its points (``shown``: the vault)."""
+    return run_job(self, Operation.VERIFY, job_id, attempt)
+
+
+@app.task(
+    name=wire.task_name(Operation.GARBAGE_COLLECT),
+    bind=True,
+    soft_time_limit=_soft_limit(Operation.GARBAGE_COLLECT),
+    time_limit=_hard_limit(Operation.GARBAGE_COLLECT),
+    throws=(BackupJobsError,),
+)
+def garbage_collect(
+    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
+) -> dict[str, Any]:
+    """One two-run GC pass over the vault (``shown``: the vault, for Flower)."""
+    return run_job(self, Operation.GARBAGE_COLLECT, job_id, attempt)
+
+
 _TICK_OPTIONS: dict[str, Any] = {"send_events": False, "ignore_result": True}
 
 
@@ -126,3 +192,9 @@ def dispatch_due_backups() -> dict[str, Any]:
 def repair_job_indexes() -> dict[str, Any]:
     """Beat tick: put back index entries the job records imply, when a repair pass is due."""
     return run_tick("repair-job-indexes")
+
+
+@app.task(name=wire.TASK_START_MAINTENANCE, **_TICK_OPTIONS)
+def start_maintenance() -> dict[str, Any]:
+    """Beat tick: start each vault's Prune, Verify or GarbageCollect job once it is due."""
+    return run_tick("start-maintenance")

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from backup_jobs import scheduling, ticks
+from backup_jobs import maintenance_ticks, scheduling, ticks
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock
 from backup_jobs.errors import BackupJobsError, CorruptRecord
@@ -42,6 +42,13 @@ TICKS: dict[str, Tick] = {
         root.settings().max_attempts,
     ),
     "repair-job-indexes": ticks.repair_job_indexes,
+    "start-maintenance": lambda catalog, clock: maintenance_ticks.start_maintenance(
+        catalog,
+        root.dispatcher(),
+        clock,
+        maintenance_ticks.cadence(root.settings()),
+        root.settings().max_attempts,
+    ),
 }
 
 

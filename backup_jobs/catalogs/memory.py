@@ -49,6 +49,12 @@ class MemoryCatalog(MemoryProtection):
         with self._mutex:
             self.records[wire.vault_key(vault.name)] = dump(vault.to_dict())
 
+    def list_vaults(self) -> list[str]:
+        """The names of every recorded vault, sorted."""
+        prefix = wire.vault_key("")
+        with self._mutex:
+            return sorted(k.removeprefix(prefix) for k in self.records if k.startswith(prefix))
+
     def get_vault(self, name: str) -> VaultConfig | None:
         """A vault's configuration, or None."""
         key = wire.vault_key(name)

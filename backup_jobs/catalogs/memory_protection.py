@@ -77,6 +77,11 @@ class MemoryProtection:
         ids = sorted(self._sets().get(wire.item_index_key(vault), set()))
         return self._records([wire.item_key(vault, i) for i in ids], ProtectedItem.from_dict)
 
+    def count_items(self, vault: str) -> int:
+        """How many protected items a vault has."""
+        with self._mutex:
+            return len(self._sets().get(wire.item_index_key(vault), set()))
+
     def put_item(
         self,
         item: ProtectedItem,
@@ -90,7 +95,8 @@ class MemoryProtection:
             if not self._fence_ok(fence):
                 raise LeaseLost(item.vm_id)
             old = self._get(key, lambda d: str(d.get("policy", "")), quiet=True)
-            self.records[key] = dump(item.to_dict())
+            count = len(self._zsets().get(wire.recovery_points_key(item.vault, item.vm_id), {}))
+            self.records[key] = dump(item.evolve(recovery_points=count).to_dict())
             sets = self._sets()
             sets.setdefault(wire.item_index_key(item.vault), set()).add(item.vm_id)
             if old and old != item.policy:
@@ -105,6 +111,21 @@ class MemoryProtection:
                 schedule.pop(member, None)
             elif schedule_at is not None:
                 schedule[member] = schedule_at.timestamp()
+
+    def remove_item(self, vault: str, vm_id: str, fence: Fence | None = None) -> None:
+        """Remove an item with its schedule entry, policy membership, runs and active backup."""
+        key = wire.item_key(vault, vm_id)
+        with self._mutex:
+            if not self._fence_ok(fence):
+                raise LeaseLost(vm_id)
+            policy = self._get(key, lambda d: str(d.get("policy", "")), quiet=True)
+            self.records.pop(key, None)
+            self.records.pop(wire.active_backup_key(vault, vm_id), None)
+            sets, zsets = self._sets(), self._zsets()
+            sets.get(wire.item_index_key(vault), set()).discard(vm_id)
+            sets.get(wire.policy_items_key(vault, policy or ""), set()).discard(vm_id)
+            zsets.get(wire.SCHEDULE_KEY, {}).pop(wire.schedule_member(vault, vm_id), None)
+            zsets.pop(wire.item_events_key(vault, vm_id), None)
 
     def next_run(self, vault: str, vm_id: str) -> datetime | None:
         """When an item's next run is."""
@@ -175,11 +196,36 @@ class MemoryProtection:
         return self.records.get(wire.active_backup_key(vault, vm_id))
 
     def add_recovery_point(self, vault: str, point: RecoveryPointRecord) -> None:
-        """Mirror a committed recovery point."""
+        """Mirror a committed recovery point; the item's count follows."""
         with self._mutex:
             self.records[wire.recovery_point_key(vault, point.id)] = dump(point.to_dict())
             index = self._zsets().setdefault(wire.recovery_points_key(vault, point.vm_id), {})
             index[point.id] = point.created_at.timestamp()
+            self._recount(vault, point.vm_id)
+
+    def remove_recovery_point(self, vault: str, vm_id: str, rp_id: str) -> None:
+        """Forget a pruned recovery point; the item's count follows."""
+        with self._mutex:
+            self.records.pop(wire.recovery_point_key(vault, rp_id), None)
+            self._zsets().get(wire.recovery_points_key(vault, vm_id), {}).pop(rp_id, None)
+            self._recount(vault, vm_id)
+
+    def update_recovery_point(self, vault: str, point: RecoveryPointRecord) -> bool:
+        """Replace a mirrored point's record if it is still mirrored."""
+        key = wire.recovery_point_key(vault, point.id)
+        with self._mutex:
+            if key not in self.records:
+                return False
+            self.records[key] = dump(point.to_dict())
+            return True
+
+    def _recount(self, vault: str, vm_id: str) -> None:
+        """Set the item's recovery point count to its mirror's size (if it is readable)."""
+        key = wire.item_key(vault, vm_id)
+        item = self._get(key, ProtectedItem.from_dict, quiet=True)
+        if item is not None:
+            count = len(self._zsets().get(wire.recovery_points_key(vault, vm_id), {}))
+            self.records[key] = dump(item.evolve(recovery_points=count).to_dict())
 
     def recovery_points(self, vault: str, vm_id: str) -> Listing[RecoveryPointRecord]:
         """A VM's mirrored recovery points, newest first."""

@@ -99,8 +99,30 @@ class RedisCatalog(RedisProtection, RedisIndexes):
     # --- vaults and VMs ----------------------------------------------------------------------
 
     def put_vault(self, vault: VaultConfig) -> None:
-        """Create or replace a vault's configuration."""
-        self._call(lambda: self._redis.set(wire.vault_key(vault.name), dump(vault.to_dict())))
+        """Create or replace a vault's configuration (and list its name)."""
+
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(wire.vault_key(vault.name), dump(vault.to_dict()))
+            pipe.sadd(wire.vault_index_key(), vault.name)
+            pipe.execute()
+
+        self._call(write)
+
+    def list_vaults(self) -> list[str]:
+        """The names of every recorded vault, sorted.
+
+        Vaults recorded before the index existed are found once by a scan and indexed.
+        """
+        index = wire.vault_index_key()
+        names = {_text(n) for n in self._call(lambda: self._redis.smembers(index), index)}
+        if not names:
+            prefix = wire.vault_key("")
+            found = self._call(lambda: list(self._redis.scan_iter(match=prefix + "*", count=1000)))
+            names = {_text(key).removeprefix(prefix) for key in found}
+            if names:
+                self._call(lambda: self._redis.sadd(index, *sorted(names)), index)
+        return sorted(names)
 
     def get_vault(self, name: str) -> VaultConfig | None:
         """A vault's configuration, or None."""

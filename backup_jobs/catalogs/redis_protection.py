@@ -94,6 +94,11 @@ class RedisProtection(RedisBase):
             [wire.item_key(vault, i) for i in ids], ProtectedItem.from_dict, "list protected items"
         )
 
+    def count_items(self, vault: str) -> int:
+        """How many protected items a vault has."""
+        index = wire.item_index_key(vault)
+        return int(self._call(lambda: self._redis.scard(index), index))
+
     def put_item(
         self,
         item: ProtectedItem,
@@ -112,6 +117,7 @@ class RedisProtection(RedisBase):
             wire.policy_items_key(item.vault, item.policy),
             wire.policy_items_key(item.vault, old_policy or item.policy),
             wire.SCHEDULE_KEY,
+            wire.recovery_points_key(item.vault, item.vm_id),
         ]
         args = [
             str(fence.token) if fence else "",
@@ -124,6 +130,24 @@ class RedisProtection(RedisBase):
         ]
         if not self._call(lambda: self._script(scripts.PUT_ITEM)(keys=keys, args=args), key):
             raise LeaseLost(item.vm_id)
+
+    def remove_item(self, vault: str, vm_id: str, fence: Fence | None = None) -> None:
+        """Remove an item with its schedule entry, policy membership, runs and active backup."""
+        key = wire.item_key(vault, vm_id)
+        old = self._call(lambda: self._redis.get(key), key)
+        policy = (_policy_of(_text(old)) if old else None) or ""
+        keys = [
+            wire.fence_key(fence.vault, fence.item) if fence else key,
+            key,
+            wire.item_index_key(vault),
+            wire.policy_items_key(vault, policy),
+            wire.SCHEDULE_KEY,
+            wire.item_events_key(vault, vm_id),
+            wire.active_backup_key(vault, vm_id),
+        ]
+        args = [str(fence.token) if fence else "", vm_id, wire.schedule_member(vault, vm_id)]
+        if not self._call(lambda: self._script(scripts.REMOVE_ITEM)(keys=keys, args=args), key):
+            raise LeaseLost(vm_id)
 
     def next_run(self, vault: str, vm_id: str) -> datetime | None:
         """When an item's next run is."""
@@ -207,19 +231,29 @@ class RedisProtection(RedisBase):
     # --- recovery points ---------------------------------------------------------------------
 
     def add_recovery_point(self, vault: str, point: RecoveryPointRecord) -> None:
-        """Mirror a committed recovery point."""
+        """Mirror a committed recovery point; the item's count follows."""
+        self._put_point(vault, point.vm_id, point.id, dump(point.to_dict()), point.created_at)
+
+    def remove_recovery_point(self, vault: str, vm_id: str, rp_id: str) -> None:
+        """Forget a pruned recovery point; the item's count follows."""
+        self._put_point(vault, vm_id, rp_id, "", None)
+
+    def _put_point(
+        self, vault: str, vm_id: str, rp_id: str, record: str, at: datetime | None
+    ) -> None:
+        keys = [
+            wire.recovery_point_key(vault, rp_id),
+            wire.recovery_points_key(vault, vm_id),
+            wire.item_key(vault, vm_id),
+        ]
+        args = [rp_id, record, repr(at.timestamp()) if at else ""]
+        self._call(lambda: self._script(scripts.PUT_POINT)(keys=keys, args=args), keys[0])
+
+    def update_recovery_point(self, vault: str, point: RecoveryPointRecord) -> bool:
+        """Replace a mirrored point's record if it is still mirrored (never resurrect one)."""
+        key = wire.recovery_point_key(vault, point.id)
         record = dump(point.to_dict())
-
-        def write() -> None:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.set(wire.recovery_point_key(vault, point.id), record)
-            pipe.zadd(
-                wire.recovery_points_key(vault, point.vm_id),
-                {point.id: point.created_at.timestamp()},
-            )
-            pipe.execute()
-
-        self._call(write)
+        return bool(self._call(lambda: self._redis.set(key, record, xx=True), key))
 
     def recovery_points(self, vault: str, vm_id: str) -> Listing[RecoveryPointRecord]:
         """A VM's mirrored recovery points, newest first."""

@@ -180,15 +180,27 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return {}
 """
 
+# An item's ``recovery_points`` is the size of its VM's mirror index at every write, so that a
+# prune removing points and a backup adding one never lose each other's count. Records are
+# compact sorted JSON (``records.dump``): the field appears once, as ``"recovery_points":N``
+# (inside a string its quotes would be escaped, so nothing else matches).
+_WITH_COUNT = """
+local function with_count(json, index)
+  local n = redis.call('ZCARD', index)
+  return (string.gsub(json, '"recovery_points":%-?%d+', '"recovery_points":' .. n, 1))
+end
+"""
+
 # KEYS[1] fence counter, KEYS[2] item record, KEYS[3] the vault's item index, KEYS[4] the
-# item's policy's item set, KEYS[5] its previous policy's item set, KEYS[6] the schedule;
-# ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3] VM id, ARGV[4] schedule member,
-# ARGV[5] '1' if the policy counts the item, ARGV[6] '1' if the item is scheduled,
-# ARGV[7] its next run's score ('' = leave it).
+# item's policy's item set, KEYS[5] its previous policy's item set, KEYS[6] the schedule,
+# KEYS[7] the VM's recovery point index; ARGV[1] token ('' = unfenced), ARGV[2] JSON, ARGV[3]
+# VM id, ARGV[4] schedule member, ARGV[5] '1' if the policy counts the item, ARGV[6] '1' if
+# the item is scheduled, ARGV[7] its next run's score ('' = leave it).
 PUT_ITEM = (
     _FENCE_CHECK
+    + _WITH_COUNT
     + """
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], with_count(ARGV[2], KEYS[7]))
 redis.call('SADD', KEYS[3], ARGV[3])
 if KEYS[5] ~= KEYS[4] then redis.call('SREM', KEYS[5], ARGV[3]) end
 if ARGV[5] == '1' then
@@ -217,3 +229,36 @@ else
 end
 return 1
 """
+
+# KEYS[1] point record, KEYS[2] the VM's recovery point index, KEYS[3] the item record;
+# ARGV[1] point id, ARGV[2] JSON ('' = remove the point), ARGV[3] its score. Adds or removes
+# a mirrored point and sets the item's count to match, in one step.
+PUT_POINT = (
+    _WITH_COUNT
+    + """
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+local raw = redis.pcall('GET', KEYS[3])
+if type(raw) == 'string' then redis.call('SET', KEYS[3], with_count(raw, KEYS[2])) end
+return 1
+"""
+)
+
+# KEYS[1] fence counter, KEYS[2] item record, KEYS[3] the vault's item index, KEYS[4] its
+# policy's item set, KEYS[5] the schedule, KEYS[6] its skipped/missed runs, KEYS[7] its
+# active backup; ARGV[1] token ('' = unfenced), ARGV[2] VM id, ARGV[3] schedule member.
+REMOVE_ITEM = (
+    _FENCE_CHECK
+    + """
+redis.call('DEL', KEYS[2], KEYS[6], KEYS[7])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[3])
+return 1
+"""
+)

@@ -17,6 +17,7 @@ from backup_jobs.cli.problems import problem_group
 from backup_jobs.cli.protection import backup_group, policy_group, protection_group
 from backup_jobs.cli.restore import recovery_point_group, restore
 from backup_jobs.cli.stack import demo, flower, server, up
+from backup_jobs.cli.vault import vault_group
 from backup_jobs.errors import (
     EXIT_INTERRUPTED,
     BackupJobsError,
@@ -52,6 +53,7 @@ for command in (
     restore,
     dashboard,
     problem_group,
+    vault_group,
 ):
     cli.add_command(command)
 

@@ -159,6 +159,29 @@ def protection_set(
     started(client().protect(vms, policy, backup_now=backup_now), wait, as_json)
 
 
+@protection_group.command("stop")
+@click.argument("vm")
+@click.option("--keep-data", is_flag=True, help="Keep every recovery point (resumable).")
+@click.option("--delete-data", is_flag=True, help="Delete every recovery point and the item.")
+@wait_option
+@json_option
+def protection_stop(vm: str, keep_data: bool, delete_data: bool, wait: bool, as_json: bool) -> None:
+    """Stop protecting a VM: no more backups; keep its recovery points, or delete them."""
+    if keep_data == delete_data:
+        raise click.UsageError("Give exactly one of --keep-data or --delete-data.")
+    started(Batch([client().stop_protection(vm, keep_data=keep_data)]), wait, as_json)
+
+
+@protection_group.command("resume")
+@click.argument("vm")
+@click.option("--policy", required=True, help="The policy to protect the VM with again.")
+@wait_option
+@json_option
+def protection_resume(vm: str, policy: str, wait: bool, as_json: bool) -> None:
+    """Resume a stopped protection under a policy; the next backup continues incrementally."""
+    started(Batch([client().resume_protection(vm, policy)]), wait, as_json)
+
+
 @protection_group.command("list")
 @click.option(
     "--state",

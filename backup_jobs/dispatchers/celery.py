@@ -18,7 +18,7 @@ from backup_jobs.catalogs.redis_errors import translate
 from backup_jobs.dispatcher import task_id_for
 from backup_jobs.errors import RedisUnavailable
 from backup_jobs.models import Job
-from backup_jobs.settings import Settings
+from backup_jobs.settings import MAINTENANCE_TIMEOUT_SECONDS, Settings
 from backup_jobs.settings import redact_url as redact
 
 # Added to the longest operation timeout: the Redis transport re-delivers an unacknowledged
@@ -36,6 +36,7 @@ def visibility_timeout_seconds(settings: Settings) -> int:
         t.install_agent_seconds,
         t.snapshot_seconds + t.transfer_seconds,
         t.restore_seconds,
+        MAINTENANCE_TIMEOUT_SECONDS,
     )
     return longest + VISIBILITY_MARGIN_SECONDS
 

@@ -53,8 +53,8 @@ class ChunkStore(Protocol):
         """Move a condemned blob back into the store."""
         ...
 
-    def purge(self, digest: str) -> None:
-        """Delete a condemned blob for good."""
+    def purge(self, digest: str) -> int:
+        """Delete a condemned blob for good; the bytes it took (0 if it was gone already)."""
         ...
 
     def quarantine(self, digest: str) -> None:

@@ -38,6 +38,8 @@ class GcReport:
     unreadable_manifests: tuple[str, ...]
     # Why this run deleted and condemned nothing, if it did not (a partial mark).
     skipped_reason: str | None = None
+    # What the purged blobs took on the store's disk.
+    bytes_purged: int = 0
 
 
 def collect_garbage(
@@ -55,10 +57,10 @@ def collect_garbage(
         )
         return GcReport(cutoff, len(live), rescued, 0, 0, 0, 0, unreadable, reason)
     orphans = _remove_orphan_indexes(vault, committed, cutoff)
-    purged = 0
+    purged = freed = 0
     for digest, condemned_at in list(vault.store.garbage()):
         if digest not in live and condemned_at < cutoff:
-            vault.store.purge(digest)
+            freed += vault.store.purge(digest)
             purged += 1
     condemned = 0
     for digest, mtime in list(vault.store.chunks()):
@@ -68,7 +70,9 @@ def collect_garbage(
     # A temp file is an interrupted write only if it is far older than any write takes: a
     # fresh one belongs to a backup that may have started after this GC looked at the leases.
     temporaries = vault.store.remove_temporaries(min(cutoff, started - WRITER_LEASE_TTL_SECONDS))
-    return GcReport(cutoff, len(live), rescued, purged, condemned, temporaries, orphans, ())
+    return GcReport(
+        cutoff, len(live), rescued, purged, condemned, temporaries, orphans, (), None, freed
+    )
 
 
 def _rescue(vault: Vault, live: set[str]) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import click
 import pytest
 
 from backup_jobs import errors
@@ -163,3 +166,26 @@ def test_the_data_disk_limit_action_names_the_limit() -> None:
         inventory.check_registrable(vm, VaultConfig("v", "r1", "local", "/f"), max_data_disks=3)
 
     assert "until the VM has at most 3" in raised.value.recommended_action
+
+
+def _named_commands() -> list[tuple[str, str]]:
+    """Every ``backup-jobs ...`` command an error's action names, with the error's code."""
+    found = []
+    for code, cls in sorted(errors._catalog().items()):
+        text = cls.action + (getattr(cls, "final_action", None) or "")
+        found.extend((code, command) for command in re.findall(r"`backup-jobs ([^`]*)`", text))
+    return found
+
+
+@pytest.mark.parametrize(("code", "command"), _named_commands())
+def test_every_command_an_action_names_exists_with_its_options(code: str, command: str) -> None:
+    from backup_jobs.cli.main import cli
+
+    node: click.Command = cli
+    words = command.split()
+    while words and isinstance(node, click.Group) and words[0] in node.commands:
+        node = node.commands[words.pop(0)]
+    options = {"--help", *(opt for param in node.params for opt in getattr(param, "opts", []))}
+
+    assert not isinstance(node, click.Group), f"{code}: `{command}` names no command"
+    assert {w for w in words if w.startswith("--")} <= options, f"{code}: `{command}`"

@@ -40,7 +40,13 @@ def test_operations_print_in_the_seeds_spelling() -> None:
         "ConfigureProtection",
         "Backup",
         "Restore",
+        "StopProtection",
+        "DeleteBackupData",
+        "Prune",
+        "Verify",
+        "GarbageCollect",
     ]
+    assert Operation.parse("garbage-collect") == Operation.GARBAGE_COLLECT
     assert Operation.parse("configure-protection") == Operation.CONFIGURE_PROTECTION
     assert str(Operation.parse("register")) == "Register"
 

@@ -16,7 +16,9 @@ from backup_jobs.items import (
     RecoveryPointRecord,
     RunOutcome,
     ScheduleEvent,
+    VerifyState,
 )
+from backup_jobs.models import VaultConfig
 from backup_jobs.policies import Policy, Retention, ScheduleKind, make_policy
 
 T0 = datetime(2026, 5, 1, 22, 0, tzinfo=UTC)
@@ -142,3 +144,77 @@ def test_an_unreadable_item_or_policy_is_skipped_by_listings(catalog: Catalog) -
 
     assert [i.vm_id for i in items] == ["cs/a"] and len(items.problems) == 1
     assert list(policies) == [] and len(policies.problems) == 1
+
+
+def _point(n: int, vm: str = "cs/a") -> RecoveryPointRecord:
+    return RecoveryPointRecord(f"rp{n}", vm, T0 + timedelta(days=n), "CrashConsistent", 10, 5)
+
+
+def test_an_item_s_point_count_follows_its_mirror_whoever_writes_last(catalog: Catalog) -> None:
+    catalog.put_item(_item("cs/a", state=ProtectionState.PROTECTED))
+    for n in range(3):
+        catalog.add_recovery_point("v", _point(n))
+    stale = catalog.get_item("v", "cs/a")
+    assert stale is not None and stale.recovery_points == 3
+
+    catalog.remove_recovery_point("v", "cs/a", "rp-gone")  # not mirrored: harmless
+    catalog.remove_recovery_point("v", "cs/a", "rp0")  # a prune, while a backup ran
+    catalog.put_item(stale.evolve(recovery_points=stale.recovery_points + 1))  # the backup
+
+    item = catalog.get_item("v", "cs/a")
+    assert [p.id for p in catalog.recovery_points("v", "cs/a")] == ["rp2", "rp1"]
+    assert item is not None and item.recovery_points == 2
+
+
+def test_a_verify_mark_replaces_a_mirrored_point_but_never_brings_a_removed_one_back(
+    catalog: Catalog,
+) -> None:
+    catalog.add_recovery_point("v", _point(1))
+    catalog.add_recovery_point("v", _point(2))
+    catalog.remove_recovery_point("v", "cs/a", "rp2")
+
+    broken = _point(1).evolve(verify_state=VerifyState.BROKEN, verified_at=T0, broken_reason="x")
+    assert catalog.update_recovery_point("v", broken)
+    assert not catalog.update_recovery_point("v", _point(2).evolve(verify_state="Verified"))
+    assert list(catalog.recovery_points("v", "cs/a")) == [broken]
+
+
+def test_removing_an_item_forgets_its_schedule_policy_membership_and_runs_and_is_fenced(
+    catalog: Catalog,
+) -> None:
+    catalog.put_policy("v", _policy("nightly"))
+    lock = catalog.acquire_lock("v", "cs/a", "job-1", 30)
+    fence = Fence("v", "cs/a", lock.token)
+    catalog.put_item(_item("cs/a"), fence, schedule_at=T0)
+    catalog.put_item(_item("cs/b"), schedule_at=T0)
+    catalog.record_event("v", "cs/a", ScheduleEvent(T0, RunOutcome.MISSED, "down"))
+    catalog.set_active_backup("v", "cs/a", "job-0")
+    catalog.invalidate_fence("v", "cs/a")
+    with pytest.raises(LeaseLost):
+        catalog.remove_item("v", "cs/a", fence)
+
+    catalog.remove_item("v", "cs/a")
+
+    assert catalog.get_item("v", "cs/a") is None and catalog.count_items("v") == 1
+    assert [i.vm_id for i in catalog.list_items("v")] == ["cs/b"]
+    assert catalog.policy_items("v", "nightly") == ["cs/b"]
+    assert catalog.next_run("v", "cs/a") is None and catalog.events("v", "cs/a") == []
+    assert catalog.active_backup("v", "cs/a") is None
+    assert catalog.delete_policy("v", "nightly") == ["cs/b"]
+
+
+def test_vaults_are_listed_by_name(catalog: Catalog) -> None:
+    for name in ("west", "east"):
+        catalog.put_vault(VaultConfig(name, "r1", "local", "/fleet"))
+
+    assert catalog.list_vaults() == ["east", "west"]
+
+
+def test_a_point_recorded_before_verify_existed_reads_as_unverified() -> None:
+    old = {k: v for k, v in _point(1).to_dict().items() if "verif" not in k and "broken" not in k}
+
+    point = RecoveryPointRecord.from_dict(old)
+
+    assert point.verify_state == VerifyState.UNVERIFIED and point.good
+    assert point.verified_at is None and point.broken_reason is None
+    assert RecoveryPointRecord.from_dict(point.to_dict()) == point

@@ -68,7 +68,19 @@ NUMERIC = {
     "BACKUP_JOBS_QUEUED_TIMEOUT_SECONDS": "a whole number from 60 to 604800",
     "BACKUP_JOBS_RESTART_DELAY_SECONDS": "a number from 0.1 to 30",
     "BACKUP_JOBS_START_WINDOW_SECONDS": "a whole number from 60 to 86400",
+    "BACKUP_JOBS_PRUNE_EVERY_SECONDS": "a whole number from 60 to 2592000",
+    "BACKUP_JOBS_VERIFY_EVERY_SECONDS": "a whole number from 60 to 2592000",
+    "BACKUP_JOBS_GC_EVERY_SECONDS": "a whole number from 60 to 2592000",
+    "BACKUP_JOBS_GC_MARGIN_SECONDS": "a whole number from 0 to 86400",
 }
+
+
+def test_maintenance_runs_hourly_and_daily_by_default_and_gc_keeps_a_five_minute_margin() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.prune_every_seconds, settings.verify_every_seconds) == (3600, 86400)
+    assert (settings.gc_every_seconds, settings.gc_margin_seconds) == (86400, 300)
+    assert Settings.from_env({"BACKUP_JOBS_GC_MARGIN_SECONDS": "0"}).gc_margin_seconds == 0
 
 
 @pytest.mark.parametrize(

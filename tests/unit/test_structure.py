@@ -32,7 +32,11 @@ DOMAIN_MODULES = [
     "backup_jobs.ticks",
     "backup_jobs.inventory",
     "backup_jobs.operations",
+    "backup_jobs.maintenance",
+    "backup_jobs.maintenance_ticks",
+    "backup_jobs.stopping",
     "backup_jobs.client",
+    "backup_jobs.client_maintenance",
     "backup_jobs.testing",
     "backup_jobs.timeparse",
     "backup_jobs.providers.local",
@@ -120,7 +124,28 @@ def test_wire_names_are_pinned() -> None:
         "backup_jobs.configure_protection",
         "backup_jobs.backup",
         "backup_jobs.restore",
+        "backup_jobs.stop_protection",
+        "backup_jobs.delete_backup_data",
+        "backup_jobs.prune",
+        "backup_jobs.verify",
+        "backup_jobs.garbage_collect",
     ]
+    assert [wire.OPERATION_QUEUES[op] for op in Operation] == [
+        "control",
+        "control",
+        "control",
+        "backup",
+        "backup",
+        "control",
+        "control",
+        "maintenance",
+        "maintenance",
+        "maintenance",
+    ]
+    assert wire.TASK_START_MAINTENANCE == "backup_jobs.tick.start_maintenance"
+    assert wire.vault_index_key() == "bj:vaults"
+    assert wire.recovery_point_key("v", "rp") == "bj:rp:v:rp"
+    assert wire.recovery_points_key("v", "cs/n") == "bj:rps:v:cs/n"
     assert wire.TASK_DISPATCH_BACKUPS == "backup_jobs.tick.dispatch_backups"
     assert wire.SCHEDULE_KEY == "bj:schedule"
     assert wire.item_key("v", "cs/n") == "bj:item:v:cs/n"
@@ -168,13 +193,15 @@ def test_procfile_runs_the_same_processes_as_backup_jobs_up() -> None:
 
 
 # Use-cases talk to ports only (DESIGN §10): never to an adapter, Celery, redis or runtime/.
-USE_CASES = [
-    "backup_jobs/inventory.py",
-    "backup_jobs/jobs.py",
-    "backup_jobs/ticks.py",
-    "backup_jobs/operations.py",
-    "backup_jobs/heartbeat.py",
-]
+# Every top-level module of backup_jobs is domain (use cases, ports, values) but these: the
+# production wiring (``Client.from_env`` builds the Redis catalog and Celery dispatcher),
+# finding the server (``connection``) and the in-memory fakes shipped for tests (``testing``).
+WIRING = {"client.py", "connection.py", "testing.py", "__main__.py"}
+USE_CASES = sorted(
+    str(path.relative_to(REPO))
+    for path in (REPO / "backup_jobs").glob("*.py")
+    if path.name not in WIRING
+)
 ADAPTERS = (
     "backup_jobs.catalogs",
     "backup_jobs.providers",

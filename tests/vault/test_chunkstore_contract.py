@@ -52,14 +52,14 @@ def test_usage_counts_stored_blobs_and_their_bytes_not_garbage(store: ChunkStore
 
 def test_condemned_blobs_are_still_readable_and_can_be_rescued_or_purged(store: ChunkStore) -> None:
     store.put(A, [b"a"])
-    store.put(B, [b"b"])
+    store.put(B, [b"bb", b"b"])
     store.condemn(A)
     store.condemn(B)
 
     assert not store.exists(A) and store.get(A) == b"a"
     assert {d for d, _ in store.garbage()} == {A, B}
     store.rescue(A)
-    store.purge(B)
+    assert store.purge(B) == 3 and store.purge(B) == 0  # the bytes it took; then gone
 
     assert store.exists(A) and list(store.garbage()) == []
     with pytest.raises(ChunkMissing):

@@ -258,3 +258,35 @@ def test_a_gc_run_that_cannot_read_every_index_deletes_and_condemns_nothing(
     assert verify(vault).ok
     for point, image in zip(points, images, strict=True):
         assert restored_bytes(vault, point.id, tmp_path) == image.read_bytes()
+
+
+def test_verify_of_one_vm_rehashes_only_its_chunks_and_names_its_broken_points(
+    vault: Vault, tmp_path: Path
+) -> None:
+    mine = back_up(vault, write_image(tmp_path / "a.raw", [("data", 2 * SMALL_CHUNK)]), "cs/a")
+    other = back_up(
+        vault, write_image(tmp_path / "b.raw", [("data", 3 * SMALL_CHUNK)], seed=1), "cs/b"
+    )
+    bad = next(
+        p
+        for p in (vault.root / "chunks").rglob("*")
+        if p.is_file() and p.name in _digests(vault, mine)
+    )
+    data = bytearray(bad.read_bytes())
+    data[50] ^= 0xFF
+    bad.write_bytes(bytes(data))
+
+    theirs = verify(vault, vm="cs/b")
+    ours = verify(vault, vm="cs/a")
+
+    assert theirs.ok and theirs.chunks_checked == 3 and set(theirs.points) == {other.id}
+    assert ours.chunks_checked == 2 and list(ours.bad_chunks) == [bad.name]
+    assert ours.broken_points() == {
+        mine.id: f"chunk {bad.name}: blob CRC32 does not match its payload"
+    }
+    assert (vault.root / "quarantine" / bad.name).exists()
+
+
+def _digests(vault: Vault, manifest: Manifest) -> set[str]:
+    index = vault.read_index(manifest, manifest.disks[0])
+    return {d.hex() for d in index.digests if d != ZERO_DIGEST}

@@ -101,7 +101,10 @@ class FilesystemChunkStore:
         """Move to garbage and stamp the time of condemnation."""
         target = self._garbage_path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path(digest), target)
+        try:
+            os.replace(self.path(digest), target)
+        except FileNotFoundError:
+            return  # quarantined by a verify running meanwhile: nothing left to condemn
         os.utime(target)
 
     def garbage(self) -> Iterator[tuple[str, float]]:
@@ -116,10 +119,15 @@ class FilesystemChunkStore:
             os.link(source, self.path(digest))
         os.unlink(source)
 
-    def purge(self, digest: str) -> None:
-        """Delete a condemned blob."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._garbage_path(digest))
+    def purge(self, digest: str) -> int:
+        """Delete a condemned blob; the bytes it took (0 if it was gone already)."""
+        path = self._garbage_path(digest)
+        try:
+            size = path.stat().st_size
+            os.unlink(path)
+        except FileNotFoundError:
+            return 0
+        return size
 
     def quarantine(self, digest: str) -> None:
         """Move a corrupt blob to ``quarantine/``."""

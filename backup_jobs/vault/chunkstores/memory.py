@@ -58,6 +58,8 @@ class MemoryChunkStore:
     def condemn(self, digest: str) -> None:
         """Move to garbage."""
         with self._mutex:
+            if digest not in self.blobs:
+                return  # quarantined meanwhile, as the file system store allows
             blob, _ = self.blobs.pop(digest)
             self.condemned[digest] = (blob, self._clock())
 
@@ -73,10 +75,11 @@ class MemoryChunkStore:
             blob, _ = self.condemned.pop(digest)
             self.blobs.setdefault(digest, (blob, self._clock()))
 
-    def purge(self, digest: str) -> None:
-        """Delete a condemned blob."""
+    def purge(self, digest: str) -> int:
+        """Delete a condemned blob; the bytes it took."""
         with self._mutex:
-            self.condemned.pop(digest, None)
+            blob, _ = self.condemned.pop(digest, (b"", 0.0))
+            return len(blob)
 
     def quarantine(self, digest: str) -> None:
         """Move a corrupt blob aside."""
