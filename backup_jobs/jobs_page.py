@@ -35,7 +35,7 @@ def list_jobs(
     high = timeparse.since(until, now, "until")
     if low is not None and high is not None and high < low:
         raise ConfigurationError(
-            detail=f"until ({high.isoformat()}) is before since ({low.isoformat()}), so no job "
+            detail=f"until={high.isoformat()!r} is before since={low.isoformat()!r}, so no job "
             "can match; give the earlier time as since"
         )
     query = JobQuery(
