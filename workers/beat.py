@@ -18,12 +18,14 @@ TICKS = {
     "sweep-queued-jobs": wire.TASK_SWEEP_QUEUED,
     "dispatch-due-backups": wire.TASK_DISPATCH_BACKUPS,
     "repair-job-indexes": wire.TASK_REPAIR_INDEXES,
+    "expire-job-history": wire.TASK_EXPIRE_HISTORY,
 }
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Ticks that claim due retries, reap jobs whose worker died, re-send lost messages, start
-    scheduled backups and repair the job indexes (a cheap check unless a pass is due)."""
+    scheduled backups, repair the job indexes (a cheap check unless a pass is due) and delete
+    final jobs older than the job history (one range read when none is due)."""
     tick = settings.tick_seconds
     # A tick still unconsumed when the next is due (its consumer is down) is dropped: the next
     # one does its work, so ticks never pile up behind a stopped consumer.

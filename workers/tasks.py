@@ -114,3 +114,9 @@ def dispatch_due_backups() -> dict[str, Any]:
 def repair_job_indexes() -> dict[str, Any]:
     """Beat tick: put back index entries the job records imply, when a repair pass is due."""
     return run_tick("repair-job-indexes")
+
+
+@app.task(name=wire.TASK_EXPIRE_HISTORY, **_TICK_OPTIONS)
+def expire_job_history() -> dict[str, Any]:
+    """Beat tick: delete a batch of final jobs that ended before the job history's days."""
+    return run_tick("expire-job-history")

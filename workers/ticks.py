@@ -42,6 +42,9 @@ TICKS: dict[str, Tick] = {
         root.settings().max_attempts,
     ),
     "repair-job-indexes": ticks.repair_job_indexes,
+    "expire-job-history": lambda catalog, clock: ticks.expire_job_history(
+        catalog, clock, root.settings().job_history_days
+    ),
 }
 
 

@@ -178,9 +178,12 @@ def test_a_job_saved_final_again_is_not_expired_by_its_old_entry(catalog: Catalo
     _end(catalog, job, JobStatus.FAILED, T0)
     # A retry made it run again (not final): its retention entry goes with the save.
     catalog.save_job(job.evolve(status=JobStatus.IN_PROGRESS, attempt=2))
+    assert _index_members(catalog, wire.ENDED_KEY) == []
+    _add_entry(catalog, wire.ENDED_KEY, "j001", T0.timestamp())  # a stale entry, say
 
     assert list(catalog.expire_jobs(T0 + timedelta(days=1), limit=10)) == []
     assert catalog.get_job("j001") is not None
+    assert _index_members(catalog, wire.ENDED_KEY) == []  # the stale entry is dropped
 
 
 def test_the_index_repair_puts_back_the_jobs_page_entries(catalog: Catalog) -> None:
@@ -214,6 +217,14 @@ def _delete_indexes(catalog: Catalog, keys: list[str]) -> None:
     else:
         assert isinstance(catalog, RedisCatalog)
         catalog.client.delete(*keys)
+
+
+def _add_entry(catalog: Catalog, key: str, member: str, score: float) -> None:
+    if isinstance(catalog, MemoryCatalog):
+        catalog._pages.scores.setdefault(key, {})[member] = score
+    else:
+        assert isinstance(catalog, RedisCatalog)
+        catalog.client.zadd(key, {member: score})
 
 
 def _index_members(catalog: Catalog, key: str) -> list[str]:
