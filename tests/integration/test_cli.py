@@ -229,6 +229,8 @@ def test_the_jobs_page_pages_with_cursors_and_refuses_garbage_in_one_line(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal, even when the suite runs where SIGINT is ignored (nohup &).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     time.sleep(2)
     watching.send_signal(signal.SIGINT)
