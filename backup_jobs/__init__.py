@@ -26,7 +26,15 @@ from backup_jobs.errors import (
     VMNotRunning,
     WorkerLost,
 )
-from backup_jobs.models import VM, Job, JobStatus, Operation, PowerState, RegistrationState
+from backup_jobs.models import (
+    VM,
+    Job,
+    JobPage,
+    JobStatus,
+    Operation,
+    PowerState,
+    RegistrationState,
+)
 from backup_jobs.settings import Settings
 
 __all__ = [  # noqa: RUF022 - plain sorted order, pinned by a test
@@ -45,6 +53,7 @@ __all__ = [  # noqa: RUF022 - plain sorted order, pinned by a test
     "Job",
     "JobHandle",
     "JobNotFound",
+    "JobPage",
     "JobStatus",
     "JobTimeout",
     "Operation",

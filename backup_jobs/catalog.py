@@ -6,10 +6,11 @@ catalog applies such a write only if the token is still current, atomically, so 
 lost its lease cannot overwrite newer state.
 
 Saving a job keeps every index that follows from its status in the same atomic write: the
-in-progress set (the reaper's), the retry set (``WaitingToRetry`` jobs by ``next_retry_at``),
-the queued set (``Queued`` jobs by when the sweep should look at them) and the item's lease
-(freed once the job is not running). No crash between two writes can leave a job in a status
-without its index entry, so nothing is stranded.
+in-progress set (the reaper's), the retry set (``WaitingToRetry`` jobs by ``next_retry_at``), the
+queued set (``Queued`` jobs by when the sweep should look at them), the jobs page's indexes
+(``joblist``: by status, operation and item), the retention index (final jobs by end time) and the
+item's lease (freed once the job is not running). No crash between two writes can leave a job in a
+status without its index entry, so nothing is stranded.
 
 The indexes are derived data: the job records can rebuild them. A store whose indexes can be
 damaged from outside (Redis: a key of the wrong type, a member that is not UTF-8) repairs them
@@ -30,8 +31,12 @@ from datetime import datetime
 from typing import Protocol
 
 from backup_jobs.items import ProtectedItem, RecoveryPointRecord, ScheduleEvent
-from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
+from backup_jobs.joblist import JobQuery
+from backup_jobs.models import VM, Job, JobPage, JobStatus, Listing, Operation, Problem, VaultConfig
 from backup_jobs.policies import Policy
+
+# A query for every job of a vault, newest first.
+ALL_JOBS = JobQuery()
 
 
 @dataclass(frozen=True)
@@ -247,8 +252,40 @@ class Catalog(ProtectionRecords, Protocol):
         """
         ...
 
-    def list_jobs(self, vault: str, since: datetime | None = None) -> Listing[Job]:
-        """The readable jobs of a vault queued at or after ``since``, newest first."""
+    def list_jobs(self, vault: str, query: JobQuery = ALL_JOBS) -> JobPage:
+        """A page of the readable jobs of a vault that ``query`` asks for, newest first.
+
+        Costs O(log n + page) for one filter (a walk of its index); filters that intersect
+        walk the smallest index in the time range, looking at most at ``joblist.SCAN_BUDGET``
+        entries (a shorter page, with a cursor). ``next_cursor`` is None when nothing more can
+        match. Unreadable records are the page's problems.
+        """
+        ...
+
+    def count_jobs(
+        self,
+        vault: str,
+        *,
+        status: JobStatus | None = None,
+        operation: Operation | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many jobs of a vault have this status and operation, queued in [since, until].
+
+        One ZCOUNT for one filter (the dashboard's "last 24 h per status"); both filters count
+        the matches of the smaller index in the time range.
+        """
+        ...
+
+    def expire_jobs(self, ended_before: datetime, limit: int) -> Listing[str]:
+        """Delete up to ``limit`` final jobs that ended before ``ended_before``, oldest first.
+
+        Each with every index entry, in one atomic write per job, and only if its record is
+        still the final one read (a job is never removed while it can still change). Costs
+        O(limit); nothing due costs one range read. Returns the ids deleted; unreadable
+        records are the problems (their entry in the retention index is dropped).
+        """
         ...
 
     def acquire_lock(
@@ -317,10 +354,11 @@ class Catalog(ProtectionRecords, Protocol):
     def restore_job_indexes(self, now: datetime) -> Listing[str]:
         """Put back every index entry a job record's status implies that its index lacks.
 
-        One pass over every job record: a Queued job is due for the sweep at ``now``, an
-        InProgress one goes back to the reaper, a WaitingToRetry one is due at its next retry,
-        and every job is in its vault's job index. Returns the ids put back; job records that
-        cannot be read are the listing's problems.
+        One pass over every job record: a Queued job is due for the sweep at ``now``, an InProgress
+        one goes back to the reaper, a WaitingToRetry one is due at its next retry, every job is in
+        its vault's job index and the jobs page's indexes of its status, operation and item, and a
+        final job in the retention index. Returns the ids put back; job records that cannot be read
+        are the listing's problems.
         """
         ...
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backup_jobs import inventory, jobs, protection, restores, timeparse, wire
+from backup_jobs import inventory, jobs, jobs_page, protection, restores, wire
 from backup_jobs.attention import Attention
 from backup_jobs.catalog import Catalog
 from backup_jobs.client_maintenance import MaintenanceVerbs
@@ -35,9 +35,11 @@ from backup_jobs.errors import (
     most_severe,
 )
 from backup_jobs.items import ItemView, ProtectionState, RecoveryPointRecord
+from backup_jobs.joblist import DEFAULT_PAGE_SIZE
 from backup_jobs.models import (
     VM,
     Job,
+    JobPage,
     JobStatus,
     Listing,
     Operation,
@@ -241,22 +243,35 @@ class Client(MaintenanceVerbs):
         self,
         operation: Operation | str | None = None,
         status: JobStatus | str | None = None,
+        item: str | None = None,
         since: datetime | str | None = None,
-    ) -> Listing[Job]:
-        """The vault's jobs, newest first, filtered; unreadable records named in ``problems``.
+        until: datetime | str | None = None,
+        before: datetime | str | None = None,
+        limit: int | None = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A page of the vault's jobs, newest first, filtered in the catalog's indexes.
 
-        Names are read in any case (``failed``); ``since`` is a datetime (UTC if naive), or
-        text as the CLI takes it (``24h``, ISO 8601).
+        Names are read in any case (``failed``); ``item`` is a VM (``cloud_service/name`` or a
+        unique name) or ``vault`` (the vault's own jobs, e.g. Discovery); times are datetimes
+        (UTC if naive) or text as the CLI takes it (``24h`` ago, ISO 8601): ``since`` and
+        ``until`` inclusive, ``before`` exclusive. At most ``limit`` jobs (1 to 1000; None: every
+        match); the page's ``next_cursor`` passed as ``cursor`` gives the next, older page (None:
+        nothing more). Unreadable records are named in ``problems``.
         """
-        found = self.catalog.list_jobs(self.vault.name, timeparse.since(since, self._clock.now()))
-        wanted_operation = None if operation is None else Operation.parse(operation)
-        wanted_status = None if status is None else JobStatus.parse(status)
-        kept = [
-            job
-            for job in found
-            if wanted_operation in (None, job.operation) and wanted_status in (None, job.status)
-        ]
-        return Listing(kept, found.problems)
+        return jobs_page.list_jobs(
+            self.catalog,
+            self.vault.name,
+            self._clock.now(),
+            operation=operation,
+            status=status,
+            item=item,
+            since=since,
+            until=until,
+            before=before,
+            limit=limit,
+            cursor=cursor,
+        )
 
     def vms(self, registrable: bool = False, include_deleted: bool = False) -> Listing[VM]:
         """The vault's VMs; ``registrable``: not registered, in the vault's region, present.

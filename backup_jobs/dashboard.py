@@ -167,7 +167,6 @@ def build_dashboard(
     """Every figure of the dashboard, each with the filter that drills into it."""
     views = item_views(catalog, vault, now)
     since = now - JOBS_WINDOW
-    jobs = catalog.list_jobs(vault, since)
     protection = [
         _items_figure("Protected items", len(views)),
         *(
@@ -176,7 +175,7 @@ def build_dashboard(
         ),
     ]
     job_figures = [
-        _jobs_figure(status, sum(1 for job in jobs if job.status == status), since)
+        _jobs_figure(status, catalog.count_jobs(vault, status=status, since=since), since)
         for status in (*FINISHED, *UNFINISHED)
     ]
     attention = [
@@ -195,7 +194,7 @@ def build_dashboard(
         tuple(job_figures),
         tuple(attention),
         _storage(catalog, vault, [v.item.vm_id for v in views], vault_dir),
-        [*views.problems, *jobs.problems],
+        views.problems,
     )
 
 

@@ -483,3 +483,21 @@ class Listing(list[T], Generic[T]):
     def __init__(self, items: list[T] | None = None, problems: list[Problem] | None = None) -> None:
         super().__init__(items or [])
         self.problems: list[Problem] = list(problems or [])
+
+
+class JobPage(Listing[Job]):
+    """One page of jobs, newest first, with the cursor of the page after it.
+
+    ``next_cursor`` is an opaque token (``Client.jobs(cursor=...)``, ``job list --cursor``);
+    None when nothing more can match. A page may be shorter than asked (a scan is bounded),
+    and the page after a full one may be empty.
+    """
+
+    def __init__(
+        self,
+        items: list[Job] | None = None,
+        problems: list[Problem] | None = None,
+        next_cursor: str | None = None,
+    ) -> None:
+        super().__init__(items, problems)
+        self.next_cursor = next_cursor

@@ -58,6 +58,9 @@ DEFAULT_START_WINDOW_SECONDS = 2 * 3600
 # `up` restarts a crashed process after this long, doubled after each crash in a row (to 30 s).
 DEFAULT_RESTART_DELAY_SECONDS = 1.0
 RESTART_DELAY_RANGE_SECONDS = (0.1, 30)
+# Final jobs are kept this long after they ended, then deleted by the history tick: a quarter
+# of a year answers "what happened last month" and bounds Redis's memory by the job rate.
+DEFAULT_JOB_HISTORY_DAYS = 90
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Maintenance cadence (DESIGN §6): prune hourly, verify and GC daily. Each tick starts one job
 # per vault and period; at least a minute apart (a job per tick would only queue up), at most
@@ -99,6 +102,8 @@ QUEUED_TIMEOUT_RANGE_SECONDS = (60, WEEK_SECONDS)
 # A start window shorter than a minute misses runs on a busy tick; longer than a day runs
 # yesterday's backup today.
 START_WINDOW_RANGE_SECONDS = (60, 24 * 3600)
+# At least a day (yesterday's failures stay readable); at most ten years.
+JOB_HISTORY_RANGE_DAYS = (1, 3650)
 
 N = TypeVar("N", int, float)
 
@@ -145,6 +150,7 @@ class Settings:
     verify_every_seconds: int = DEFAULT_VERIFY_EVERY_SECONDS
     gc_every_seconds: int = DEFAULT_GC_EVERY_SECONDS
     gc_margin_seconds: int = DEFAULT_GC_MARGIN_SECONDS
+    job_history_days: int = DEFAULT_JOB_HISTORY_DAYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +218,9 @@ class Settings:
             gc_every_seconds=env.every("GC", DEFAULT_GC_EVERY_SECONDS),
             gc_margin_seconds=env.number(
                 "GC_MARGIN_SECONDS", DEFAULT_GC_MARGIN_SECONDS, int, GC_MARGIN_RANGE_SECONDS
+            ),
+            job_history_days=env.number(
+                "JOB_HISTORY_DAYS", DEFAULT_JOB_HISTORY_DAYS, int, JOB_HISTORY_RANGE_DAYS
             ),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):

@@ -1,5 +1,5 @@
 """The clock ticks that move jobs along without a worker: due retries, the reaper, the sweep,
-and the repair of the indexes they read.
+the repair of the indexes they read, and the job history's retention.
 
 Beat sends them to a consumer of their own, so no job can delay them (DESIGN §10). Each is
 idempotent (two beats, a re-run tick) and costs O(due entries). One bad record never stops a
@@ -43,6 +43,9 @@ UNREADABLE_BACKOFF_SECONDS = 300.0
 # A repair pass reads every job record, so it runs rarely; an entry lost in a way nobody noticed
 # waits at most this long (a replaced index key asks for a pass at once).
 INDEX_REPAIR_EVERY_SECONDS = 3600.0
+# Final jobs the history tick deletes at most per run: a backlog (the setting just lowered)
+# drains over a few ticks instead of holding Redis for one long write.
+EXPIRE_BATCH = 500
 
 
 @dataclass
@@ -151,6 +154,22 @@ def repair_job_indexes(
     for problem in problems:
         catalog.record_problem(problem)
     return TickReport(list(restored), problems)
+
+
+def expire_job_history(
+    catalog: Catalog, clock: Clock, history_days: int, batch: int = EXPIRE_BATCH
+) -> TickReport:
+    """Delete up to ``batch`` final jobs that ended more than ``history_days`` ago.
+
+    With every index entry, oldest first; a job that is not final is never deleted. Nothing
+    due costs one range read of the retention index, so it runs at every tick.
+    """
+    now = clock.now()
+    deleted = catalog.expire_jobs(now - timedelta(days=history_days), batch)
+    problems = [replace(p, seen_by="expire job history", seen_at=now) for p in deleted.problems]
+    for problem in problems:
+        catalog.record_problem(problem)
+    return TickReport(list(deleted), problems)
 
 
 def _give_up(catalog: Catalog, job: Job, waited: float, clock: Clock) -> None:

@@ -42,6 +42,7 @@ TASK_DISPATCH_BACKUPS = "backup_jobs.tick.dispatch_backups"
 TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
 # Starts each vault's Prune, Verify and GarbageCollect jobs when their cadence says so.
 TASK_START_MAINTENANCE = "backup_jobs.tick.start_maintenance"
+TASK_EXPIRE_HISTORY = "backup_jobs.tick.expire_job_history"
 TICK_TASKS = (
     TASK_DISPATCH_RETRIES,
     TASK_REAP,
@@ -49,6 +50,7 @@ TICK_TASKS = (
     TASK_DISPATCH_BACKUPS,
     TASK_REPAIR_INDEXES,
     TASK_START_MAINTENANCE,
+    TASK_EXPIRE_HISTORY,
 )
 
 OPERATION_QUEUES: dict[Operation, str] = {
@@ -104,6 +106,30 @@ def job_key(job_id: str) -> str:
 def job_index_key(vault: str) -> str:
     """The jobs of a vault, scored by queue time (epoch seconds)."""
     return f"{KEY_PREFIX}:jobs:{vault}"
+
+
+def jobs_by_status_key(vault: str, status: str) -> str:
+    """The jobs of a vault that have one status now, scored by queue time (the jobs page)."""
+    return f"{KEY_PREFIX}:jobs-by-status:{vault}:{status}"
+
+
+def jobs_by_operation_key(vault: str, operation: str) -> str:
+    """The jobs of a vault of one operation, scored by queue time (the jobs page)."""
+    return f"{KEY_PREFIX}:jobs-by-operation:{vault}:{operation}"
+
+
+def jobs_by_item_key(vault: str, item: str) -> str:
+    """The jobs of one item (VM id, or the vault's own item), scored by queue time."""
+    return f"{KEY_PREFIX}:jobs-by-item:{vault}:{item}"
+
+
+# The prefixes of every per-vault job index (all of them sorted sets scored by queue time).
+JOB_LISTING_PREFIXES = (
+    f"{KEY_PREFIX}:jobs:",
+    f"{KEY_PREFIX}:jobs-by-status:",
+    f"{KEY_PREFIX}:jobs-by-operation:",
+    f"{KEY_PREFIX}:jobs-by-item:",
+)
 
 
 def lock_key(vault: str, item: str) -> str:
@@ -172,6 +198,8 @@ RETRY_SET_KEY = f"{KEY_PREFIX}:retries"
 IN_PROGRESS_KEY = f"{KEY_PREFIX}:in-progress"
 # Queued jobs by when the sweep should look at them again (a message may never have gone out).
 QUEUED_KEY = f"{KEY_PREFIX}:queued"
+# Final jobs of every vault by when they ended (epoch seconds): what history retention reads.
+ENDED_KEY = f"{KEY_PREFIX}:jobs-ended"
 # Records that could not be read, by key: what the ticks skipped (``backup-jobs problem list``).
 PROBLEMS_KEY = f"{KEY_PREFIX}:problems"
 # When each tick last ran, by tick name.

@@ -25,6 +25,7 @@ from backup_jobs.runtime import embedded
 CONTROL_PLANE_DB = 5
 SCHEDULER_DB = 6
 BACKUP_JOB_DB = 7
+JOB_LIST_DB = 8
 
 
 def arguments(doc: str, runs: int = 3) -> argparse.ArgumentParser:

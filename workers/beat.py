@@ -20,13 +20,15 @@ TICKS = {
     "repair-job-indexes": wire.TASK_REPAIR_INDEXES,
     # Every tick, a cheap check per vault; each job starts at its own cadence (a setting).
     "start-maintenance": wire.TASK_START_MAINTENANCE,
+    "expire-job-history": wire.TASK_EXPIRE_HISTORY,
 }
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Ticks that claim due retries, reap jobs whose worker died, re-send lost messages, start
-    scheduled backups, repair the job indexes (a cheap check unless a pass is due) and start
-    each vault's Prune, Verify and GarbageCollect jobs (a cheap check unless one is due)."""
+    scheduled backups, repair the job indexes (a cheap check unless a pass is due), start each
+    vault's Prune, Verify and GarbageCollect jobs (a cheap check unless one is due) and delete
+    final jobs older than the job history (one range read when none is due)."""
     tick = settings.tick_seconds
     # A tick still unconsumed when the next is due (its consumer is down) is dropped: the next
     # one does its work, so ticks never pile up behind a stopped consumer.

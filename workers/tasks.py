@@ -198,3 +198,9 @@ def repair_job_indexes() -> dict[str, Any]:
 def start_maintenance() -> dict[str, Any]:
     """Beat tick: start each vault's Prune, Verify or GarbageCollect job once it is due."""
     return run_tick("start-maintenance")
+
+
+@app.task(name=wire.TASK_EXPIRE_HISTORY, **_TICK_OPTIONS)
+def expire_job_history() -> dict[str, Any]:
+    """Beat tick: delete a batch of final jobs that ended before the job history's days."""
+    return run_tick("expire-job-history")

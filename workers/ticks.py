@@ -49,6 +49,9 @@ TICKS: dict[str, Tick] = {
         maintenance_ticks.cadence(root.settings()),
         root.settings().max_attempts,
     ),
+    "expire-job-history": lambda catalog, clock: ticks.expire_job_history(
+        catalog, clock, root.settings().job_history_days
+    ),
 }
 
 

@@ -11,18 +11,30 @@ import time
 from datetime import datetime
 
 from backup_jobs import wire
-from backup_jobs.catalog import Fence, LockResult
+from backup_jobs.catalog import ALL_JOBS, Fence, LockResult
+from backup_jobs.catalogs.memory_jobs import JobIndexes
 from backup_jobs.catalogs.memory_protection import MemoryProtection
 from backup_jobs.catalogs.records import (
     collect,
     decode_record,
     dump,
     index_entries,
+    listing_entries,
     readable_state,
     vms_listing,
 )
 from backup_jobs.errors import CorruptRecord, LeaseLost
-from backup_jobs.models import VM, Job, JobStatus, Listing, Problem, VaultConfig
+from backup_jobs.joblist import JobQuery, encode_cursor
+from backup_jobs.models import (
+    VM,
+    Job,
+    JobPage,
+    JobStatus,
+    Listing,
+    Operation,
+    Problem,
+    VaultConfig,
+)
 
 
 class MemoryCatalog(MemoryProtection):
@@ -32,7 +44,7 @@ class MemoryCatalog(MemoryProtection):
         self._mutex = threading.RLock()
         self.records: dict[str, str] = {}
         self._vm_ids: dict[str, set[str]] = {}
-        self._job_index: dict[str, dict[str, float]] = {}
+        self._pages = JobIndexes()
         self._locks: dict[str, tuple[str, float]] = {}
         self._fences: dict[str, int] = {}
         self._retries: dict[str, float] = {}
@@ -116,7 +128,7 @@ class MemoryCatalog(MemoryProtection):
             if key in self.records:
                 return False
             self.records[key] = dump(job.to_dict())
-            self._job_index.setdefault(job.vault, {})[job.id] = job.queued_at.timestamp()
+            self._pages.put(job)
             self._queued[job.id] = check_at.timestamp()
             return True
 
@@ -154,6 +166,7 @@ class MemoryCatalog(MemoryProtection):
         return stored is not None and stored.status == status
 
     def _index(self, job: Job, check_at: datetime | None) -> None:
+        self._pages.put(job)
         if job.status == JobStatus.IN_PROGRESS:
             self._in_progress.add(job.id)
         else:
@@ -170,18 +183,54 @@ class MemoryCatalog(MemoryProtection):
         else:
             self._queued.pop(job.id, None)
 
-    def list_jobs(self, vault: str, since: datetime | None = None) -> Listing[Job]:
-        """The readable jobs of a vault, newest first."""
-        low = since.timestamp() if since else float("-inf")
+    def list_jobs(self, vault: str, query: JobQuery = ALL_JOBS) -> JobPage:
+        """A page of the jobs ``query`` asks for, newest first, as the Redis catalog pages."""
+        limit = query.limit or len(self.records) + 1
         with self._mutex:
-            index = self._job_index.get(vault, {})
-            ids = sorted((i for i, t in index.items() if t >= low), key=lambda i: -index[i])
-            raws = [(wire.job_key(i), self.records.get(wire.job_key(i))) for i in ids]
-        jobs: Listing[Job] = Listing()
+            walk = self._pages.walk(query.indexes(vault), query, limit)
+            raws = [(wire.job_key(i), self.records.get(wire.job_key(i))) for i in walk.ids]
+        found: Listing[Job] = Listing()
         for key, raw in raws:
             if raw:
-                collect(jobs, key, raw, Job.from_dict, "list jobs")
-        return jobs
+                collect(found, key, raw, Job.from_dict, "list jobs")
+        cursor = encode_cursor(walk.position) if walk.position else None
+        kept = [job for job in found if job.vault == vault and query.matches(job)]
+        return JobPage(kept, found.problems, cursor)
+
+    def count_jobs(
+        self,
+        vault: str,
+        *,
+        status: JobStatus | None = None,
+        operation: Operation | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many jobs match, in the time range."""
+        query = JobQuery(status=status, operation=operation, since=since, until=until)
+        with self._mutex:
+            return self._pages.count(query.indexes(vault), query)
+
+    def expire_jobs(self, ended_before: datetime, limit: int) -> Listing[str]:
+        """Delete up to ``limit`` final jobs that ended before ``ended_before``."""
+        deleted: Listing[str] = Listing()
+        with self._mutex:
+            for job_id in self._pages.due(wire.ENDED_KEY, ended_before.timestamp(), limit):
+                key = wire.job_key(job_id)
+                raw = self.records.get(key)
+                job: Job | None = None
+                if raw:
+                    try:
+                        job = decode_record(key, raw, Job.from_dict)
+                    except CorruptRecord as exc:
+                        deleted.problems.append(Problem(key, exc.detail, "expire job history"))
+                if job is None or not job.status.is_final:
+                    self._pages.scores[wire.ENDED_KEY].pop(job_id, None)
+                    continue
+                del self.records[key]
+                self._pages.drop(job)
+                deleted.append(job_id)
+        return deleted
 
     def acquire_lock(
         self,
@@ -278,9 +327,7 @@ class MemoryCatalog(MemoryProtection):
 
     def _restore(self, job: Job, now: datetime) -> bool:
         """Put back the job's missing entries; True if any was missing."""
-        vault_jobs = self._job_index.setdefault(job.vault, {})
-        missing = job.id not in vault_jobs
-        vault_jobs.setdefault(job.id, job.queued_at.timestamp())
+        missing = self._pages.restore(listing_entries(job), job.id)
         for index, score in index_entries(job, now):
             scores = self._scores(index)
             if scores is None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from backup_jobs import wire
 from backup_jobs.errors import BackupJobsError, CorruptRecord
+from backup_jobs.joblist import ended_score, listing_keys
 from backup_jobs.models import VM, VM_STATE_FIELDS, Job, JobStatus, Listing, Problem
 
 T = TypeVar("T")
@@ -107,3 +108,13 @@ def index_entries(job: Job, now: datetime) -> list[tuple[str, float | None]]:
     if job.status == JobStatus.QUEUED:
         return [(wire.QUEUED_KEY, now.timestamp())]
     return []
+
+
+def listing_entries(job: Job) -> list[tuple[str, float]]:
+    """The jobs page's index entries a job implies, and its retention entry once final."""
+    queued = job.queued_at.timestamp()
+    entries = [(key, queued) for key in listing_keys(job)]
+    ended = ended_score(job)
+    if ended is not None:
+        entries.append((wire.ENDED_KEY, ended))
+    return entries

@@ -1,14 +1,15 @@
 """The catalog in Redis: JSON records, sorted-set indexes, leases with fencing tokens.
 
-Leases are ``SET NX PX`` keys holding the job id; acquiring one also increments the item's
-fencing counter, in one Lua script so nobody sees a lease without its token. Fenced writes are
-Lua scripts that compare the counter and write in one step; saving a job maintains every index
-its status implies in the same script. Redis errors are translated into the catalog's errors
-(``catalogs.redis_errors``); a record that cannot be parsed becomes ``CorruptRecord`` naming
-its key, and listings skip it into ``Listing.problems``; so does a record key of the wrong
-Redis type. Indexes are derived data, repaired rather than trusted (``catalogs.redis_indexes``:
-an index key of the wrong type is replaced, a member that is not UTF-8 removed, and a repair
-pass puts back what the job records imply).
+Leases are ``SET NX PX`` keys holding the job id; acquiring one also increments the item's fencing
+counter, in one Lua script so nobody sees a lease without its token. Fenced writes are Lua scripts
+that compare the counter and write in one step; saving a job maintains every index its status
+implies in the same script. Redis errors are translated into the catalog's errors
+(``catalogs.redis_errors``); a record that cannot be parsed becomes ``CorruptRecord`` naming its
+key, and listings skip it into ``Listing.problems``; so does a record key of the wrong Redis type.
+Job records, the jobs page and history retention are ``catalogs.redis_jobs``. Indexes are derived
+data, repaired rather than trusted (``catalogs.redis_indexes``: an index key of the wrong type is
+replaced, a member that is not UTF-8 removed, and a repair pass puts back what the job records
+imply).
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from backup_jobs.catalogs import scripts
 from backup_jobs.catalogs.records import collect, decode_record, dump, readable_state, vms_listing
 from backup_jobs.catalogs.redis_base import text as _text
 from backup_jobs.catalogs.redis_errors import WRITE_REFUSALS, reply_code, translated
-from backup_jobs.catalogs.redis_indexes import RedisIndexes
+from backup_jobs.catalogs.redis_jobs import RedisJobs
 from backup_jobs.catalogs.redis_protection import RedisProtection
 from backup_jobs.errors import ConfigurationError, CorruptRecord, LeaseLost
 from backup_jobs.models import (
     VM,
-    Job,
-    JobStatus,
     Listing,
     Problem,
     VaultConfig,
@@ -48,7 +47,7 @@ BATCH = 500
 __all__ = ["RedisCatalog", "redact"]
 
 
-class RedisCatalog(RedisProtection, RedisIndexes):
+class RedisCatalog(RedisProtection, RedisJobs):
     """The catalog port on a Redis (or Valkey) server."""
 
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
@@ -192,81 +191,6 @@ class RedisCatalog(RedisProtection, RedisIndexes):
         found.problems[:0] = wrong.values()
         return found
 
-    # --- jobs --------------------------------------------------------------------------------
-
-    def create_job(self, job: Job, check_at: datetime) -> bool:
-        """Store a new job unless its id exists; index it by queue time and for the sweep."""
-        key = wire.job_key(job.id)
-        keys = [key, wire.job_index_key(job.vault), wire.QUEUED_KEY, wire.TICKS_KEY]
-        args: list[str | float] = [
-            dump(job.to_dict()),
-            job.queued_at.timestamp(),
-            job.id,
-            check_at.timestamp(),
-            wire.INDEX_REPAIR_STARTED,
-        ]
-        created = self._call(lambda: self._script(scripts.CREATE_JOB)(keys=keys, args=args), key)
-        return bool(self._scripted(created, "create job"))
-
-    def get_job(self, job_id: str) -> Job | None:
-        """One job, or None; ``CorruptRecord`` if its record is unreadable."""
-        key = wire.job_key(job_id)
-        raw = self._call(lambda: self._redis.get(key), key)
-        return decode_record(key, _text(raw), Job.from_dict) if raw else None
-
-    def save_job(
-        self,
-        job: Job,
-        fence: Fence | None = None,
-        *,
-        expect: JobStatus | None = None,
-        check_at: datetime | None = None,
-    ) -> bool:
-        """Replace a job and its index entries in one script; ``LeaseLost`` if fenced out."""
-        if job.status == JobStatus.QUEUED and check_at is None:
-            raise ValueError("saving a Queued job needs check_at")
-        key = wire.job_key(job.id)
-        keys = [
-            _fence_key(fence, key),
-            key,
-            wire.IN_PROGRESS_KEY,
-            wire.lock_key(job.vault, job.item),
-            wire.RETRY_SET_KEY,
-            wire.QUEUED_KEY,
-            wire.TICKS_KEY,
-        ]
-        retry_at = job.next_retry_at if job.status == JobStatus.WAITING_TO_RETRY else None
-        args = [
-            _token(fence),
-            dump(job.to_dict()),
-            job.id,
-            "1" if job.status == JobStatus.IN_PROGRESS else "0",
-            expect.value if expect else "",
-            _score(retry_at),
-            _score(check_at if job.status == JobStatus.QUEUED else None),
-            wire.INDEX_REPAIR_STARTED,
-        ]
-        result = self._call(lambda: self._script(scripts.SAVE_JOB)(keys=keys, args=args), key)
-        written = self._scripted(result, "save job")
-        if written == 0:
-            raise LeaseLost(job.item_name)
-        return bool(written == 1)
-
-    def list_jobs(self, vault: str, since: datetime | None = None) -> Listing[Job]:
-        """The readable jobs of a vault, newest first."""
-        low = since.timestamp() if since else "-inf"
-        index = wire.job_index_key(vault)
-        ids = self._index_members(index, "list jobs", "ZREVRANGEBYSCORE", index, "+inf", low)
-        jobs: Listing[Job] = Listing(problems=ids.problems)
-        for start in range(0, len(ids), BATCH):
-            keys = [wire.job_key(i) for i in ids[start : start + BATCH]]
-            raws, wrong = self._read_records(keys, "list jobs")
-            jobs.problems.extend(wrong.values())
-            for key, raw in zip(keys, raws, strict=True):
-                if raw:
-                    collect(jobs, key, raw, Job.from_dict, "list jobs")
-        return jobs
-
     # --- leases ------------------------------------------------------------------------------
 
     def acquire_lock(
@@ -377,11 +301,6 @@ def _fence_key(fence: Fence | None, record_key: str) -> str:
 def _token(fence: Fence | None) -> str:
     """The token a fenced script compares; '' means unfenced."""
     return str(fence.token) if fence else ""
-
-
-def _score(at: datetime | None) -> str:
-    """A sorted-set score for a time; '' for none."""
-    return repr(at.timestamp()) if at else ""
 
 
 def _ms(seconds: float) -> int:

@@ -12,7 +12,9 @@ rebuilt from the job records, so trouble in one is repaired and never strands a 
   record and puts back each entry its status implies that its index lacks
   (``records.index_entries``): Queued jobs due for the sweep at once (it re-sends their message;
   a duplicate is harmless), InProgress ones for the reaper (which checks the lease),
-  WaitingToRetry ones at their next retry; and every job into its vault's job index. A status
+  WaitingToRetry ones at their next retry; and every job into the jobs page's indexes (its
+  vault's, its status's, operation's and item's) and, once final, the retention index
+  (``records.listing_entries``). A status
   entry is put back only if the record still holds what the pass read, so a job saved meanwhile
   keeps the indexes of that save. A pass costs O(job records): the tick runs one an hour, and at
   once when a script asked (``ticks.INDEX_REPAIR_EVERY_SECONDS``).
@@ -35,7 +37,7 @@ from typing import Any
 
 from backup_jobs import wire
 from backup_jobs.catalogs import scripts
-from backup_jobs.catalogs.records import decode_record, index_entries
+from backup_jobs.catalogs.records import decode_record, index_entries, listing_entries
 from backup_jobs.catalogs.redis_base import RedisBase, text
 from backup_jobs.errors import CorruptRecord
 from backup_jobs.models import Job, Listing, Problem
@@ -120,9 +122,7 @@ class RedisIndexes(RedisBase):
             except CorruptRecord as exc:
                 restored.problems.append(Problem(key, exc.detail, by))
                 continue
-            pipe.zadd(wire.job_index_key(job.vault), {job.id: job.queued_at.timestamp()}, nx=True)
-            ids.append(job.id)
-            for index, score in index_entries(job, now):
+            for index, score in [*listing_entries(job), *index_entries(job, now)]:
                 args = [raw, "" if score is None else repr(score), job.id]
                 self._script(scripts.RESTORE_ENTRY)(keys=[key, index], args=args, client=pipe)
                 ids.append(job.id)
@@ -225,6 +225,8 @@ def _job_index_type(key: str) -> str:
     """The Redis type of a job index (``ValueError`` for any other key)."""
     if key in _SETS:
         return "set"
-    if key in (wire.RETRY_SET_KEY, wire.QUEUED_KEY) or key.startswith(wire.job_index_key("")):
+    if key in (wire.RETRY_SET_KEY, wire.QUEUED_KEY, wire.ENDED_KEY) or key.startswith(
+        wire.JOB_LISTING_PREFIXES
+    ):
         return "zset"
     raise ValueError(f"not a job index: {key}")

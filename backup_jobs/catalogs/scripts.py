@@ -95,10 +95,13 @@ end
 """
 
 # KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress set, KEYS[4] item lease,
-# KEYS[5] retry set, KEYS[6] queued set, KEYS[7] ticks hash; ARGV[1] token ('' = unfenced),
-# ARGV[2] JSON, ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must
-# have now ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not
-# queued), ARGV[8] the ticks hash's index-repair field.
+# KEYS[5] retry set, KEYS[6] queued set, KEYS[7] the vault's job index, KEYS[8] its operation
+# index, KEYS[9] its item index, KEYS[10] the retention index, KEYS[11..#KEYS-1] every status
+# index of the vault, KEYS[#KEYS] ticks hash; ARGV[1] token ('' = unfenced), ARGV[2] JSON,
+# ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
+# ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued),
+# ARGV[8] queue time, ARGV[9] end time ('' = not final), ARGV[10] the KEYS number of the job's
+# status index, ARGV[11] the ticks hash's index-repair field.
 # Returns {1, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
 SAVE_JOB = (
     _FENCE_CHECK
@@ -111,8 +114,7 @@ if ARGV[5] ~= '' then
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
 fix_index(KEYS[3], 'set')
-fix_index(KEYS[5], 'zset')
-fix_index(KEYS[6], 'zset')
+for i = 5, #KEYS - 1 do fix_index(KEYS[i], 'zset') end
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[3], ARGV[3])
@@ -131,22 +133,139 @@ if ARGV[7] ~= '' then
 else
   redis.call('ZREM', KEYS[6], ARGV[3])
 end
+for i = 7, 9 do redis.call('ZADD', KEYS[i], ARGV[8], ARGV[3]) end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[10], ARGV[9], ARGV[3])
+else
+  redis.call('ZREM', KEYS[10], ARGV[3])
+end
+-- The job leaves every other status index in the write that puts it into its own.
+local current = tonumber(ARGV[10])
+for i = 11, #KEYS - 1 do
+  if i == current then
+    redis.call('ZADD', KEYS[i], ARGV[8], ARGV[3])
+  else
+    redis.call('ZREM', KEYS[i], ARGV[3])
+  end
+end
 return {1, unpack(replaced)}
 """
 )
 
-# KEYS[1] job record, KEYS[2] the vault's job index, KEYS[3] queued set, KEYS[4] ticks hash;
-# ARGV[1] JSON, ARGV[2] queue time, ARGV[3] id, ARGV[4] sweep score, ARGV[5] the index-repair
-# field. Returns {1 created or 0 (the id exists), replaced indexes...}.
+# KEYS[1] job record, KEYS[2] queued set, KEYS[3..#KEYS-1] the jobs page's indexes of the job
+# (its vault's, its status's, its operation's, its item's), KEYS[#KEYS] ticks hash; ARGV[1]
+# JSON, ARGV[2] queue time, ARGV[3] id, ARGV[4] sweep score, ARGV[5] the index-repair field.
+# Returns {1 created or 0 (the id exists), replaced indexes...}.
 CREATE_JOB = (
     _FIX_INDEX
     + """
-fix_index(KEYS[2], 'zset')
-fix_index(KEYS[3], 'zset')
+for i = 2, #KEYS - 1 do fix_index(KEYS[i], 'zset') end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, unpack(replaced)} end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+for i = 3, #KEYS - 1 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
 return {1, unpack(replaced)}
+"""
+)
+
+# KEYS[1] job record, KEYS[2..] every index it may be in; ARGV[1] the record as read, ARGV[2]
+# job id. Deletes the record and its entries only if it still holds what was read (a final
+# job, checked by the caller). Returns 1 if deleted.
+DELETE_JOB = """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do redis.pcall('ZREM', KEYS[i], ARGV[2]) end
+return 1
+"""
+
+# Read-only scripts say so, so that a server refusing writes (MISCONF, OOM) still runs them.
+# _PICK: of the indexes in KEYS, the one with the fewest entries queued in [lo, hi] (walked).
+_PICK = """#!lua flags=no-writes
+local lo = ARGV[1] ~= '' and ARGV[1] or '-inf'
+local hi = ARGV[2] ~= '' and ARGV[2] or '+inf'
+local walk, fewest = 1, nil
+for i = 1, #KEYS do
+  local n = redis.call('ZCOUNT', KEYS[i], lo, hi)
+  if fewest == nil or n < fewest then walk, fewest = i, n end
+end
+local key = KEYS[walk]
+local function in_all(member)
+  for j = 1, #KEYS do
+    if j ~= walk and not redis.call('ZSCORE', KEYS[j], member) then return false end
+  end
+  return true
+end
+-- Ranks in newest-first order: [start, stop] is the time range.
+local start = 0
+if ARGV[2] ~= '' then start = redis.call('ZCOUNT', key, '(' .. ARGV[2], '+inf') end
+local stop = redis.call('ZCOUNT', key, lo, '+inf') - 1
+"""
+
+# KEYS the indexes to intersect; ARGV[1] since ('' = none), ARGV[2] until ('' = none), both
+# inclusive, ARGV[3] the score of the position to start after ('' = from the top), ARGV[4] its
+# job id, ARGV[5] page size, ARGV[6] the most entries to look at. Order: score, then member,
+# both descending (ZREVRANGE's). Returns {1 if entries remain after the last one looked at,
+# its score, its member, the ids found...}.
+PAGE = (
+    _PICK
+    + """
+local function before(a, b)  -- a < b, byte by byte (Redis orders members so)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+if ARGV[3] ~= '' then
+  local at = redis.call('ZSCORE', key, ARGV[4])
+  local r
+  if at and tonumber(at) == tonumber(ARGV[3]) then
+    r = redis.call('ZREVRANK', key, ARGV[4]) + 1
+  else  -- the job left this index: count what is above its place
+    r = redis.call('ZCOUNT', key, '(' .. ARGV[3], '+inf')
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, ARGV[3], ARGV[3])) do
+      if not before(m, ARGV[4]) then r = r + 1 end
+    end
+  end
+  if r > start then start = r end
+end
+local limit, budget = tonumber(ARGV[5]), tonumber(ARGV[6])
+local step = limit
+if #KEYS > 1 then step = math.min(budget, math.max(limit * 4, 200)) end
+local found, last_score, last_member = {}, '', ''
+local pos = start
+while #found < limit and pos <= stop and pos - start < budget do
+  local chunk = redis.call('ZREVRANGE', key, pos, math.min(stop, pos + step - 1), 'WITHSCORES')
+  if #chunk == 0 then break end
+  for i = 1, #chunk, 2 do
+    pos = pos + 1
+    last_member, last_score = chunk[i], chunk[i + 1]
+    if in_all(last_member) then
+      found[#found + 1] = last_member
+      if #found == limit then break end
+    end
+  end
+end
+return {pos <= stop and 1 or 0, last_score, last_member, unpack(found)}
+"""
+)
+
+# KEYS the indexes to intersect; ARGV[1] since, ARGV[2] until ('' = none; inclusive). Returns
+# how many jobs are in all of them in that range: one ZCOUNT for one index.
+COUNT = (
+    _PICK
+    + """
+if #KEYS == 1 then return fewest end
+local count, pos = 0, start
+while pos <= stop do
+  local chunk = redis.call('ZREVRANGE', key, pos, math.min(stop, pos + 999))
+  for _, member in ipairs(chunk) do
+    if in_all(member) then count = count + 1 end
+  end
+  pos = pos + #chunk
+  if #chunk == 0 then break end
+end
+return count
 """
 )
 

@@ -1,26 +1,22 @@
-"""``backup-jobs vm ...`` and ``backup-jobs job ...``."""
+"""``backup-jobs vm ...``, and how every command that starts jobs reports them."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 
 import click
 
-from backup_jobs import timeparse
 from backup_jobs.cli import render
 from backup_jobs.cli.common import (
     client,
     echo_refusals,
     json_option,
     outcome,
-    parsed_by,
     wait_option,
 )
 from backup_jobs.cli.problems import warn_problems
 from backup_jobs.cli.waiting import wait_for
 from backup_jobs.client import Batch
-from backup_jobs.models import JobStatus, Operation, ParsedEnum, utcnow
 
 
 @click.group("vm")
@@ -83,68 +79,3 @@ def started(batch: Batch, wait: bool, as_json: bool) -> None:
                 f"Started job {handle.id}; follow it with `backup-jobs job show {handle.id}`."
             )
     sys.exit(outcome([], refused))
-
-
-def _choices(enum: type[ParsedEnum]) -> str:
-    """``[A|B|C]``: the values an option accepts, for its help."""
-    return "[" + "|".join(member.value for member in enum) + "]"
-
-
-@click.group("job")
-def job_group() -> None:
-    """The jobs page: list and show jobs."""
-
-
-@job_group.command("list")
-@click.option(
-    "--operation",
-    callback=parsed_by(Operation.parse),
-    metavar=_choices(Operation),
-    help="Only this operation (any case).",
-)
-@click.option(
-    "--status",
-    callback=parsed_by(JobStatus.parse),
-    metavar=_choices(JobStatus),
-    help="Only this status (any case, e.g. failed, in-progress).",
-)
-@click.option(
-    "--since",
-    callback=parsed_by(lambda text: timeparse.parse_since(text, utcnow())),
-    help="Only jobs queued since: 30m, 24h, 7d or an ISO time.",
-)
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Print only the job ids, newest first, one per line."
-)
-@json_option
-def job_list(
-    operation: Operation | None,
-    status: JobStatus | None,
-    since: datetime | None,
-    quiet: bool,
-    as_json: bool,
-) -> None:
-    """List the vault's jobs, newest first."""
-    if quiet and as_json:
-        raise click.UsageError("--quiet and --json cannot be used together.")
-    jobs = client().jobs(operation=operation, status=status, since=since)
-    if as_json:
-        render.emit_json([job.to_dict() for job in jobs])
-    elif quiet:
-        for job in jobs:
-            click.echo(job.id)
-    else:
-        click.echo(render.job_table(jobs))
-    warn_problems(jobs.problems)
-
-
-@job_group.command("show")
-@click.argument("job_id")
-@json_option
-def job_show(job_id: str, as_json: bool) -> None:
-    """Show one job: status, error with its recommended action, every attempt."""
-    job = client().job(job_id)
-    if as_json:
-        render.emit_json(job.to_dict())
-    else:
-        click.echo(render.job_detail(job))

@@ -12,7 +12,8 @@ import click
 from backup_jobs.cli.common import echo_error
 from backup_jobs.cli.dashboard import dashboard
 from backup_jobs.cli.fleet import fleet_group
-from backup_jobs.cli.inventory import job_group, vm_group
+from backup_jobs.cli.inventory import vm_group
+from backup_jobs.cli.jobs import job_group
 from backup_jobs.cli.problems import problem_group
 from backup_jobs.cli.protection import backup_group, policy_group, protection_group
 from backup_jobs.cli.restore import recovery_point_group, restore

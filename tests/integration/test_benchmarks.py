@@ -21,6 +21,7 @@ TINY = {
     "backup_job": ["--size-gib", "0.03", "--runs", "1"],
     "incremental": ["--size-gib", "0.1", "--fill-percent", "20", "--runs", "1"],
     "vault_throughput": ["--size-gib", "0.125", "--runs", "1"],
+    "job_list": ["--jobs", "2000", "--sample", "200", "--runs", "1", "--repeats", "2"],
 }
 # What the last lines of each report say.
 REPORTS = {
@@ -29,6 +30,7 @@ REPORTS = {
     "backup_job": "Backup job, submit -> final",
     "incremental": "incremental, tracked",
     "vault_throughput": "full backup",
+    "job_list": "newest 50, Failed",
 }
 
 

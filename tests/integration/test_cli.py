@@ -74,7 +74,9 @@ def test_seed_register_rows_reproduce_from_the_cli_with_exit_codes_and_json(
     assert run_cli("vm", "discover", "--wait", env=env).returncode == 0
     again = run_cli("vm", "register", "cs-app/app01", "--wait", env=env)
     assert again.returncode == 0, again.stderr
-    jobs = json.loads(run_cli("job", "list", "--operation", "register", "--json", env=env).stdout)
+    listed = run_cli("job", "list", "--operation", "register", "--json", env=env).stdout
+    jobs = json.loads(listed)["jobs"]
+    assert json.loads(listed)["next_cursor"] is None
     assert [j["status"] for j in jobs] == ["Completed", "Failed", "Failed"]
     failed = run_cli(
         "job", "list", "--operation", "REGISTER", "--status", "failed", "--since", "1h", env=env
@@ -197,6 +199,50 @@ def test_a_since_too_far_back_is_one_line_not_a_traceback(cluster: Cluster, tmp_
     assert result.returncode == 2
     assert "--since" in result.stderr and "too far back" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_jobs_page_pages_with_cursors_and_refuses_garbage_in_one_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _env(cluster, tmp_path)
+    started = [run_cli("vm", "discover", "--json", env=env) for _ in range(3)]
+    ids = [json.loads(done.stdout)["job_ids"][0] for done in reversed(started)]
+    seen: list[str] = []
+    cursor: list[str] = []
+    for _ in range(3):
+        page = run_cli("job", "list", "--item", "vault", "--limit", "2", "-q", *cursor, env=env)
+        seen.extend(page.stdout.split())
+        cursor = page.stderr.removeprefix("next page: ").split()
+        if not cursor:
+            break
+    refusals = {
+        ("--cursor", "garbage"): "--cursor",
+        ("--limit", "0"): "--limit",
+        ("--status", "nope"): "--status",
+        ("--since", "1h", "--until", "2h"): "--until",
+    }
+    refused = {args: run_cli("job", "list", *args, env=env) for args in refusals}
+    unknown = run_cli("job", "list", "--item", "nope01", env=env)
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "backup_jobs", "job", "list", "--watch", "0.5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as in a terminal, even when the suite runs where SIGINT is ignored (nohup &).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    time.sleep(2)
+    watching.send_signal(signal.SIGINT)
+    watched, stopped = watching.communicate(timeout=10)
+
+    assert seen == ids
+    for args, option in refusals.items():
+        assert refused[args].returncode == 2, refused[args].stderr
+        assert option in refused[args].stderr and "Traceback" not in refused[args].stderr
+    assert unknown.returncode == 3 and "VMNotFoundInInventory" in unknown.stderr
+    assert watching.returncode == 130 and "Stopped watching." in stopped
+    assert "Traceback" not in stopped and ids[0] in watched
 
 
 def test_unreachable_redis_is_one_line_without_the_password(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ POLICY = make_policy("nightly", ScheduleKind.DAILY, times=["03:00"], retention=R
 def _listed(client: Client, figure: Figure) -> int:
     """How many entries the figure's own listing shows (the drill-down)."""
     if figure.listing == "job":
-        return len(client.jobs(**figure.filter))
+        return len(client.jobs(**figure.filter, limit=None))
     return len(client.protected_items(**figure.filter))
 
 

@@ -127,3 +127,29 @@ def test_a_queued_job_whose_message_never_went_out_is_sent_by_the_sweep_and_runs
     job = client.handle(lost.id).wait(30)
 
     assert job.status == JobStatus.COMPLETED and job.attempt == 1
+
+
+def test_the_history_tick_deletes_a_job_that_ended_before_the_history_and_keeps_others(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    demo_fleet(tmp_path)
+    client = cluster.client(tmp_path / "fleet")
+    catalog, now = client.catalog, utcnow()
+
+    def ended(days_ago: int) -> Job:
+        job = jobs.new_job(client.vault.name, Operation.DISCOVERY, jobs.VAULT_ITEM, "v", 3, clock)
+        done = job.evolve(
+            status=JobStatus.COMPLETED,
+            queued_at=now - timedelta(days=days_ago, hours=1),
+            ended_at=now - timedelta(days=days_ago),
+        )
+        assert catalog.create_job(done, now + timedelta(days=1)) and catalog.save_job(done)
+        return done
+
+    clock = SystemClock()
+    old, kept = ended(91), ended(89)  # the session's history: the default 90 days
+
+    eventually(lambda: catalog.get_job(old.id) is None, 15, 0.2)
+
+    assert catalog.get_job(kept.id) is not None
+    assert [j.id for j in client.jobs(since=now - timedelta(days=100))] == [kept.id]

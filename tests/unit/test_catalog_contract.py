@@ -13,6 +13,7 @@ from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.memory import MemoryCatalog
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.errors import CorruptRecord, LeaseLost
+from backup_jobs.joblist import JobQuery
 from backup_jobs.models import (
     VM,
     Job,
@@ -55,7 +56,9 @@ def test_jobs_are_created_once_and_listed_newest_first_since_a_time(catalog: Cat
     assert not _create(catalog, _job("a", 99))
 
     assert [j.id for j in catalog.list_jobs("v")] == ["b", "a"]
-    assert [j.id for j in catalog.list_jobs("v", since=T0 + timedelta(minutes=5))] == ["b"]
+    assert [j.id for j in catalog.list_jobs("v", JobQuery(since=T0 + timedelta(minutes=5)))] == [
+        "b"
+    ]
     assert catalog.get_job("a") == _job("a", 0)
 
 

@@ -153,6 +153,66 @@ def test_jobs_filter_by_operation_status_and_time(parts) -> None:  # type: ignor
         client.jobs(since="yesterday")
 
 
+def test_jobs_filter_by_item_resolved_like_other_commands(parts) -> None:  # type: ignore[no-untyped-def]
+    client, _, _, clock = parts
+    client.discover()
+    clock.advance(60)
+    client.register(["web01", "cs2/db01"])
+
+    assert [j.item for j in client.jobs(item="web01")] == ["cs1/web01"]
+    assert [j.item for j in client.jobs(item="cs2/db01")] == ["cs2/db01"]
+    assert [j.operation for j in client.jobs(item="vault")] == [Operation.DISCOVERY]
+    assert [j.operation for j in client.jobs(item="v")] == [Operation.DISCOVERY]
+    assert client.jobs(item="cs1/gone01") == []  # deleted from the fleet: still by its id
+    with pytest.raises(errors.VMNotFoundInInventory):
+        client.jobs(item="nope01")
+    with pytest.raises(errors.AmbiguousVMName):
+        client.jobs(item="db01")
+
+
+def test_jobs_pages_with_next_cursor_and_before(parts) -> None:  # type: ignore[no-untyped-def]
+    client, _, _, clock = parts
+    for _ in range(5):
+        client.discover()
+        clock.advance(60)
+
+    first = client.jobs(limit=2)
+    second = client.jobs(limit=2, cursor=first.next_cursor)
+    third = client.jobs(limit=2, cursor=second.next_cursor)
+    everything = client.jobs(limit=None)
+    older = client.jobs(before=everything[1].queued_at)
+
+    assert [j.id for j in [*first, *second, *third]] == [j.id for j in everything]
+    assert first.next_cursor and second.next_cursor and third.next_cursor is None
+    assert [j.id for j in older] == [j.id for j in everything[2:]]
+    assert [j.id for j in client.jobs(before="3m")] == [j.id for j in everything[3:]]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"cursor": "garbage"}, "cursor='garbage' is not a cursor of the jobs page"),
+        ({"cursor": "c1.bm90IGpzb24"}, "is not a cursor"),
+        ({"cursor": "c1.WzEsIDJd"}, "is not a cursor"),  # [1, 2]: no id
+        ({"limit": 0}, "limit=0 is not valid; accepted: a whole number from 1 to 1000"),
+        ({"limit": -1}, "limit=-1"),
+        ({"limit": 10**9}, "limit=1000000000"),
+        ({"limit": "abc"}, "limit='abc'"),
+        ({"limit": True}, "limit=True"),
+        ({"status": "nope"}, "JobStatus 'nope' is not valid"),
+        ({"until": "2h", "since": "1h"}, "until=.* is before since="),
+        ({"before": "later"}, "before='later' is not valid"),
+        ({"until": "someday"}, "until='someday' is not valid"),
+    ],
+)
+def test_jobs_refuse_garbage_naming_the_parameter(  # type: ignore[no-untyped-def]
+    parts, arguments: dict[str, object], message: str
+) -> None:
+    client, _, _, _ = parts
+    with pytest.raises(errors.ConfigurationError, match=message):
+        client.jobs(**arguments)  # type: ignore[arg-type]
+
+
 def test_vms_lists_registrable_ones_and_hides_deleted_unless_asked(parts) -> None:  # type: ignore[no-untyped-def]
     client, catalog, _, _ = parts
     catalog.put_vm_state(

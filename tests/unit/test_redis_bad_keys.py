@@ -18,6 +18,7 @@ from backup_jobs import ticks, wire
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.errors import BackupJobsError, CorruptRecord
+from backup_jobs.joblist import JobQuery
 from backup_jobs.models import VM, Job, JobStatus, Listing, Operation, RegistrationState
 from backup_jobs.testing import FrozenClock, RecordingDispatcher
 
@@ -93,6 +94,54 @@ def test_creating_a_job_replaces_an_index_key_of_the_wrong_type(
     assert catalog.due_queued(T0) == ["a"]
     assert [j.id for j in catalog.list_jobs("v")] == ["a"]
     assert [p.key for p in catalog.problems()] == [index]
+
+
+PAGE_INDEXES = [
+    wire.jobs_by_status_key("v", "Failed"),
+    wire.jobs_by_status_key("v", "Queued"),
+    wire.jobs_by_operation_key("v", "Register"),
+    wire.jobs_by_item_key("v", "cs/a"),
+    wire.ENDED_KEY,
+]
+
+
+@pytest.mark.parametrize("index", PAGE_INDEXES)
+def test_saving_a_job_replaces_a_jobs_page_index_of_the_wrong_type(
+    catalog: RedisCatalog, raw: redis.Redis, index: str
+) -> None:
+    catalog.create_job(_job("a"), T0)
+    raw.set(index, "garbage")
+
+    failed = _job("a", JobStatus.FAILED).evolve(ended_at=T0)
+    assert catalog.save_job(failed)
+
+    assert raw.type(index) in (b"zset", b"none")
+    assert [j.id for j in catalog.list_jobs("v", JobQuery(status=JobStatus.FAILED))] == ["a"]
+    assert [j.id for j in catalog.list_jobs("v", JobQuery(item="cs/a"))] == ["a"]
+    assert [(p.key, p.seen_by) for p in catalog.problems()] == [(index, "save job")]
+
+
+@pytest.mark.parametrize("index", [PAGE_INDEXES[0], *PAGE_INDEXES[2:4]])
+def test_a_jobs_page_index_made_a_string_is_replaced_by_the_listing_and_repaired(
+    catalog: RedisCatalog, raw: redis.Redis, clock: FrozenClock, index: str
+) -> None:
+    catalog.create_job(_job("a"), T0)
+    catalog.save_job(_job("a", JobStatus.FAILED).evolve(ended_at=T0))
+    raw.set(index, "garbage")
+    query = {
+        "status": JobQuery(status=JobStatus.FAILED),
+        "operation": JobQuery(operation=Operation.REGISTER),
+        "item": JobQuery(item="cs/a"),
+    }[index.split(":")[1].removeprefix("jobs-by-")]
+
+    first = catalog.list_jobs("v", query)
+    counted = catalog.count_jobs("v", status=JobStatus.FAILED)
+    ticks.repair_job_indexes(catalog, clock)
+    second = catalog.list_jobs("v", query)
+
+    assert first == [] and [p.key for p in first.problems] == [index]
+    assert counted == (0 if "status" in index else 1)
+    assert [j.id for j in second] == ["a"]
 
 
 @pytest.mark.parametrize("index", list(TYPES))

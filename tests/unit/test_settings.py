@@ -72,6 +72,7 @@ NUMERIC = {
     "BACKUP_JOBS_VERIFY_EVERY_SECONDS": "a whole number from 60 to 2592000",
     "BACKUP_JOBS_GC_EVERY_SECONDS": "a whole number from 60 to 2592000",
     "BACKUP_JOBS_GC_MARGIN_SECONDS": "a whole number from 0 to 86400",
+    "BACKUP_JOBS_JOB_HISTORY_DAYS": "a whole number from 1 to 3650",
 }
 
 
@@ -103,3 +104,8 @@ def test_every_numeric_setting_takes_the_ends_of_its_range(variable: str) -> Non
 
     for value in (low, high):
         Settings.from_env({variable: value})
+
+
+def test_job_history_days_defaults_to_90_and_reads_the_variable() -> None:
+    assert Settings.from_env({}).job_history_days == 90
+    assert Settings.from_env({"BACKUP_JOBS_JOB_HISTORY_DAYS": "7"}).job_history_days == 7

@@ -165,6 +165,12 @@ def test_wire_names_are_pinned() -> None:
     assert wire.RETRY_SET_KEY == "bj:retries"
     assert wire.QUEUED_KEY == "bj:queued"
     assert wire.PROBLEMS_KEY == "bj:problems"
+    assert wire.job_index_key("v") == "bj:jobs:v"
+    assert wire.jobs_by_status_key("v", "Failed") == "bj:jobs-by-status:v:Failed"
+    assert wire.jobs_by_operation_key("v", "Backup") == "bj:jobs-by-operation:v:Backup"
+    assert wire.jobs_by_item_key("v", "cs/n") == "bj:jobs-by-item:v:cs/n"
+    assert wire.ENDED_KEY == "bj:jobs-ended"
+    assert wire.TASK_EXPIRE_HISTORY == "backup_jobs.tick.expire_job_history"
 
 
 def test_front_door_all_is_sorted_and_complete() -> None:

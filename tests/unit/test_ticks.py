@@ -242,3 +242,46 @@ def test_the_index_repair_puts_back_lost_entries_at_once_then_once_an_hour(
 
     assert first.jobs == [waiting.id] and early.jobs == [] and due.jobs == [waiting.id]
     assert catalog.due_retries(clock.now()) == [waiting.id]
+
+
+def _finished(catalog: MemoryCatalog, clock: FrozenClock, status: JobStatus) -> Job:
+    job = _submit(catalog, clock, item=f"cs/vm{len(catalog.records)}")
+    done = job.evolve(status=status, started_at=clock.now(), ended_at=clock.now())
+    catalog.save_job(done)
+    return done
+
+
+def test_the_history_tick_deletes_final_jobs_past_the_history_in_batches_never_others(
+    clock: FrozenClock,
+) -> None:
+    catalog = MemoryCatalog()
+    old = [_finished(catalog, clock, status) for status in (JobStatus.COMPLETED,) * 3]
+    old.append(_finished(catalog, clock, JobStatus.FAILED))
+    waiting = _failed_once(catalog, clock)  # as old, but it will run again
+    queued = _submit(catalog, clock, item="cs/queued")
+    clock.advance(5 * 24 * 3600)
+    recent = _finished(catalog, clock, JobStatus.CANCELLED)
+    clock.advance(26 * 24 * 3600)  # the old ones ended 31 days ago, the recent one 26
+
+    first = ticks.expire_job_history(catalog, clock, 30, batch=3)
+    second = ticks.expire_job_history(catalog, clock, 30, batch=3)
+    idle = ticks.expire_job_history(catalog, clock, 30, batch=3)
+
+    assert sorted(first.jobs + second.jobs) == sorted(job.id for job in old)
+    assert len(first.jobs) == 3 and idle.jobs == []
+    left = {job.id for job in catalog.list_jobs("v")}
+    assert left == {waiting.id, queued.id, recent.id}
+    assert catalog.count_jobs("v", status=JobStatus.COMPLETED) == 0
+
+
+def test_the_history_tick_names_an_unreadable_record_and_leaves_it(clock: FrozenClock) -> None:
+    catalog = MemoryCatalog()
+    job = _finished(catalog, clock, JobStatus.COMPLETED)
+    catalog.records[wire.job_key(job.id)] = "not json"
+    clock.advance(100 * 24 * 3600)
+
+    report = ticks.expire_job_history(catalog, clock, 90)
+
+    assert report.jobs == [] and [p.key for p in report.problems] == [wire.job_key(job.id)]
+    assert wire.job_key(job.id) in [p.key for p in catalog.problems()]
+    assert catalog.records[wire.job_key(job.id)] == "not json"
