@@ -8,7 +8,8 @@ from backup_jobs.cli import render
 from backup_jobs.cli.common import client, json_option, wait_option
 from backup_jobs.cli.inventory import started
 from backup_jobs.cli.problems import warn_problems
-from backup_jobs.client import LATEST_POINT, Batch
+from backup_jobs.client import Batch
+from backup_jobs.client_restore import LATEST_POINT
 
 
 @click.command("restore")
