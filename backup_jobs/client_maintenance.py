@@ -13,7 +13,7 @@ import difflib
 from typing import TYPE_CHECKING, Any
 
 from backup_jobs import maintenance, protection
-from backup_jobs.catalog import Catalog
+from backup_jobs.client_base import ClientBase
 from backup_jobs.errors import (
     AmbiguousVMName,
     NotProtected,
@@ -21,33 +21,14 @@ from backup_jobs.errors import (
     VMNotFoundInInventory,
 )
 from backup_jobs.items import ProtectedItem, ProtectionState
-from backup_jobs.models import Operation, VaultConfig
-from backup_jobs.policies import Policy
+from backup_jobs.models import Operation
 
 if TYPE_CHECKING:
     from backup_jobs.client import JobHandle
 
 
-class MaintenanceVerbs:
+class MaintenanceVerbs(ClientBase):
     """Stop, resume, prune, verify, collect garbage (mixed into ``Client``)."""
-
-    catalog: Catalog
-    vault: VaultConfig
-
-    def _submit(
-        self,
-        operation: Operation,
-        item: str,
-        item_name: str,
-        properties: dict[str, Any] | None = None,
-    ) -> JobHandle:
-        raise NotImplementedError  # provided by Client
-
-    def _record_vault(self) -> None:
-        raise NotImplementedError  # provided by Client
-
-    def policy(self, name: str) -> Policy:
-        raise NotImplementedError  # provided by Client
 
     def stop_protection(self, vm: str, keep_data: bool = True) -> JobHandle:
         """Stop protecting a VM: keep every recovery point (``keep_data``), or delete them all

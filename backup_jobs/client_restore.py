@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backup_jobs import inventory, restores
-from backup_jobs.catalog import Catalog
+from backup_jobs.client_base import ClientBase
 from backup_jobs.errors import InvalidRestoreTarget, RecoveryPointNotFound
 from backup_jobs.items import RecoveryPointRecord
-from backup_jobs.models import VM, Listing, Operation, VaultConfig
-from backup_jobs.settings import Settings
+from backup_jobs.models import Listing, Operation
 
 if TYPE_CHECKING:
     from backup_jobs.client import JobHandle
@@ -30,27 +29,8 @@ def _points_action(vm: str) -> str:
     return f"List its recovery points with `backup-jobs recovery-point list {vm}`."
 
 
-class RestoreVerbs:
+class RestoreVerbs(ClientBase):
     """Recovery points and restores (mixed into ``Client``)."""
-
-    catalog: Catalog
-    vault: VaultConfig
-    settings: Settings
-
-    def _submit(
-        self,
-        operation: Operation,
-        item: str,
-        item_name: str,
-        properties: dict[str, Any] | None = None,
-    ) -> JobHandle:
-        raise NotImplementedError  # provided by Client
-
-    def _record_vault(self) -> None:
-        raise NotImplementedError  # provided by Client
-
-    def vms(self, registrable: bool = False, include_deleted: bool = False) -> Listing[VM]:
-        raise NotImplementedError  # provided by Client
 
     def recovery_points(self, vm: str) -> Listing[RecoveryPointRecord]:
         """A VM's recovery points, newest first (the catalog's mirror of the vault).

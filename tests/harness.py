@@ -26,6 +26,7 @@ from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.client import Client, JobHandle
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.models import Job, JobStatus
+from backup_jobs.policies import Policy
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_demo import create_demo_fleet
 from backup_jobs.runtime import processes
@@ -212,6 +213,30 @@ def discovered(cluster: Cluster, root: Path) -> tuple[LocalFleet, Client]:
     client = cluster.client(root / "fleet")
     job = client.discover().wait(30)
     assert job.status == JobStatus.COMPLETED, job.error
+    return fleet, client
+
+
+def protected(
+    cluster: Cluster,
+    root: Path,
+    vms: list[str],
+    policy: Policy,
+    data_bytes: int = 0,
+    **settings: object,
+) -> tuple[LocalFleet, Client]:
+    """A demo fleet under ``root`` with ``data_bytes`` written to each VM's disks, discovered,
+    these VMs registered and protected with ``policy`` (no backup yet), on a fresh vault."""
+    fleet = demo_fleet(root)
+    for vm in vms:
+        if data_bytes:
+            fleet.write_disks(vm, nbytes=data_bytes, seed=1)
+    client = cluster.client(root / "fleet", vault_dir=root / "vault", **settings)
+    assert client.discover().wait(30).status == JobStatus.COMPLETED
+    for handle in client.register(vms):
+        assert handle.wait(30).status == JobStatus.COMPLETED
+    client.create_policy(policy)
+    for handle in client.protect(vms, policy.name):
+        assert handle.wait(30).status == JobStatus.COMPLETED
     return fleet, client
 
 

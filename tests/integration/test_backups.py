@@ -23,7 +23,7 @@ from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_disks import WRITE_RUN
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.vault import RestoreRequest, Vault, restore
-from tests.harness import Cluster, children, demo_fleet, eventually, wait_for_status
+from tests.harness import Cluster, children, eventually, protected, wait_for_status
 
 POLICY = make_policy(
     "nightly", ScheduleKind.DAILY, times=["03:00"], retention=Retention(7), timezone="Europe/Berlin"
@@ -34,15 +34,7 @@ def _protected(
     cluster: Cluster, root: Path, vms: list[str], **settings: object
 ) -> tuple[LocalFleet, Client]:
     """A demo fleet, discovered, these VMs registered and protected (no backup yet)."""
-    fleet = demo_fleet(root)
-    client = cluster.client(root / "fleet", vault_dir=root / "vault", **settings)
-    assert client.discover().wait(30).status == JobStatus.COMPLETED
-    for handle in client.register(vms):
-        assert handle.wait(30).status == JobStatus.COMPLETED
-    client.create_policy(POLICY)
-    for handle in client.protect(vms, POLICY.name):
-        assert handle.wait(30).status == JobStatus.COMPLETED
-    return fleet, client
+    return protected(cluster, root, vms, POLICY, **settings)
 
 
 def test_backup_now_on_protection_takes_the_initial_backup_and_the_item_becomes_protected(

@@ -20,7 +20,7 @@ from backup_jobs.models import JobStatus, Operation, utcnow
 from backup_jobs.policies import Retention, ScheduleKind, make_policy
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.vault import RestoreRequest, Vault, restore
-from tests.harness import Cluster, demo_fleet, eventually, run_cli, wait_for_status
+from tests.harness import Cluster, demo_fleet, eventually, protected, run_cli, wait_for_status
 
 VM = "cs-app/app01"
 # Keep the newest point of one day: every point but today's newest is the retention's to drop.
@@ -29,14 +29,7 @@ POLICY = make_policy("daily1", ScheduleKind.DAILY, times=["03:00"], retention=Re
 
 def _protected(cluster: Cluster, root: Path) -> tuple[LocalFleet, Client]:
     """A demo fleet, discovered, app01 registered and protected, 8 MiB of data on its disk."""
-    fleet = demo_fleet(root)
-    fleet.write_disks(VM, nbytes=8 << 20, seed=1)
-    client = cluster.client(root / "fleet", vault_dir=root / "vault")
-    assert client.discover().wait(30).status == JobStatus.COMPLETED
-    assert client.register([VM])[0].wait(30).status == JobStatus.COMPLETED
-    client.create_policy(POLICY)
-    assert client.protect([VM], POLICY.name)[0].wait(30).status == JobStatus.COMPLETED
-    return fleet, client
+    return protected(cluster, root, [VM], POLICY, data_bytes=8 << 20)
 
 
 def _backup(client: Client) -> str:

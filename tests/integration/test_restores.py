@@ -17,7 +17,7 @@ from backup_jobs.models import JobStatus, RegistrationState
 from backup_jobs.policies import Retention, ScheduleKind, make_policy
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_faults import Fault
-from tests.harness import Cluster, demo_fleet, run_cli, wait_for_status
+from tests.harness import Cluster, protected, run_cli, wait_for_status
 
 VM = "cs-app/app01"
 POLICY = make_policy("daily", ScheduleKind.DAILY, times=["03:00"], retention=Retention(7))
@@ -26,14 +26,8 @@ POLICY = make_policy("daily", ScheduleKind.DAILY, times=["03:00"], retention=Ret
 @pytest.fixture
 def backed_up(cluster: Cluster, tmp_path: Path) -> tuple[LocalFleet, Client, str]:
     """app01 with data on its disk, protected and backed up once: fleet, client, point id."""
-    fleet = demo_fleet(tmp_path)
-    fleet.write_disks(VM, nbytes=2 << 20, seed=3)
-    client = cluster.client(tmp_path / "fleet", vault_dir=tmp_path / "vault")
-    assert client.discover().wait(30).status == JobStatus.COMPLETED
-    assert client.register([VM])[0].wait(30).status == JobStatus.COMPLETED
-    client.create_policy(POLICY)
-    configured = client.protect([VM], POLICY.name, backup_now=True)[0].wait(30)
-    backup = client.handle(configured.properties["initial_backup_job"]).wait(60)
+    fleet, client = protected(cluster, tmp_path, [VM], POLICY, data_bytes=2 << 20)
+    backup = client.backup_now(VM).wait(60)
     assert backup.status == JobStatus.COMPLETED, backup.error
     return fleet, client, str(backup.properties["recovery_point_id"])
 
