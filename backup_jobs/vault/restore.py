@@ -38,11 +38,20 @@ def restore(vault: Vault, request: RestoreRequest) -> list[Path]:
     manifest = vault.manifest(request.recovery_point)
     target = _check_target(request, manifest)
     done = [0]
-    written = []
-    for disk in manifest.disks:
-        final = target / f"{disk.name}.img"
-        _restore_disk(vault, manifest, disk, final, request, done)
-        written.append(final)
+    written: list[Path] = []
+    try:
+        for disk in manifest.disks:
+            final = target / f"{disk.name}.img"
+            _restore_disk(vault, manifest, disk, final, request, done)
+            written.append(final)
+    except BaseException:
+        # Without overwrite, every image this call wrote is new: a failed restore leaves
+        # none of them behind (a half-restored VM looks whole to whoever finds it).
+        if not request.overwrite:
+            for path in written:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        raise
     return written
 
 
@@ -72,6 +81,10 @@ def _restore_disk(
     index = vault.read_index(manifest, disk)
     total = manifest.size_bytes
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    # A stale (or planted) partial file goes first: the writer creates its own, never
+    # following a symlink that would lead the write out of the restore root.
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
     image = ImageWriter(partial, index.image_size)
     wanted = [i for i, d in enumerate(index.digests) if d != ZERO_DIGEST]
 
@@ -102,13 +115,22 @@ def _restore_disk(
         ):
             done[0] += nbytes
             request.progress(done[0], total)
+    except OSError as exc:
+        _discard(image, partial)
+        if exc.filename is None:  # a write refused (no space, I/O error): name the file
+            raise OSError(exc.errno, exc.strerror, str(partial)) from exc
+        raise
     except BaseException:
-        image.close()
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+        _discard(image, partial)
         raise
     image.finish()
     os.replace(partial, final)
+
+
+def _discard(image: ImageWriter, partial: Path) -> None:
+    image.close()
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
 
 
 def _integrity(manifest: Manifest, digest: bytes, why: str) -> VaultIntegrityError:
