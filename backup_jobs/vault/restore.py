@@ -38,21 +38,28 @@ def restore(vault: Vault, request: RestoreRequest) -> list[Path]:
     manifest = vault.manifest(request.recovery_point)
     target = _check_target(request, manifest)
     done = [0]
-    written: list[Path] = []
+    partials: list[Path] = []
     try:
         for disk in manifest.disks:
-            final = target / f"{disk.name}.img"
-            _restore_disk(vault, manifest, disk, final, request, done)
-            written.append(final)
+            partials.append(_restore_disk(vault, manifest, disk, target, request, done))
     except BaseException:
-        # Without overwrite, every image this call wrote is new: a failed restore leaves
-        # none of them behind (a half-restored VM looks whole to whoever finds it).
-        if not request.overwrite:
-            for path in written:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        # Nothing of a failed restore is left behind: the images written so far are still
+        # partial files (a half-restored VM would look whole to whoever finds it).
+        for path in partials:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         raise
-    return written
+    # Every image gets its name only once all are written, so an attempt that dies (a worker
+    # killed) leaves only partial files, which the retry replaces, never a final image that
+    # its own check would then refuse to overwrite.
+    finals = [_final(path) for path in partials]
+    for path, final in zip(partials, finals, strict=True):
+        os.replace(path, final)
+    return finals
+
+
+def _final(partial: Path) -> Path:
+    return partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
 
 
 def _check_target(request: RestoreRequest, manifest: Manifest) -> Path:
@@ -74,13 +81,14 @@ def _restore_disk(
     vault: Vault,
     manifest: Manifest,
     disk: ManifestDisk,
-    final: Path,
+    target: Path,
     request: RestoreRequest,
     done: list[int],
-) -> None:
+) -> Path:
+    """Write one disk's image as ``<target>/<disk>.img.partial``; returns that path."""
     index = vault.read_index(manifest, disk)
     total = manifest.size_bytes
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    partial = target / f"{disk.name}.img{PARTIAL_SUFFIX}"
     # A stale (or planted) partial file goes first: the writer creates its own, never
     # following a symlink that would lead the write out of the restore root.
     with contextlib.suppress(FileNotFoundError):
@@ -123,8 +131,13 @@ def _restore_disk(
     except BaseException:
         _discard(image, partial)
         raise
-    image.finish()
-    os.replace(partial, final)
+    try:
+        image.finish()
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise OSError(exc.errno, exc.strerror, str(partial)) from exc
+    return partial
 
 
 def _discard(image: ImageWriter, partial: Path) -> None:

@@ -240,3 +240,36 @@ def test_a_full_target_names_the_file_and_leaves_no_image_of_the_failed_restore(
 
     assert raised.value.filename == str(target / "data0.img.partial")
     assert sorted(p.name for p in target.iterdir()) == []  # os.img, written first, went too
+
+
+def test_a_restore_killed_half_way_leaves_no_image_and_the_next_attempt_completes(
+    vault: Vault, tmp_path: Path
+) -> None:
+    os_image = write_image(tmp_path / "os.raw", [("data", 3 * SMALL_CHUNK)], seed=1)
+    data_image = write_image(tmp_path / "d.raw", [("data", 3 * SMALL_CHUNK)], seed=2)
+    manifest = backup(
+        vault, BackupRequest("cs/vm", [DiskSource("os", os_image), DiskSource("data0", data_image)])
+    )
+    target = tmp_path / "o"
+    pid = os.fork()
+    if pid == 0:  # the worker that dies (SIGKILL-like: no cleanup) while writing data0
+        real_pwrite = os.pwrite
+
+        def die_on_data0(fd: int, data: bytes, offset: int) -> int:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("data0.img.partial"):
+                os._exit(9)
+            return real_pwrite(fd, data, offset)
+
+        os.pwrite = die_on_data0  # type: ignore[assignment]
+        try:
+            restore(vault, RestoreRequest(manifest.id, target, tmp_path, threads=1))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    assert not (target / "os.img").exists()  # only partial files, never a final image
+
+    paths = restore(vault, RestoreRequest(manifest.id, target, tmp_path))  # the retry
+
+    assert [p.read_bytes() for p in paths] == [os_image.read_bytes(), data_image.read_bytes()]
+    assert sorted(p.name for p in target.iterdir()) == ["data0.img", "os.img"]
