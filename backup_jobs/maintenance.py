@@ -77,8 +77,11 @@ def vault_at(ctx: JobContext) -> Vault | None:
         )
         if points:
             raise ConfigurationError(
-                f"{path} holds no vault (config.json missing), but the catalog has {points} "
-                f"recovery point(s) of vault {vault}: is its disk mounted on this worker?"
+                str(path),
+                f"no vault here (config.json missing), but the catalog has {points} "
+                f"recovery point(s) of vault {vault}",
+                f"Mount the vault's disk at {path} on this worker (or set BACKUP_JOBS_VAULT_DIR "
+                "where it is), then start the job again.",
             ) from None
         return None
 

@@ -298,9 +298,10 @@ def test_a_vault_missing_under_recorded_points_fails_maintenance_instead_of_pass
     _point(vault, catalog, "cs/a", T0)
     (tmp_path / "vault").rename(tmp_path / "unmounted")  # its disk is not mounted here
 
-    with pytest.raises(ConfigurationError, match="1 recovery point"):
+    with pytest.raises(ConfigurationError, match="1 recovery point") as raised:
         run_verify(_context(tmp_path, catalog, Operation.VERIFY, VERIFY_ITEM))
-    with pytest.raises(ConfigurationError, match="mounted"):
+    assert raised.value.message.startswith(f"{tmp_path / 'vault'}: Invalid configuration: no vault")
+    with pytest.raises(ConfigurationError, match="Mount the vault's disk"):
         delete_backup_data(_context(tmp_path, catalog, Operation.DELETE_BACKUP_DATA, "cs/a"))
     assert [p.id for p in catalog.recovery_points("v", "cs/a")] != []  # nothing forgotten
 
