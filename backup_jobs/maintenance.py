@@ -59,13 +59,30 @@ def retention_of(policy: Policy) -> RetentionPolicy:
 
 
 def vault_at(ctx: JobContext) -> Vault | None:
-    """The job's vault, or None if no backup has created it yet (nothing to maintain)."""
+    """The job's vault, or None if no backup has created it yet (nothing to maintain).
+
+    A vault the catalog holds recovery points of is never "not created yet": its directory
+    missing (a disk not mounted on this worker) is ``ConfigurationError``, not a verify that
+    checked nothing and passed, or a delete that forgot every point it could not see."""
     path = Path(ctx.vault.vault_dir or ctx.settings.vault_dir)
     try:
         return Vault.open(path)
     except ConfigurationError:
         if (path / "config.json").exists():
             raise
+        vault = ctx.vault.name
+        points = sum(
+            len(ctx.catalog.recovery_points(vault, item.vm_id))
+            for item in ctx.catalog.list_items(vault)
+        )
+        if points:
+            raise ConfigurationError(
+                str(path),
+                f"no vault here (config.json missing), but the catalog has {points} "
+                f"recovery point(s) of vault {vault}",
+                f"Mount the vault's disk at {path} on this worker (or set BACKUP_JOBS_VAULT_DIR "
+                "where it is), then start the job again.",
+            ) from None
         return None
 
 

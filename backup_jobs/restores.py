@@ -44,6 +44,9 @@ TARGET_STORAGE_ACTION = (
     "target, then start the restore again."
 )
 NEW_VM_EXISTS_ACTION = "Choose another name for the new VM, or delete the one the fleet has."
+NEW_VM_NAME_ACTION = "Choose a valid name for the new VM (`--as-new-vm NAME`)."
+# A new VM's name and cloud service each become a folder of the fleet; Azure allows 64.
+NEW_VM_NAME_MAX = 64
 
 
 def restore_target(target: str | Path, root: Path) -> Path:
@@ -76,13 +79,18 @@ def new_vm_id(name: str, source: str) -> str:
         raise InvalidRestoreTarget(
             repr(name),
             "a new VM is named NAME or CLOUD_SERVICE/NAME, each of letters, digits, '-', '_' "
-            "and '.', not starting with '.'",
+            f"and '.', not starting with '.', at most {NEW_VM_NAME_MAX} characters",
+            NEW_VM_NAME_ACTION,
         )
     return "/".join(parts)
 
 
 def _vm_name_part(part: str) -> bool:
-    return bool(part) and not part.startswith(".") and all(c.isalnum() or c in "-_." for c in part)
+    return (
+        0 < len(part) <= NEW_VM_NAME_MAX
+        and not part.startswith(".")
+        and all(c.isalnum() or c in "-_." for c in part)
+    )
 
 
 def run_restore(ctx: JobContext) -> dict[str, Any]:

@@ -23,7 +23,9 @@ class ImageWriter:
     """A sparse image of a given size, written chunk by chunk from several threads."""
 
     def __init__(self, path: Path, size: int) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A new file, never one found there (nor a symlink's target): O_EXCL | O_NOFOLLOW.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        self._fd = os.open(path, flags, 0o600)
         os.ftruncate(self._fd, size)
         self._direct = _open_direct(path)
         self._local = threading.local()
@@ -69,5 +71,5 @@ def _open_direct(path: Path) -> int | None:
     if not flag:
         return None
     with contextlib.suppress(OSError):
-        return os.open(path, os.O_WRONLY | flag)
+        return os.open(path, os.O_WRONLY | flag | getattr(os, "O_NOFOLLOW", 0))
     return None

@@ -38,12 +38,28 @@ def restore(vault: Vault, request: RestoreRequest) -> list[Path]:
     manifest = vault.manifest(request.recovery_point)
     target = _check_target(request, manifest)
     done = [0]
-    written = []
-    for disk in manifest.disks:
-        final = target / f"{disk.name}.img"
-        _restore_disk(vault, manifest, disk, final, request, done)
-        written.append(final)
-    return written
+    partials: list[Path] = []
+    try:
+        for disk in manifest.disks:
+            partials.append(_restore_disk(vault, manifest, disk, target, request, done))
+    except BaseException:
+        # Nothing of a failed restore is left behind: the images written so far are still
+        # partial files (a half-restored VM would look whole to whoever finds it).
+        for path in partials:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
+    # Every image gets its name only once all are written, so an attempt that dies (a worker
+    # killed) leaves only partial files, which the retry replaces, never a final image that
+    # its own check would then refuse to overwrite.
+    finals = [_final(path) for path in partials]
+    for path, final in zip(partials, finals, strict=True):
+        os.replace(path, final)
+    return finals
+
+
+def _final(partial: Path) -> Path:
+    return partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
 
 
 def _check_target(request: RestoreRequest, manifest: Manifest) -> Path:
@@ -65,13 +81,18 @@ def _restore_disk(
     vault: Vault,
     manifest: Manifest,
     disk: ManifestDisk,
-    final: Path,
+    target: Path,
     request: RestoreRequest,
     done: list[int],
-) -> None:
+) -> Path:
+    """Write one disk's image as ``<target>/<disk>.img.partial``; returns that path."""
     index = vault.read_index(manifest, disk)
     total = manifest.size_bytes
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    partial = target / f"{disk.name}.img{PARTIAL_SUFFIX}"
+    # A stale (or planted) partial file goes first: the writer creates its own, never
+    # following a symlink that would lead the write out of the restore root.
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
     image = ImageWriter(partial, index.image_size)
     wanted = [i for i, d in enumerate(index.digests) if d != ZERO_DIGEST]
 
@@ -102,13 +123,27 @@ def _restore_disk(
         ):
             done[0] += nbytes
             request.progress(done[0], total)
+    except OSError as exc:
+        _discard(image, partial)
+        if exc.filename is None:  # a write refused (no space, I/O error): name the file
+            raise OSError(exc.errno, exc.strerror, str(partial)) from exc
+        raise
     except BaseException:
-        image.close()
+        _discard(image, partial)
+        raise
+    try:
+        image.finish()
+    except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
-        raise
-    image.finish()
-    os.replace(partial, final)
+        raise OSError(exc.errno, exc.strerror, str(partial)) from exc
+    return partial
+
+
+def _discard(image: ImageWriter, partial: Path) -> None:
+    image.close()
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
 
 
 def _integrity(manifest: Manifest, digest: bytes, why: str) -> VaultIntegrityError:

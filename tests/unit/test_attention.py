@@ -92,6 +92,7 @@ def test_a_restore_target_stays_inside_the_root(tmp_path: Path) -> None:
 def test_a_new_vm_is_named_in_the_source_s_cloud_service_unless_given_one() -> None:
     assert new_vm_id("copy", "cs-app/app01") == "cs-app/copy"
     assert new_vm_id("cs-new/copy", "cs-app/app01") == "cs-new/copy"
-    for bad in ("", "../x", "a/b/c", ".hidden", "sp ace", "cs/", "/x"):
-        with pytest.raises(InvalidRestoreTarget):
+    assert new_vm_id("n" * 64, "cs-app/app01") == "cs-app/" + "n" * 64
+    for bad in ("", "../x", "a/b/c", ".hidden", "sp ace", "cs/", "/x", "n" * 65, "c" * 65 + "/x"):
+        with pytest.raises(InvalidRestoreTarget, match="Choose a valid name"):
             new_vm_id(bad, "cs-app/app01")

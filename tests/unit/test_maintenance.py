@@ -10,7 +10,7 @@ import pytest
 
 from backup_jobs import jobs, maintenance, maintenance_ticks
 from backup_jobs.context import JobContext
-from backup_jobs.errors import NotProtected, VaultIntegrityError
+from backup_jobs.errors import ConfigurationError, NotProtected, VaultIntegrityError
 from backup_jobs.items import ProtectedItem, ProtectionState, RecoveryPointRecord, VerifyState
 from backup_jobs.maintenance import (
     DRY_RUN,
@@ -289,3 +289,27 @@ def test_a_protection_stopped_while_prune_runs_keeps_the_points_prune_had_planne
 
     assert [m.id for m in vault.manifests("cs/a")] == [p.id for p in points]
     assert result["removed"] == 0 and result["kept"] == 3
+
+
+def test_a_vault_missing_under_recorded_points_fails_maintenance_instead_of_passing_empty(
+    tmp_path: Path, catalog: MemoryCatalog
+) -> None:
+    vault = Vault.create(tmp_path / "vault")
+    _point(vault, catalog, "cs/a", T0)
+    (tmp_path / "vault").rename(tmp_path / "unmounted")  # its disk is not mounted here
+
+    with pytest.raises(ConfigurationError, match="1 recovery point") as raised:
+        run_verify(_context(tmp_path, catalog, Operation.VERIFY, VERIFY_ITEM))
+    assert raised.value.message.startswith(f"{tmp_path / 'vault'}: Invalid configuration: no vault")
+    with pytest.raises(ConfigurationError, match="Mount the vault's disk"):
+        delete_backup_data(_context(tmp_path, catalog, Operation.DELETE_BACKUP_DATA, "cs/a"))
+    assert [p.id for p in catalog.recovery_points("v", "cs/a")] != []  # nothing forgotten
+
+
+def test_a_vault_no_backup_created_yet_has_nothing_to_maintain(
+    tmp_path: Path, catalog: MemoryCatalog
+) -> None:
+    assert run_verify(_context(tmp_path, catalog, Operation.VERIFY, VERIFY_ITEM)) == {
+        "points_checked": 0,
+        "chunks_checked": 0,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -197,3 +198,78 @@ def test_several_disks_in_one_recovery_point(vault: Vault, tmp_path: Path) -> No
     assert paths[0].read_bytes() == os_image.read_bytes()
     assert paths[1].read_bytes() == data_image.read_bytes()
     assert manifest.size_bytes == os.path.getsize(os_image) + os.path.getsize(data_image)
+
+
+def test_restore_never_writes_through_a_planted_partial_symlink(
+    vault: Vault, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "os.raw", [("data", 1000)])
+    manifest = back_up(vault, image)
+    root = tmp_path / "restores"
+    (root / "a").mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    (root / "a" / "os.img.partial").symlink_to(outside)
+
+    [restored] = restore(vault, RestoreRequest(manifest.id, root / "a", root))
+
+    assert outside.read_bytes() == b"precious"
+    assert not restored.is_symlink()
+    assert restored.read_bytes() == image.read_bytes()
+
+
+def test_a_full_target_names_the_file_and_leaves_no_image_of_the_failed_restore(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os_image = write_image(tmp_path / "os.raw", [("data", 3 * SMALL_CHUNK)], seed=1)
+    data_image = write_image(tmp_path / "d.raw", [("data", 3 * SMALL_CHUNK)], seed=2)
+    manifest = backup(
+        vault, BackupRequest("cs/vm", [DiskSource("os", os_image), DiskSource("data0", data_image)])
+    )
+    real_pwrite = os.pwrite
+
+    def full_on_data0(fd: int, data: bytes, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("data0.img.partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", full_on_data0)
+    target = tmp_path / "o"
+    with pytest.raises(OSError, match="No space left") as raised:
+        restore(vault, RestoreRequest(manifest.id, target, tmp_path))
+
+    assert raised.value.filename == str(target / "data0.img.partial")
+    assert sorted(p.name for p in target.iterdir()) == []  # os.img, written first, went too
+
+
+def test_a_restore_killed_half_way_leaves_no_image_and_the_next_attempt_completes(
+    vault: Vault, tmp_path: Path
+) -> None:
+    os_image = write_image(tmp_path / "os.raw", [("data", 3 * SMALL_CHUNK)], seed=1)
+    data_image = write_image(tmp_path / "d.raw", [("data", 3 * SMALL_CHUNK)], seed=2)
+    manifest = backup(
+        vault, BackupRequest("cs/vm", [DiskSource("os", os_image), DiskSource("data0", data_image)])
+    )
+    target = tmp_path / "o"
+    pid = os.fork()
+    if pid == 0:  # the worker that dies (SIGKILL-like: no cleanup) while writing data0
+        real_pwrite = os.pwrite
+
+        def die_on_data0(fd: int, data: bytes, offset: int) -> int:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("data0.img.partial"):
+                os._exit(9)
+            return real_pwrite(fd, data, offset)
+
+        os.pwrite = die_on_data0  # type: ignore[assignment]
+        try:
+            restore(vault, RestoreRequest(manifest.id, target, tmp_path, threads=1))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    assert not (target / "os.img").exists()  # only partial files, never a final image
+
+    paths = restore(vault, RestoreRequest(manifest.id, target, tmp_path))  # the retry
+
+    assert [p.read_bytes() for p in paths] == [os_image.read_bytes(), data_image.read_bytes()]
+    assert sorted(p.name for p in target.iterdir()) == ["data0.img", "os.img"]
