@@ -3,7 +3,7 @@
 ``recovery_points`` and ``recovery_point`` read the catalog's mirror of a VM's points (a VM
 deleted from the fleet keeps its points and is found by name too); ``restore`` starts a Restore
 job into a directory under the restore root, or as a new VM of the fleet. What the job would
-refuse anyway (an unknown point, a target outside the root, a new VM's name taken) is refused
+refuse anyway (an unknown point, a target with ``..``, a new VM's name taken) is refused
 here, before any job exists.
 """
 
@@ -65,8 +65,10 @@ class RestoreVerbs(ClientBase):
     ) -> JobHandle:
         """Start a Restore job: the point's disks into ``target``, or as a new VM of the fleet.
 
-        ``target`` must lie inside the restore root (``BACKUP_JOBS_RESTORE_ROOT``; a relative
-        one is taken under it); existing files are overwritten only with ``overwrite``.
+        ``target`` must lie inside the restore root of the worker that runs the job (its
+        ``BACKUP_JOBS_RESTORE_ROOT``; a relative one is taken under it): the job fails with
+        ``InvalidRestoreTarget`` otherwise, writing nothing. Existing files are overwritten only
+        with ``overwrite``.
         ``as_new_vm`` (``NAME`` or ``CLOUD_SERVICE/NAME``) creates a VM instead, which is then
         discovered and registered like any other. ``point`` may be ``latest``.
         """
@@ -85,8 +87,7 @@ class RestoreVerbs(ClientBase):
                 )
             properties[restores.AS_NEW_VM] = new_id
         else:
-            root = self.settings.restore_root
-            where = restores.restore_target(str(target), root).resolve()
+            where = restores.check_target_text(target)  # the worker checks it against its root
             properties.update({restores.TARGET: str(where), restores.OVERWRITE: overwrite})
         self._record_vault()
         return self._submit(Operation.RESTORE, vm_id, vm_id, properties)

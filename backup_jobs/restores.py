@@ -49,23 +49,35 @@ NEW_VM_NAME_ACTION = "Choose a valid name for the new VM (`--as-new-vm NAME`)."
 NEW_VM_NAME_MAX = 64
 
 
+def check_target_text(target: object) -> str:
+    """A restore target as given, checked as text: a non-empty path without ``..``.
+
+    What a client can check; whether it lies inside the restore root is the worker's to say
+    (``restore_target``): the root is the worker's setting, and the worker may be elsewhere.
+    """
+    if not isinstance(target, str | Path):
+        raise TypeError(f"a restore target is a path (str or Path), not {target!r}")
+    text = str(target)
+    if not text.strip() or "\0" in text:
+        raise InvalidRestoreTarget(repr(text), "the target is empty or holds a NUL byte")
+    if ".." in Path(text).parts:
+        raise InvalidRestoreTarget(text, "'..' is not accepted in a restore target")
+    return text
+
+
 def restore_target(target: str | Path, root: Path) -> Path:
     """Where a restore writes: ``target`` inside ``root`` (a relative one is taken under it).
 
     ``InvalidRestoreTarget`` for ``..`` anywhere, or a path (symlinks followed) leading out.
     """
-    path = Path(target)
-    if not str(target).strip():
-        raise InvalidRestoreTarget(repr(str(target)), "the target is empty")
-    if ".." in path.parts:
-        raise InvalidRestoreTarget(str(target), "'..' is not accepted in a restore target")
+    path = Path(check_target_text(target))
     absolute = path if path.is_absolute() else root / path
     resolved = absolute.resolve()
     if not resolved.is_relative_to(root.resolve()):
         raise InvalidRestoreTarget(
             str(target),
             f"{resolved} is outside the allowed restore root {root.resolve()} "
-            "(BACKUP_JOBS_RESTORE_ROOT)",
+            "(BACKUP_JOBS_RESTORE_ROOT of the worker)",
         )
     return absolute
 

@@ -52,7 +52,7 @@ def test_an_existing_file_is_kept_unless_overwrite_is_asked(
     assert not list(target.glob("*.partial"))
 
 
-def test_a_target_outside_the_restore_root_is_refused_before_any_job(
+def test_a_target_outside_the_worker_s_restore_root_is_refused_writing_nothing(
     backed_up: tuple[LocalFleet, Client, str], tmp_path: Path
 ) -> None:
     _, client, point = backed_up
@@ -61,13 +61,19 @@ def test_a_target_outside_the_restore_root_is_refused_before_any_job(
     escape = root / f"escape-{tmp_path.name}"
     os.symlink(tmp_path, escape)
 
-    for target in (tmp_path / "out", root / ".." / "out", escape / "out", "a/../b", " "):
+    for text in ("a/../b", root / ".." / "out", " ", "x\0y"):  # refused before any job
         with pytest.raises(InvalidRestoreTarget):
-            client.restore(VM, point, target)
+            client.restore(VM, point, text)
     with pytest.raises(RecoveryPointNotFound, match="no such point"):
         client.restore(VM, "20990101T000000Z-000000", root / "x")
+    # The root is the worker's: a path outside it (or leading out) fails the job at once.
+    jobs = [client.restore(VM, point, where).wait(60) for where in (tmp_path, escape / "out")]
 
-    assert not list(tmp_path.glob("out*"))
+    for job in jobs:
+        assert job.status == JobStatus.FAILED and job.attempt == 1
+        assert job.error is not None and job.error["code"] == "InvalidRestoreTarget"
+        assert "outside the allowed restore root" in job.error["message"]
+    assert not list(tmp_path.glob("*.img*")) and not (tmp_path / "out").exists()
 
 
 def test_a_backup_and_a_restore_of_one_vm_never_run_at_once(
@@ -125,7 +131,7 @@ def test_the_cli_restores_and_shows_points_and_refuses_garbage_without_a_traceba
     restored = run_cli("restore", "app01", "--point", point, "--target", target, "--wait", env=env)
     garbage = [
         run_cli("restore", "app01", "--point", point, env=env),
-        run_cli("restore", "app01", "--point", point, "--target", "/", env=env),
+        run_cli("restore", "app01", "--point", point, "--target", "/", "--wait", env=env),
         run_cli("restore", "app01", "--point", "nope", "--target", "x", env=env),
         run_cli("restore", "nosuchvm", "--point", point, "--target", "x", env=env),
         run_cli("restore", "app01", "--point", point, "--as-new-vm", "../x", env=env),
