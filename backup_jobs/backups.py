@@ -191,22 +191,23 @@ def _transfer_timeout(ctx: JobContext) -> Callable[[int, int], BackupJobsError]:
     return timeout
 
 
+def mirror_of(manifest: Manifest) -> RecoveryPointRecord:
+    """The catalog's mirror of a committed recovery point (unverified)."""
+    return RecoveryPointRecord(
+        manifest.id,
+        manifest.vm,
+        manifest.created_at,
+        manifest.consistency,
+        manifest.size_bytes,
+        manifest.new_bytes,
+        manifest.job_id,
+        manifest.policy,
+    )
+
+
 def _record(ctx: JobContext, item: ProtectedItem, manifest: Manifest) -> None:
     """Mirror the recovery point and update the item: Protected, with its last backup."""
-    vault = ctx.vault.name
-    ctx.catalog.add_recovery_point(
-        vault,
-        RecoveryPointRecord(
-            manifest.id,
-            manifest.vm,
-            manifest.created_at,
-            manifest.consistency,
-            manifest.size_bytes,
-            manifest.new_bytes,
-            manifest.job_id,
-            manifest.policy,
-        ),
-    )
+    ctx.catalog.add_recovery_point(ctx.vault.name, mirror_of(manifest))
     status = JobStatus.COMPLETED_WITH_WARNINGS if ctx.warnings else JobStatus.COMPLETED
     last = LastBackup(ctx.job.id, manifest.created_at, status, manifest.consistency, manifest.id)
     updated = item.evolve(

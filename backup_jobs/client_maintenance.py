@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from backup_jobs import maintenance, protection
 from backup_jobs.client_base import ClientBase
 from backup_jobs.errors import (
+    STOPPED_ACTION,
     AmbiguousVMName,
     NotProtected,
     ProtectionNotStopped,
@@ -37,7 +38,9 @@ class MaintenanceVerbs(ClientBase):
             raise TypeError(f"keep_data is True or False, not {keep_data!r}")
         item = self._item(vm)
         if keep_data and item.state == ProtectionState.STOPPED:
-            raise NotProtected(item.vm_id, f"protection: {item.state.value} already")
+            raise NotProtected(
+                item.vm_id, f"protection: {item.state.value} already", STOPPED_ACTION
+            )
         operation = Operation.STOP_PROTECTION if keep_data else Operation.DELETE_BACKUP_DATA
         self._record_vault()
         return self._submit(operation, item.vm_id, item.vm_id)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backup_jobs import inventory, restores
+from backup_jobs import inventory, restores, wire
 from backup_jobs.client_base import ClientBase
-from backup_jobs.errors import InvalidRestoreTarget, RecoveryPointNotFound
+from backup_jobs.errors import CorruptRecord, InvalidRestoreTarget, RecoveryPointNotFound
 from backup_jobs.items import RecoveryPointRecord
 from backup_jobs.models import Listing, Operation
 
@@ -44,13 +44,19 @@ class RestoreVerbs(ClientBase):
         if not isinstance(point, str):
             raise TypeError(f"a recovery point id is text, not {point!r}")
         points = self.recovery_points(vm)
-        if point == LATEST_POINT and len(points):
+        if point.strip().lower() == LATEST_POINT and len(points):
             return points[0]
         found = next((p for p in points if p.id == point), None)
+        unreadable = wire.recovery_point_key(self.vault.name, point)
+        for problem in points.problems:
+            if found is None and problem.key == unreadable:
+                raise CorruptRecord(problem.key, problem.reason)
         if found is None:
             newest = ", ".join(p.id for p in points[:3]) or "none yet"
             raise RecoveryPointNotFound(
-                point, f" {vm} has no such point; its newest: {newest}.", _points_action(vm)
+                repr(point) if not point.strip() else point,
+                f"{vm} has no such point; its newest: {newest}",
+                _points_action(vm),
             )
         return found
 

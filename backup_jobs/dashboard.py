@@ -8,6 +8,7 @@ storage figures read the vault directory when this process can reach it.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,8 +17,8 @@ from typing import Any
 
 from backup_jobs.attention import Attention, needs_action
 from backup_jobs.catalog import Catalog
-from backup_jobs.errors import BackupJobsError, ConfigurationError
-from backup_jobs.items import ItemView, ProtectionState
+from backup_jobs.errors import BackupJobsError, ConfigurationError, CorruptRecord
+from backup_jobs.items import ItemView, ProtectionState, RecoveryPointRecord
 from backup_jobs.models import JobStatus, Listing, Problem, to_iso
 from backup_jobs.vault import Vault
 
@@ -69,8 +70,12 @@ def item_views(
     for item in items:
         if state is not None and item.state != state:
             continue
-        events = catalog.events(vault, item.vm_id)
-        points = catalog.recovery_points(vault, item.vm_id)
+        try:
+            events = catalog.events(vault, item.vm_id)
+            points = catalog.recovery_points(vault, item.vm_id)
+        except CorruptRecord as exc:  # shown without them, and named, never blocking the rest
+            problems.append(Problem(exc.item, exc.detail, "list protected items", now))
+            events, points = [], Listing()
         problems.extend(points.problems)
         reasons = needs_action(item, events, points, now)
         if reason is not None and not (reasons if reason == ANY else reason in reasons):
@@ -223,7 +228,10 @@ def _jobs_figure(status: JobStatus, value: int, since: datetime) -> Figure:
 
 def _storage(catalog: Catalog, vault: str, vm_ids: list[str], vault_dir: Path | None) -> Storage:
     """Logical bytes from the catalog's points; stored bytes from the vault, if reachable."""
-    points = [p for vm_id in vm_ids for p in catalog.recovery_points(vault, vm_id)]
+    points: list[RecoveryPointRecord] = []
+    for vm_id in vm_ids:
+        with contextlib.suppress(CorruptRecord):  # named by the listing of the items already
+            points.extend(catalog.recovery_points(vault, vm_id))
     logical = sum(p.size_bytes for p in points)
     if vault_dir is None or not (vault_dir / "config.json").exists():
         where = vault_dir or "(unknown)"

@@ -427,6 +427,14 @@ class NotRegistered(InvalidInput):
     action = "Register it first: `backup-jobs vm register VM --wait`, then protect it."
 
 
+# What to do about a VM whose protection is stopped already (its points kept).
+STOPPED_ACTION = (
+    "Its protection is stopped already and its points kept: resume it with `backup-jobs "
+    "protection resume VM --policy P`, or delete its data with `backup-jobs protection stop VM "
+    "--delete-data`."
+)
+
+
 class NotProtected(InvalidInput):
     """Raised when backing up a VM that no policy protects."""
 

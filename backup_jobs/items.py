@@ -33,6 +33,15 @@ class ProtectionState(ParsedEnum):
         """How the seed's portal shows it."""
         return SHOWN.get(self, self.value)
 
+    @classmethod
+    def _missing_(cls, value: object) -> ProtectionState | None:
+        """Also the way it is shown (``Protection stopped``), in any case."""
+        found = super()._missing_(value)
+        if found is None:
+            wanted = str(value).strip().lower()
+            found = next((s for s, text in SHOWN.items() if text.lower() == wanted), None)
+        return found
+
     @property
     def scheduled(self) -> bool:
         """True if beat runs this item's policy."""

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from backup_jobs import steps
+from backup_jobs.backups import mirror_of
 from backup_jobs.context import JobContext
-from backup_jobs.errors import ConfigurationError, VaultIntegrityError
+from backup_jobs.errors import ConfigurationError, CorruptRecord, VaultIntegrityError
 from backup_jobs.items import ProtectedItem, ProtectionState, RecoveryPointRecord, VerifyState
 from backup_jobs.policies import Policy
 from backup_jobs.vault import Manifest, Vault, collect_garbage, verify
@@ -126,7 +127,7 @@ def _plans(ctx: JobContext, vault: Vault) -> dict[str, dict[str, list[Manifest]]
         if retention is None:  # stopped, or no policy: every point is kept
             plans[vm_id] = {"keep": manifests, "remove": []}
             continue
-        good = {p.id: p.good for p in ctx.catalog.recovery_points(ctx.vault.name, vm_id)}
+        good = _mirrored(ctx, vm_id, manifests)
         points = [PointInfo(m.id, m.created_at, good.get(m.id, True)) for m in manifests]
         chosen = select(points, retention)
         plans[vm_id] = {
@@ -136,9 +137,35 @@ def _plans(ctx: JobContext, vault: Vault) -> dict[str, dict[str, list[Manifest]]
     return plans
 
 
+def _mirrored(ctx: JobContext, vm_id: str, manifests: list[Manifest]) -> dict[str, bool]:
+    """Whether each of a VM's points is good, mirroring again every point the catalog lacks.
+
+    The manifests are the truth and the catalog their mirror: a point committed while its
+    mirror could not be written (an index of the wrong Redis type, replaced since) is listed
+    and restorable again, and counts for retention like any other.
+    """
+    try:
+        known = {p.id: p.good for p in ctx.catalog.recovery_points(ctx.vault.name, vm_id)}
+    except CorruptRecord as exc:  # the index itself: mirroring a point replaces it
+        ctx.warnings.append(f"{vm_id}: {exc.message}")
+        known = {}
+    if ctx.job.properties.get(DRY_RUN):
+        return {m.id: known.get(m.id, True) for m in manifests}
+    for manifest in manifests:
+        if manifest.id not in known:
+            ctx.catalog.add_recovery_point(ctx.vault.name, mirror_of(manifest))
+            ctx.warnings.append(f"{vm_id}: recovery point {manifest.id} was mirrored again")
+            known[manifest.id] = True
+    return known
+
+
 def _retention_for(ctx: JobContext, vm_id: str) -> RetentionPolicy | None:
     """The retention that applies to a VM's points; None keeps them all."""
-    item = ctx.catalog.get_item(ctx.vault.name, vm_id)
+    try:
+        item = ctx.catalog.get_item(ctx.vault.name, vm_id)
+    except CorruptRecord as exc:  # one unreadable item never stops the others' retention
+        ctx.warnings.append(f"{vm_id}: every point was kept: {exc.message}")
+        return None
     if item is None or not _prunable(item):
         return None
     policy = ctx.catalog.get_policy(ctx.vault.name, item.policy)
@@ -156,7 +183,10 @@ def _prunable(item: ProtectedItem) -> bool:
 def _remove_point(ctx: JobContext, vault: Vault, manifest: Manifest) -> bool:
     """Delete one point (the manifest, the truth, first); False, deleting nothing, if its
     protection stopped (or went) since the plan was made."""
-    item = ctx.catalog.get_item(ctx.vault.name, manifest.vm)
+    try:
+        item = ctx.catalog.get_item(ctx.vault.name, manifest.vm)
+    except CorruptRecord:
+        item = None  # unreadable since the plan was made: keep its points
     removed = item is not None and _prunable(item)
     if removed:
         ctx.guard()
@@ -271,5 +301,5 @@ def run_garbage_collect(ctx: JobContext) -> dict[str, Any]:
         "bytes_freed": report.bytes_purged,
         "temporaries_removed": report.temporaries_removed,
         "orphan_indexes_removed": report.orphan_indexes_removed,
-        "skipped_reason": report.skipped_reason,
+        **({"skipped_reason": report.skipped_reason} if report.skipped_reason else {}),
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 from backup_jobs import steps
 from backup_jobs.context import JobContext
-from backup_jobs.errors import NotProtected
+from backup_jobs.errors import STOPPED_ACTION, NotProtected
 from backup_jobs.items import ProtectedItem, ProtectionState
 from backup_jobs.maintenance import vault_at
 
@@ -36,7 +36,7 @@ def stop_protection(ctx: JobContext) -> dict[str, Any]:
     """Stop the VM's protection and keep every recovery point."""
     item = protected_item(ctx)
     if item.state == ProtectionState.STOPPED:
-        raise NotProtected(ctx.job.item, f"protection: {item.state.value} already")
+        raise NotProtected(ctx.job.item, f"protection: {item.state.value} already", STOPPED_ACTION)
     _stop(ctx, item)
     return {
         "state": ProtectionState.STOPPED.value,

@@ -50,9 +50,6 @@ _SETS = frozenset({wire.IN_PROGRESS_KEY})
 class RedisIndexes(RedisBase):
     """The indexes the ticks work from, and what keeps every index readable (a mixin)."""
 
-    def record_problem(self, problem: Problem) -> None:
-        raise NotImplementedError  # provided by RedisCatalog
-
     # --- the ticks' indexes ------------------------------------------------------------------
 
     def due_retries(self, now: datetime, limit: int = 100) -> Listing[str]:
@@ -202,23 +199,6 @@ class RedisIndexes(RedisBase):
         problem = Problem(key, reason, by, datetime.now(UTC))
         self.record_problem(problem)
         return problem
-
-    def _read_records(
-        self, keys: list[str], by: str
-    ) -> tuple[list[str | None], dict[str, Problem]]:
-        """MGET of record keys; a nil whose key exists with another Redis type is a problem."""
-        raws = self._call(partial(self._redis.mget, keys))
-        missing = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
-        wrong: dict[str, Problem] = {}
-        if missing:
-            pipe = self._redis.pipeline(transaction=False)
-            for key in missing:
-                pipe.type(key)
-            for key, kind in zip(missing, self._call(pipe.execute), strict=True):
-                if text(kind) != "none":
-                    reason = f"it is a Redis {text(kind)}, not a string holding a JSON record"
-                    wrong[key] = Problem(key, reason, by)
-        return [text(raw) if raw is not None else None for raw in raws], wrong
 
 
 def _job_index_type(key: str) -> str:

@@ -21,7 +21,7 @@ from backup_jobs.catalogs.redis_base import RedisBase
 from backup_jobs.catalogs.redis_base import text as _text
 from backup_jobs.errors import LeaseLost
 from backup_jobs.items import ProtectedItem, RecoveryPointRecord, ScheduleEvent
-from backup_jobs.models import Listing
+from backup_jobs.models import Listing, Problem
 from backup_jobs.policies import Policy
 
 T = TypeVar("T")
@@ -247,7 +247,15 @@ class RedisProtection(RedisBase):
             wire.item_key(vault, vm_id),
         ]
         args = [rp_id, record, repr(at.timestamp()) if at else ""]
-        self._call(lambda: self._script(scripts.PUT_POINT)(keys=keys, args=args), keys[0])
+        replaced = self._call(
+            lambda: self._script(scripts.PUT_POINT)(keys=keys, args=args), keys[0]
+        )
+        if replaced:
+            reason = (
+                f"it was a Redis {_text(replaced)}, not a zset: replaced by an empty index; the "
+                "next prune mirrors the VM's recovery points from the vault again"
+            )
+            self.record_problem(Problem(keys[1], reason, "mirror recovery points", now()))
 
     def update_recovery_point(self, vault: str, point: RecoveryPointRecord) -> bool:
         """Replace a mirrored point's record if it is still mirrored (never resurrect one)."""
@@ -274,10 +282,11 @@ class RedisProtection(RedisBase):
         found: Listing[T] = Listing()
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            raws = self._call(partial(self._redis.mget, batch))
+            raws, wrong = self._read_records(batch, by)
+            found.problems.extend(wrong.values())
             for key, raw in zip(batch, raws, strict=True):
                 if raw:
-                    collect(found, key, _text(raw), build, by)
+                    collect(found, key, raw, build, by)
         return found
 
 
@@ -288,3 +297,8 @@ def _policy_of(raw: str) -> str | None:
         return str(data["policy"]) if isinstance(data, dict) and data.get("policy") else None
     except ValueError:
         return None
+
+
+def now() -> datetime:
+    """When a problem was seen."""
+    return datetime.now(UTC)

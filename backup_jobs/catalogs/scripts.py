@@ -355,6 +355,14 @@ return 1
 PUT_POINT = (
     _WITH_COUNT
     + """
+-- The VM's index of points is derived data (the manifests are the truth, and prune mirrors
+-- them again): one of the wrong Redis type is replaced, and the reply says so.
+local replaced = ''
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  redis.call('DEL', KEYS[2])
+  replaced = kind
+end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -364,7 +372,7 @@ else
 end
 local raw = redis.pcall('GET', KEYS[3])
 if type(raw) == 'string' then redis.call('SET', KEYS[3], with_count(raw, KEYS[2])) end
-return 1
+return replaced
 """
 )
 

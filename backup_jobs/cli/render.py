@@ -206,18 +206,22 @@ def item_table(views: Sequence[ItemView]) -> str:
                 backup,
                 short_time(view.next_run_at) or "-",
                 item.recovery_points,
-                item.health
-                + (
-                    f" [{', '.join(r.value for r in view.needs_action)}]"
-                    if view.needs_action
-                    else ""
-                ),
+                _health(view),
             )
         )
     return table(
         ("vm", "policy", "protection", "last backup (utc)", "next run (utc)", "points", "health"),
         rows,
     )
+
+
+def _health(view: ItemView) -> str:
+    """The item's health, ActionNeeded with the reasons when something needs action."""
+    if not view.needs_action:
+        return view.item.health
+    reasons = ", ".join(reason.value for reason in view.needs_action)
+    health = view.item.health if view.item.health.startswith("ActionNeeded") else "ActionNeeded"
+    return f"{health} [{reasons}]"
 
 
 def recovery_point_table(points: Sequence[RecoveryPointRecord]) -> str:

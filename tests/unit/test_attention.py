@@ -96,3 +96,11 @@ def test_a_new_vm_is_named_in_the_source_s_cloud_service_unless_given_one() -> N
     for bad in ("", "../x", "a/b/c", ".hidden", "sp ace", "cs/", "/x", "n" * 65, "c" * 65 + "/x"):
         with pytest.raises(InvalidRestoreTarget, match="Choose a valid name"):
             new_vm_id(bad, "cs-app/app01")
+
+
+def test_a_protection_state_is_read_as_listed_or_as_shown() -> None:
+    assert ProtectionState.parse("protection-stopped") == ProtectionState.STOPPED
+    assert ProtectionState.parse("Protection stopped") == ProtectionState.STOPPED
+    assert ProtectionState.parse("protected (pending initial backup)") == ProtectionState.PENDING
+    with pytest.raises(ConfigurationError, match="accepted: ConfiguringProtection"):
+        ProtectionState.parse("nope")

@@ -313,3 +313,22 @@ def test_a_vault_no_backup_created_yet_has_nothing_to_maintain(
         "points_checked": 0,
         "chunks_checked": 0,
     }
+
+
+def test_prune_mirrors_again_a_committed_point_the_catalog_lost_and_retains_by_all_of_them(
+    tmp_path: Path, catalog: MemoryCatalog
+) -> None:
+    vault = Vault.create(tmp_path / "vault")
+    old, mid, new = (_point(vault, catalog, "cs/a", at) for at in _days((0, 1), (1, 1), (2, 1)))
+    catalog.remove_recovery_point("v", "cs/a", new.id)  # committed, its mirror lost
+    ctx = _context(tmp_path, catalog, Operation.PRUNE, PRUNE_ITEM)
+
+    result = run_prune(ctx)
+
+    # Two days kept, the newest among them although the catalog had lost it: restorable again.
+    assert {p.id for p in catalog.recovery_points("v", "cs/a")} == {new.id, mid.id}
+    assert {m.id for m in vault.manifests("cs/a")} == {new.id, mid.id}
+    assert result["removed"] == 1 and any(new.id in w for w in ctx.warnings)
+    item = catalog.get_item("v", "cs/a")
+    assert item is not None and item.recovery_points == 2
+    assert old.id not in {p.id for p in catalog.recovery_points("v", "cs/a")}

@@ -17,9 +17,13 @@ import redis
 from backup_jobs import ticks, wire
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.redis import RedisCatalog
+from backup_jobs.client import Client
+from backup_jobs.dashboard import build_dashboard, item_views
 from backup_jobs.errors import BackupJobsError, CorruptRecord
+from backup_jobs.items import ProtectedItem, ProtectionState, RecoveryPointRecord
 from backup_jobs.joblist import JobQuery
 from backup_jobs.models import VM, Job, JobStatus, Listing, Operation, RegistrationState
+from backup_jobs.settings import Settings
 from backup_jobs.testing import FrozenClock, RecordingDispatcher
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -265,3 +269,61 @@ def test_an_index_member_that_is_not_utf8_is_named_and_removed(
     assert "UTF-8" in listing.problems[0].reason
     assert again.problems == []
     assert index in [p.key for p in catalog.problems()]
+
+
+def _point(rp_id: str, vm_id: str = "cs/vm") -> RecoveryPointRecord:
+    return RecoveryPointRecord(rp_id, vm_id, T0, "CrashConsistent", 10, 10)
+
+
+def test_a_point_index_of_the_wrong_type_is_replaced_when_a_backup_mirrors_its_point(
+    catalog: RedisCatalog, raw: redis.Redis
+) -> None:
+    index = wire.recovery_points_key("v", "cs/vm")
+    raw.rpush(index, "garbage")
+
+    catalog.add_recovery_point("v", _point("rp1"))
+
+    assert [p.id for p in catalog.recovery_points("v", "cs/vm")] == ["rp1"]
+    [problem] = catalog.problems()
+    assert problem.key == index and "it was a Redis list" in problem.reason
+
+
+def test_a_point_record_of_the_wrong_type_or_unreadable_is_named_not_taken_as_absent(
+    catalog: RedisCatalog, raw: redis.Redis, scratch_url: str
+) -> None:
+    settings = Settings(vault="v", region="r")
+    client = Client(settings, catalog, RecordingDispatcher())
+    catalog.put_vm("v", VM("vm", "cs", "r"))
+    for rp_id in ("rp1", "rp2", "rp3"):
+        catalog.add_recovery_point("v", _point(rp_id))
+    raw.delete(wire.recovery_point_key("v", "rp2"))
+    raw.hset(wire.recovery_point_key("v", "rp2"), "a", "b")
+    raw.set(wire.recovery_point_key("v", "rp3"), "not json")
+
+    listed = client.recovery_points("cs/vm")
+
+    assert [p.id for p in listed] == ["rp1"]
+    assert {p.key for p in listed.problems} == {
+        wire.recovery_point_key("v", "rp2"),
+        wire.recovery_point_key("v", "rp3"),
+    }
+    for rp_id in ("rp2", "rp3"):
+        with pytest.raises(CorruptRecord, match=rp_id):
+            client.recovery_point("cs/vm", rp_id)
+
+
+def test_one_item_s_unreadable_point_index_never_blocks_the_protection_listing(
+    catalog: RedisCatalog, raw: redis.Redis
+) -> None:
+    for vm_id in ("cs/a", "cs/b"):
+        catalog.put_item(ProtectedItem("v", vm_id, "p", ProtectionState.PROTECTED))
+        catalog.add_recovery_point("v", _point(f"rp-{vm_id[-1]}", vm_id))
+    raw.delete(wire.recovery_points_key("v", "cs/a"))
+    raw.set(wire.recovery_points_key("v", "cs/a"), "garbage")
+
+    views = item_views(catalog, "v", T0)
+    board = build_dashboard(catalog, "v", None, T0)
+
+    assert [v.item.vm_id for v in views] == ["cs/a", "cs/b"]
+    assert [p.key for p in views.problems] == [wire.recovery_points_key("v", "cs/a")]
+    assert board.storage.points == 1 and board.problems
