@@ -38,13 +38,19 @@ def list_jobs(
             detail=f"until={high.isoformat()!r} is before since={low.isoformat()!r}, so no job "
             "can match; give the earlier time as since"
         )
+    first = timeparse.since(before, now, "before")
+    if low is not None and first is not None and first <= low:
+        raise ConfigurationError(
+            detail=f"before={first.isoformat()!r} is not after since={low.isoformat()!r}, so "
+            "no job can match; give the earlier time as since"
+        )
     query = JobQuery(
         status=None if status is None else JobStatus.parse(status),
         operation=None if operation is None else Operation.parse(operation),
         item=None if item is None else resolve_item(catalog, vault, item),
         since=low,
         until=high,
-        after=_start(cursor, timeparse.since(before, now, "before")),
+        after=_start(cursor, first),
         limit=None if limit is None else parse_limit(limit),
     )
     return catalog.list_jobs(vault, query)

@@ -129,6 +129,16 @@ def run_restore(ctx: JobContext) -> dict[str, Any]:
     finally:
         with contextlib.suppress(ProviderError, OSError):
             ctx.provider.discard_staging(ctx.job.id)
+    namesakes = sorted(
+        vm.id
+        for vm in ctx.catalog.list_vms(ctx.vault.name)
+        if vm.name == created.name and vm.id != created.id and not vm.deleted
+    )
+    if namesakes:
+        ctx.warnings.append(
+            f"{created.id} shares its name with {', '.join(namesakes)}: the bare name "
+            f"{created.name} is ambiguous from now on; name each as cloud_service/name"
+        )
     return _result(manifest, files, new_vm=created.id)
 
 

@@ -115,6 +115,9 @@ def test_restore_as_a_new_vm_creates_a_vm_that_discovers_and_registers_like_any_
     restored = client.recovery_point(VM, point)
     assert (fleet.vm_dir("cs-app/app01-copy") / "os.img").stat().st_size == restored.size_bytes
     assert not (fleet.root / ".restores" / job.id).exists()
+    namesake = client.restore(VM, point, as_new_vm="web01").wait(60)  # cs-web/web01 exists
+    assert namesake.status == JobStatus.COMPLETED_WITH_WARNINGS
+    assert "the bare name web01 is ambiguous" in namesake.warnings[0]
 
 
 def test_the_cli_restores_and_shows_points_and_refuses_garbage_without_a_traceback(

@@ -201,6 +201,7 @@ def test_jobs_pages_with_next_cursor_and_before(parts) -> None:  # type: ignore[
         ({"limit": True}, "limit=True"),
         ({"status": "nope"}, "JobStatus 'nope' is not valid"),
         ({"until": "2h", "since": "1h"}, "until=.* is before since="),
+        ({"before": "2h", "since": "1h"}, "before=.* is not after since="),
         ({"before": "later"}, "before='later' is not valid"),
         ({"until": "someday"}, "until='someday' is not valid"),
     ],
