@@ -113,6 +113,21 @@ def test_a_running_job_is_cancelling_keeps_its_lease_and_ends_cancelled_by_its_a
     assert catalog.lock_holder("v", ITEM) is None and list(catalog.in_progress()) == []
 
 
+def test_an_attempt_that_completes_before_it_sees_the_cancel_ends_completed_and_free(
+    clock: FrozenClock,
+) -> None:
+    catalog = MemoryCatalog()
+    started = _started(catalog, clock)
+    cancels.request_cancel(catalog, started.job.id, clock)
+
+    done = jobs.complete(catalog, started, {"recovery_point_id": "p1"}, clock)
+
+    assert done.status == _stored(catalog, started.job.id).status == JobStatus.COMPLETED
+    assert catalog.lock_holder("v", ITEM) is None and list(catalog.in_progress()) == []
+    with pytest.raises(errors.JobNotCancellable, match="Completed"):
+        cancels.request_cancel(catalog, started.job.id, clock)
+
+
 def test_a_failure_of_an_attempt_being_cancelled_does_not_overwrite_the_cancel(
     clock: FrozenClock,
 ) -> None:
