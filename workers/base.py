@@ -108,7 +108,8 @@ def run_job(
             ended, error = _end_failed(
                 spec, catalog, jobs.Started(now, started.fence), outcome, watch, events
             )
-            events.event("attempt_failed", code=error.code, status=ended.status.value)
+            name = "attempt_cancelled" if isinstance(error, Cancelled) else "attempt_failed"
+            events.event(name, code=error.code, status=ended.status.value)
             raise error
         properties, ctx = outcome
         done = jobs.complete(
