@@ -22,6 +22,7 @@ from backup_jobs.context import JobContext
 from backup_jobs.errors import (
     BackupInternalError,
     BackupJobsError,
+    Cancelled,
     ConfigurationError,
     CorruptRecord,
     NotProtected,
@@ -72,12 +73,18 @@ def run_backup(ctx: JobContext) -> dict[str, Any]:
 
 
 def backup_failed(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsError) -> None:
-    """Record a failed attempt on the item; once it will not be retried, as needing action."""
+    """Record a failed attempt on the item; once it will not be retried, as needing action.
+
+    A cancelled backup is no failure: the item keeps its state, health and last error.
+    """
     try:
         item = catalog.get_item(job.vault, job.item)
     except CorruptRecord:
         return
     if item is None:
+        return
+    if isinstance(error, Cancelled):
+        catalog.put_item(item.evolve(last_job_id=job.id), fence)
         return
     final = not error.retryable or job.attempt >= job.max_attempts
     changes: dict[str, Any] = {"last_error": error.to_dict(), "last_job_id": job.id}
@@ -154,6 +161,7 @@ def _transfer(ctx: JobContext, item: ProtectedItem, snapshot: Snapshot) -> Manif
                     ctx, 1, ctx.settings.timeouts.transfer_seconds, _transfer_timeout(ctx)
                 ),
                 properties={TRACKING: {d.name: d.tracking for d in snapshot.disks}},
+                should_cancel=ctx.should_cancel,
             )
             return backup(vault, request)
         except (OSError, ProviderError) as exc:

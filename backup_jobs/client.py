@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backup_jobs import inventory, jobs, jobs_page, protection, wire
+from backup_jobs import cancels, inventory, jobs, jobs_page, protection, wire
 from backup_jobs.attention import Attention
 from backup_jobs.catalog import Catalog
 from backup_jobs.client_maintenance import MaintenanceVerbs
@@ -233,6 +233,17 @@ class Client(MaintenanceVerbs, RestoreVerbs):
             else:
                 targets[vm.id] = None
         return list(targets), refused
+
+    def cancel(self, job_id: str) -> JobHandle:
+        """Cancel a job that is queued, waiting to retry or running; a handle to follow it.
+
+        A job nothing runs is ``Cancelled`` at once; a running one is ``Cancelling`` until its
+        attempt stops between chunks or steps (a few seconds), then ``Cancelled``. One that
+        commits its work first ends ``Completed``: the cancel came too late.
+        ``JobNotFound``; ``JobNotCancellable`` if the job has ended.
+        """
+        cancels.request_cancel(self.catalog, job_id, self._clock)
+        return self.handle(job_id)
 
     def job(self, job_id: str) -> Job:
         """One job record."""

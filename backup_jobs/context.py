@@ -2,7 +2,9 @@
 
 The worker's task base builds one per attempt; use-cases take it as their one argument, so
 they need neither Celery nor Redis. ``heartbeat`` is cheap and called often (it notices a lost
-lease); ``guard`` asks the catalog and is called right before a side effect is committed.
+lease, and raises ``Cancelled`` once the job is asked to stop); ``guard`` asks the catalog and is
+called right before a side effect is committed. ``should_cancel`` says whether a cancel was
+asked, for code that stops on its own (the vault's backup and restore).
 ``warnings`` collects what the job should end ``CompletedWithWarnings`` with; ``subtasks`` are
 the job's steps as they go, and ``progress`` publishes them (the job record, Flower).
 ``results`` are properties found so far, kept on the job even if the attempt then fails (a
@@ -29,6 +31,11 @@ def _nothing() -> None:
     """The default guard and progress: nothing to check or publish."""
 
 
+def _never() -> bool:
+    """The default ``should_cancel``: no cancel is ever asked."""
+    return False
+
+
 @dataclass(frozen=True)
 class JobContext:
     """One attempt's job, fence, collaborators, limits and what it reports as it goes."""
@@ -48,3 +55,4 @@ class JobContext:
     progress: Callable[[], None] = _nothing
     followups: list[Job] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
+    should_cancel: Callable[[], bool] = _never

@@ -315,6 +315,16 @@ class InstallAgentTimeout(InvalidInput):
     action = "Check whether the operating system version of the virtual machine is supported."
 
 
+class JobNotCancellable(Conflict):
+    """Raised when a cancel names a job that has ended (or ended while the cancel was asked)."""
+
+    template = "The job cannot be cancelled: {detail}."
+    action = (
+        "Nothing to cancel: the job has ended. See how with `backup-jobs job show ID`; undo "
+        "its result with the matching operation if you need to."
+    )
+
+
 class OperationInProgress(Conflict):
     """Raised when a job starts on an item another job holds; names the running job."""
 

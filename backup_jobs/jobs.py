@@ -171,7 +171,10 @@ def begin_attempt(
         fencing_token=lock.token,
         attempts=(*job.attempts, Attempt(attempt, now, task_id)),
     )
-    catalog.save_job(started, fence)
+    # Only from the status read: a cancel saved since then wins, and this message does nothing.
+    if not catalog.save_job(started, fence, expect=job.status):
+        catalog.release_lock(job.vault, job.item, job.id)
+        return None
     return Started(started, fence)
 
 
@@ -191,7 +194,7 @@ def complete(
         warnings=started.job.warnings + warnings,
         properties={**started.job.properties, **properties},
     )
-    return _save_ended(catalog, job, started.fence)
+    return save_ended(catalog, job, started.fence)
 
 
 def fail_attempt(
@@ -202,11 +205,14 @@ def fail_attempt(
     clock: Clock,
     fence: Fence | None,
     retryable: bool | None = None,
+    expect: JobStatus | None = None,
 ) -> Job:
     """End the current attempt with ``error``: retry later if allowed, else fail the job.
 
     ``retryable`` overrides the error's own flag (a busy item is final for a new job, not for
-    a retry). Returns the job as the catalog now holds it (another writer's, if fenced out).
+    a retry). With ``expect``, only if the stored job has that status (a worker expects
+    ``InProgress``, so that a cancel asked meanwhile is not overwritten). Returns the job as
+    the catalog now holds it (another writer's, if fenced out or not in ``expect``).
     """
     now = clock.now()
     retry = (error.retryable if retryable is None else retryable) and job.attempt < job.max_attempts
@@ -218,7 +224,7 @@ def fail_attempt(
         failed = failed.evolve(status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at)
     else:
         failed = failed.evolve(status=JobStatus.FAILED, ended_at=now)
-    return _save_ended(catalog, failed, fence)
+    return save_ended(catalog, failed, fence, expect)
 
 
 def end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clock: Clock) -> Job:
@@ -284,13 +290,21 @@ def _fail_conflict(
         started_at=job.started_at or now,
         attempts=(*job.attempts, Attempt(attempt, now, task_id)),
     )
-    fail_attempt(catalog, attempted, error, retry_delay_seconds, clock, None, attempt > 1)
+    fail_attempt(
+        catalog, attempted, error, retry_delay_seconds, clock, None, attempt > 1, job.status
+    )
 
 
-def _save_ended(catalog: Catalog, job: Job, fence: Fence | None) -> Job:
-    """Save the ended attempt (which frees the item's lease); the stored job if fenced out."""
+def save_ended(
+    catalog: Catalog, job: Job, fence: Fence | None, expect: JobStatus | None = None
+) -> Job:
+    """Save the ended attempt (which frees the item's lease); the stored job if fenced out,
+    or if it is not in ``expect`` (when given)."""
     try:
-        catalog.save_job(job, fence)
+        if catalog.save_job(job, fence, expect=expect):
+            return job
+        with contextlib.suppress(BackupJobsError):
+            return catalog.get_job(job.id) or job
     except LeaseLost:
         # The reaper took this attempt over; its record wins and the item is no longer ours.
         with contextlib.suppress(BackupJobsError):

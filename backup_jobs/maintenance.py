@@ -288,7 +288,11 @@ def run_garbage_collect(ctx: JobContext) -> dict[str, Any]:
     steps.begin(ctx, "Mark and sweep")
     vault = vault_at(ctx)
     with steps.step(ctx, 0):
-        report = collect_garbage(vault, ctx.settings.gc_margin_seconds) if vault else None
+        report = (
+            collect_garbage(vault, ctx.settings.gc_margin_seconds, heartbeat=ctx.heartbeat)
+            if vault
+            else None
+        )
     if report is None:
         return {"live_chunks": 0, "condemned": 0, "purged": 0}
     if report.skipped_reason:

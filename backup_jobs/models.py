@@ -78,6 +78,15 @@ class JobStatus(ParsedEnum):
         """True once the job will never change again."""
         return self in FINAL_STATUSES
 
+    @property
+    def is_running(self) -> bool:
+        """True while an attempt runs: ``InProgress``, or ``Cancelling`` until it has stopped.
+
+        A running job keeps its item's lease and its place in the in-progress set, so that
+        the reaper finds it if its worker dies.
+        """
+        return self in (JobStatus.IN_PROGRESS, JobStatus.CANCELLING)
+
 
 FINAL_STATUSES = frozenset(
     {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS, JobStatus.FAILED, JobStatus.CANCELLED}

@@ -160,6 +160,7 @@ def _transfer(
         root,
         overwrite=bool(ctx.job.properties.get(OVERWRITE)),
         progress=ByteProgress(ctx, 0, ctx.settings.timeouts.restore_seconds, _timeout(ctx)),
+        should_cancel=ctx.should_cancel,
     )
     with step(ctx, 0):
         try:

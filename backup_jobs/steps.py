@@ -1,6 +1,7 @@
 """A job's sub-tasks as they run: status, times and byte progress, published as they go.
 
-A step is ``InProgress`` while its block runs and ends ``Completed`` or ``Failed`` with it;
+A step is ``InProgress`` while its block runs and ends ``Completed`` or ``Failed`` with it
+(``Cancelled`` if the job was cancelled in it);
 each change is published (the job record, Flower) through the attempt's ``progress``. A step
 may count bytes: ``advance`` for steps that count themselves (published at each whole
 percent), or a ``ByteProgress``, the callback the vault's backup and restore report bytes to,
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from backup_jobs.context import JobContext
-from backup_jobs.errors import BackupJobsError
+from backup_jobs.errors import BackupJobsError, Cancelled
 from backup_jobs.models import JobStatus, SubTask
 
 # The job record and Flower are told of a step's progress at most this often.
@@ -41,8 +42,8 @@ def step(ctx: JobContext, index: int, bytes_total: int = 0) -> Iterator[None]:
     ctx.progress()
     try:
         yield
-    except BaseException:
-        _end(ctx, index, JobStatus.FAILED)
+    except BaseException as exc:
+        _end(ctx, index, JobStatus.CANCELLED if isinstance(exc, Cancelled) else JobStatus.FAILED)
         raise
     _end(ctx, index, JobStatus.COMPLETED)
 

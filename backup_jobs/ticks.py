@@ -24,10 +24,18 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from backup_jobs import wire
+from backup_jobs.cancels import end_cancelled
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.clock import Clock
 from backup_jobs.dispatcher import Dispatcher
-from backup_jobs.errors import BackupJobsError, CorruptRecord, LeaseLost, QueueTimeout, WorkerLost
+from backup_jobs.errors import (
+    BackupJobsError,
+    Cancelled,
+    CorruptRecord,
+    LeaseLost,
+    QueueTimeout,
+    WorkerLost,
+)
 from backup_jobs.jobs import (
     SEND_GRACE_SECONDS,
     Rollback,
@@ -83,7 +91,8 @@ def dispatch_due_retries(catalog: Catalog, dispatcher: Dispatcher, clock: Clock)
 def reap_lost_jobs(
     catalog: Catalog, retry_delay_seconds: float, clock: Clock, rollback: Rollback
 ) -> TickReport:
-    """Fail with ``WorkerLost`` every running attempt whose lease expired.
+    """Fail with ``WorkerLost`` every running attempt whose lease expired; end ``Cancelled``
+    one whose job was being cancelled (never stuck in ``Cancelling``, never retried).
 
     The lost worker's fencing token is made stale first and the reaper writes with the new
     one, so a worker that was only frozen cannot write afterwards, and of two reapers only one
@@ -91,22 +100,28 @@ def reap_lost_jobs(
     """
 
     def reap(job: Job) -> bool:
-        if (
-            job.status != JobStatus.IN_PROGRESS
-            or catalog.lock_holder(job.vault, job.item) == job.id
-        ):
+        if not job.status.is_running or catalog.lock_holder(job.vault, job.item) == job.id:
             return False
         token = catalog.invalidate_fence(job.vault, job.item)
         current = catalog.get_job(job.id)
-        if current is None or current.status != JobStatus.IN_PROGRESS:
+        if current is None or not current.status.is_running:
             return False
         fence = Fence(job.vault, job.item, token)
-        error = WorkerLost(current.item_name)
+        # A job being cancelled ends Cancelled: its worker is gone, and it was asked to stop.
+        cancelling = current.status == JobStatus.CANCELLING
+        error: BackupJobsError = (
+            Cancelled(current.item_name, "its worker was lost before it stopped")
+            if cancelling
+            else WorkerLost(current.item_name)
+        )
         try:
             rollback(catalog, current, fence, error)
         except LeaseLost:
             return False
-        fail_attempt(catalog, current, error, retry_delay_seconds, clock, fence)
+        if cancelling:
+            end_cancelled(catalog, current, error, clock, fence)
+        else:
+            fail_attempt(catalog, current, error, retry_delay_seconds, clock, fence)
         return True
 
     running = catalog.in_progress()

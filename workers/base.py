@@ -18,10 +18,12 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from backup_jobs import jobs
+from backup_jobs.cancels import CancelWatch, end_cancelled
 from backup_jobs.catalog import Catalog
 from backup_jobs.context import JobContext
 from backup_jobs.errors import (
     BackupJobsError,
+    Cancelled,
     InternalError,
     LeaseLost,
     RedisUnavailable,
@@ -32,6 +34,8 @@ from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root
 
 log = logging.getLogger("backup_jobs.worker")
+# How an attempt ended that Flower shows as a failed task (with the attempt's error).
+_FAILED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 # The action of an attempt that lost Redis while it ran (not a wrong URL: it worked before).
 OUTAGE_ACTION = (
     "Redis became unreachable while the attempt ran; the job is retried automatically while "
@@ -93,20 +97,20 @@ def run_job(
     events.event("attempt_started", operation=operation.value, attempt=attempt)
     subtasks: list[SubTask] = []
     results: dict[str, Any] = {}
+    watch = CancelWatch(catalog, job_id)
     with root.heartbeats().hold(started.job) as check_lease:
-        outcome = _attempt(task, started, spec, check_lease, subtasks, results, events)
+        check = _checks(check_lease, watch, started.job.item_name)
+        outcome = _attempt(task, started, spec, check, watch, subtasks, results, events)
         now = started.job.evolve(
             subtasks=tuple(subtasks), properties={**started.job.properties, **results}
         )
         if isinstance(outcome, BackupJobsError):
-            _roll_back(spec, catalog, started, outcome, events)
-            # Redis lost mid-attempt is an outage, not a fault of the job: retried.
-            outage = isinstance(outcome, RedisUnavailable) or None
-            failed = jobs.fail_attempt(
-                catalog, now, outcome, settings.retry_delay_seconds, clock, started.fence, outage
+            ended, error = _end_failed(
+                spec, catalog, jobs.Started(now, started.fence), outcome, watch, events
             )
-            events.event("attempt_failed", code=outcome.code, status=failed.status.value)
-            raise outcome
+            name = "attempt_cancelled" if isinstance(error, Cancelled) else "attempt_failed"
+            events.event(name, code=error.code, status=ended.status.value)
+            raise error
         properties, ctx = outcome
         done = jobs.complete(
             catalog, jobs.Started(now, started.fence), properties, clock, tuple(ctx.warnings)
@@ -116,11 +120,59 @@ def run_job(
     return summary(done)
 
 
+def _checks(check_lease: Callable[[], None], watch: CancelWatch, item: str) -> Callable[[], None]:
+    """The attempt's heartbeat: ``LeaseLost`` if its lease is gone, ``Cancelled`` if asked."""
+
+    def check() -> None:
+        check_lease()
+        if watch():
+            raise Cancelled(item)
+
+    return check
+
+
+def _end_failed(
+    spec: OperationSpec,
+    catalog: Catalog,
+    started: jobs.Started,
+    error: BackupJobsError,
+    watch: CancelWatch,
+    events: EventLog,
+) -> tuple[Job, BackupJobsError]:
+    """Roll back and record a failed attempt; the job as saved and the error it ended with.
+
+    A cancel asked while the attempt ran wins over how it failed: the job ends ``Cancelled``,
+    not retried, also if the cancel comes between this check and the save (compare-and-set).
+    """
+    settings, clock, job = root.settings(), root.clock(), started.job
+    if not isinstance(error, Cancelled) and watch.refresh():
+        error = Cancelled(job.item_name, f"the attempt had ended with {error.code}")
+    _roll_back(spec, catalog, started, error, events)
+    if not isinstance(error, Cancelled):
+        # Redis lost mid-attempt is an outage, not a fault of the job: retried.
+        outage = isinstance(error, RedisUnavailable) or None
+        ended = jobs.fail_attempt(
+            catalog,
+            job,
+            error,
+            settings.retry_delay_seconds,
+            clock,
+            started.fence,
+            outage,
+            expect=JobStatus.IN_PROGRESS,
+        )
+        if ended.status != JobStatus.CANCELLING:
+            return ended, error
+        error = Cancelled(job.item_name, f"the attempt had ended with {error.code}")
+    return end_cancelled(catalog, job, error, clock, started.fence), error
+
+
 def _attempt(
     task: Task[Any, Any],
     started: jobs.Started,
     spec: OperationSpec,
     check_lease: Callable[[], None],
+    watch: CancelWatch,
     subtasks: list[SubTask],
     results: dict[str, Any],
     events: EventLog,
@@ -144,6 +196,7 @@ def _attempt(
             subtasks=subtasks,
             progress=_publisher(task, catalog, started, subtasks),
             results=results,
+            should_cancel=watch,
         )
         return spec.run(ctx), ctx
     except SoftTimeLimitExceeded:
@@ -169,7 +222,10 @@ def _publisher(
 
     def publish() -> None:
         try:
-            catalog.save_job(started.job.evolve(subtasks=tuple(subtasks)), started.fence)
+            # Only while InProgress: a cancel's Cancelling is never overwritten.
+            job = started.job.evolve(subtasks=tuple(subtasks))
+            if not catalog.save_job(job, started.fence, expect=JobStatus.IN_PROGRESS):
+                return
         except RedisUnavailable:
             return  # progress is shown, not needed: the next step publishes it again
         fields = progress_fields(subtasks)
@@ -255,8 +311,10 @@ def _already_handled(catalog: Catalog, job_id: str, attempt: int) -> dict[str, A
     """
     job = catalog.get_job(job_id)
     ended = next((a for a in job.attempts if a.number == attempt), None) if job else None
-    if ended is not None and ended.status == JobStatus.FAILED and ended.error:
+    if ended is not None and ended.status in _FAILED and ended.error:
         raise error_from_dict(ended.error)
+    if ended is None and job is not None and job.status == JobStatus.CANCELLED and job.error:
+        raise error_from_dict(job.error)  # cancelled before this attempt started
     return summary(job, skipped=True)
 
 

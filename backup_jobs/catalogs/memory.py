@@ -167,7 +167,7 @@ class MemoryCatalog(MemoryProtection):
 
     def _index(self, job: Job, check_at: datetime | None) -> None:
         self._pages.put(job)
-        if job.status == JobStatus.IN_PROGRESS:
+        if job.status.is_running:
             self._in_progress.add(job.id)
         else:
             self._in_progress.discard(job.id)

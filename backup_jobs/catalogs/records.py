@@ -101,7 +101,7 @@ def index_entries(job: Job, now: datetime) -> list[tuple[str, float | None]]:
     may be lost with the entry; a duplicate is harmless), a job waiting to retry is due at its
     next retry (``now`` if it has none).
     """
-    if job.status == JobStatus.IN_PROGRESS:
+    if job.status.is_running:
         return [(wire.IN_PROGRESS_KEY, None)]
     if job.status == JobStatus.WAITING_TO_RETRY:
         return [(wire.RETRY_SET_KEY, (job.next_retry_at or now).timestamp())]

@@ -95,7 +95,7 @@ class RedisJobs(RedisIndexes):
             str(fence.token) if fence else "",
             dump(job.to_dict()),
             job.id,
-            "1" if job.status == JobStatus.IN_PROGRESS else "0",
+            "1" if job.status.is_running else "0",
             expect.value if expect else "",
             _score(retry_at.timestamp() if retry_at else None),
             _score(check_at.timestamp() if check_at and job.status == JobStatus.QUEUED else None),

@@ -11,9 +11,10 @@ import click
 
 from backup_jobs import joblist, timeparse
 from backup_jobs.cli import render
-from backup_jobs.cli.common import client, json_option, parsed_by
+from backup_jobs.cli.common import client, echo_error, json_option, parsed_by, wait_option
 from backup_jobs.cli.problems import warn_problems
-from backup_jobs.errors import EXIT_INTERRUPTED, ConfigurationError
+from backup_jobs.cli.waiting import wait_for
+from backup_jobs.errors import EXIT_INTERRUPTED, ConfigurationError, JobNotCancellable
 from backup_jobs.models import JobPage, JobStatus, Operation, ParsedEnum, utcnow
 
 # How often --watch redraws the page when given no interval.
@@ -50,7 +51,7 @@ def _watch_seconds(text: str) -> float:
 
 @click.group("job")
 def job_group() -> None:
-    """The jobs page: list and show jobs."""
+    """The jobs page: list and show jobs; cancel one."""
 
 
 @job_group.command("list")
@@ -182,3 +183,34 @@ def job_show(job_id: str, as_json: bool) -> None:
         render.emit_json(job.to_dict())
     else:
         click.echo(render.job_detail(job))
+
+
+@job_group.command("cancel")
+@click.argument("job_id")
+@wait_option
+@json_option
+def job_cancel(job_id: str, wait: bool, as_json: bool) -> None:
+    """Cancel a job that is queued, waiting to retry or running.
+
+    A job nothing runs is Cancelled at once; a running one is Cancelling until it stops
+    between chunks or steps, then Cancelled. With --wait, exits 0 once it is Cancelled, or
+    with JobNotCancellable's code (4) if it completed first (the cancel came too late).
+    """
+    handle = client().cancel(job_id)
+    if not wait:
+        job = handle.job()
+        if as_json:
+            render.emit_json(job.to_dict())
+        else:
+            follow = "" if job.status.is_final else f"; follow it: backup-jobs job show {job.id}"
+            click.echo(f"{job.id}: {job.status.value}{follow}")
+        return
+    code = wait_for([handle], as_json)
+    job = handle.job()
+    if job.status == JobStatus.CANCELLED:
+        sys.exit(0)
+    if job.status.is_final:  # it ended otherwise before it saw the cancel
+        late = JobNotCancellable(job.item_name, f"job {job.id} ended {job.status.value} first")
+        echo_error(late.to_dict())
+        sys.exit(late.exit_code)
+    sys.exit(code)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from backup_jobs.errors import RecoveryPointNotFound, VaultIntegrityError
@@ -43,13 +44,22 @@ class GcReport:
 
 
 def collect_garbage(
-    vault: Vault, margin_seconds: float = DEFAULT_MARGIN_SECONDS, now: float | None = None
+    vault: Vault,
+    margin_seconds: float = DEFAULT_MARGIN_SECONDS,
+    now: float | None = None,
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> GcReport:
-    """One mark-and-sweep pass over the vault; nothing is deleted on a partial mark."""
+    """One mark-and-sweep pass over the vault; nothing is deleted on a partial mark.
+
+    ``heartbeat`` runs between sub-steps and before each blob purged or condemned; what it
+    raises stops the pass there, which is safe: each step is whole by itself (two-run GC).
+    """
     started = time.time() if now is None else now
     cutoff = min([started, *vault.live_writer_starts(started)]) - margin_seconds
     live, committed, unreadable = _mark(vault)
+    heartbeat()
     rescued = _rescue(vault, live)
+    heartbeat()
     if unreadable:
         reason = (
             f"{len(unreadable)} recovery point(s) could not be read ({', '.join(unreadable)}); "
@@ -60,11 +70,13 @@ def collect_garbage(
     purged = freed = 0
     for digest, condemned_at in list(vault.store.garbage()):
         if digest not in live and condemned_at < cutoff:
+            heartbeat()
             freed += vault.store.purge(digest)
             purged += 1
     condemned = 0
     for digest, mtime in list(vault.store.chunks()):
         if digest not in live and mtime < cutoff:
+            heartbeat()
             vault.store.condemn(digest)
             condemned += 1
     # A temp file is an interrupted write only if it is far older than any write takes: a

@@ -232,12 +232,32 @@ def test_saving_a_job_that_no_longer_runs_frees_its_lease_and_only_its_own(
     assert catalog.lock_holder("v", "vault") == "b"
 
 
+def test_a_cancelling_job_still_runs_keeping_its_lease_and_in_progress_entry(
+    catalog: Catalog,
+) -> None:
+    _create(catalog, _job("a"))
+    catalog.acquire_lock("v", "vault", "a", 30)
+    catalog.save_job(_job("a").evolve(status=JobStatus.IN_PROGRESS))
+
+    asked = catalog.save_job(
+        _job("a").evolve(status=JobStatus.CANCELLING), expect=JobStatus.IN_PROGRESS
+    )
+    held, listed = catalog.lock_holder("v", "vault"), list(catalog.in_progress())
+    progress = _job("a").evolve(status=JobStatus.IN_PROGRESS)
+    overwritten = catalog.save_job(progress, expect=JobStatus.IN_PROGRESS)
+    catalog.save_job(_job("a").evolve(status=JobStatus.CANCELLED))
+
+    assert asked and held == "a" and listed == ["a"] and not overwritten
+    assert catalog.lock_holder("v", "vault") is None and catalog.in_progress() == []
+
+
 def test_restoring_the_job_indexes_puts_back_what_each_job_s_status_implies(
     catalog: Catalog,
 ) -> None:
     statuses = {
         "q": JobStatus.QUEUED,
         "r": JobStatus.IN_PROGRESS,
+        "x": JobStatus.CANCELLING,
         "w": JobStatus.WAITING_TO_RETRY,
         "c": JobStatus.COMPLETED,
     }
@@ -254,9 +274,9 @@ def test_restoring_the_job_indexes_puts_back_what_each_job_s_status_implies(
     restored = catalog.restore_job_indexes(later)
     again = catalog.restore_job_indexes(later)
 
-    assert sorted(restored) == ["q", "r", "w"] and list(again) == []
+    assert sorted(restored) == ["q", "r", "w", "x"] and list(again) == []
     assert [p.key for p in restored.problems] == [wire.job_key("bad")]
-    assert catalog.in_progress() == ["r"]
+    assert catalog.in_progress() == ["r", "x"]  # the reaper finds a cancelling job too
     assert catalog.due_retries(T0 + timedelta(minutes=5)) == ["w"]
     assert catalog.due_queued(later) == ["bad", "q"]  # "bad" was queued when created
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_jobs.errors import VaultIntegrityError
+from backup_jobs.errors import Cancelled, VaultIntegrityError
 from backup_jobs.vault import Manifest, Vault, collect_garbage, prune, verify
 from backup_jobs.vault.format import ZERO_DIGEST, DiskIndex, ManifestDisk
 from backup_jobs.vault.retention import RetentionPolicy
@@ -124,6 +124,28 @@ def test_gc_frees_what_pruned_points_alone_referenced_in_two_runs(
     assert second.purged == 3
     assert len(list(vault.store.chunks())) == 3
     assert restored_bytes(vault, new.id, tmp_path) == (tmp_path / "a.raw").read_bytes()
+
+
+def test_a_gc_stopped_by_its_heartbeat_after_marking_condemns_and_purges_nothing(
+    vault: Vault, tmp_path: Path
+) -> None:
+    old = back_up(vault, write_image(tmp_path / "a.raw", [("data", 3 * SMALL_CHUNK)], seed=1))
+    back_up(vault, write_image(tmp_path / "a.raw", [("data", 3 * SMALL_CHUNK)], seed=2))
+    prune(vault, "cs/vm", RetentionPolicy(keep_last=1))
+    beats = []
+
+    def cancelled_after_the_mark() -> None:
+        beats.append(1)
+        if len(beats) >= 2:  # after mark and rescue: before the first blob is condemned
+            raise Cancelled("vault")
+
+    with pytest.raises(Cancelled):
+        collect_garbage(vault, 0, time.time() + 1, heartbeat=cancelled_after_the_mark)
+    chunks_after, garbage_after = len(list(vault.store.chunks())), list(vault.store.garbage())
+    finished = collect_garbage(vault, margin_seconds=0, now=time.time() + 2)
+
+    assert chunks_after == 6 and garbage_after == []
+    assert finished.condemned == 3 and old.id not in {m.id for m in vault.manifests()}
 
 
 def _one_chunk_path(vault: Vault) -> Path:
