@@ -33,7 +33,8 @@ max_tasks = 10_000
 # Times as "2 minutes ago": a person reads the task list for what happened lately.
 natural_time = True
 # The operation (the task's name), the VM and the job id (its kwargs; our tasks take no
-# positional args, so that column would be empty), how it went and when.
-tasks_columns = "name,uuid,state,kwargs,result,received,started,runtime,retries,worker"
+# positional args, so that column would be empty), how it went and when; the result, long,
+# after the short columns so that they fit on the screen.
+tasks_columns = "name,uuid,state,kwargs,received,started,runtime,retries,result,worker"
 if _settings.flower_user and _settings.flower_password:
     basic_auth = [f"{_settings.flower_user}:{_settings.flower_password}"]
