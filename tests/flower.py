@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,3 +57,18 @@ def running_flower(cluster: Cluster, data_dir: Path, port: int | None = None) ->
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def progress_of(base: str, task_id: str) -> dict[str, Any] | None:
+    """The task as Flower shows it while its transfer is under way (between 1 and 99 %)."""
+    task = get_json(f"{base}/api/task/info/{task_id}", AUTH) if _known(base, task_id) else {}
+    shown = re.match(r"Transfer data to vault (\d+)% \(", str(task.get("result")))
+    return task if task.get("state") == "PROGRESS" and shown and 0 < int(shown[1]) < 100 else None
+
+
+def _known(base: str, task_id: str) -> bool:
+    try:
+        get_json(f"{base}/api/task/info/{task_id}", AUTH)
+    except urllib.error.HTTPError:
+        return False
+    return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ from backup_jobs.policies import Retention, ScheduleKind, make_policy
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.settings import Settings
-from tests.flower import AUTH, get_json, running_flower
+from tests.flower import AUTH, get_json, progress_of, running_flower
 from tests.harness import Cluster, demo_fleet, eventually, run_cli
 from tests.up import stack_env
 
@@ -88,7 +87,7 @@ def test_a_running_backup_shows_its_step_and_progress_in_flower(
     fleet.faults.add(Fault("transfer-timeout", "cs-app/app01", seconds=0.25))  # a slow read
     handle = client.backup_now("cs-app/app01")
 
-    running = eventually(lambda: _progress(flower, f"{handle.id}.1"), 30, 0.1)
+    running = eventually(lambda: progress_of(flower, f"{handle.id}.1"), 30, 0.1)
     job = handle.wait(60)
     done = eventually(lambda: _task(flower, "backup_jobs.backup", f"{handle.id}.1"), 30, 0.5)
 
@@ -108,28 +107,11 @@ def test_flower_keeps_its_task_history_across_a_restart(cluster: Cluster, tmp_pa
         eventually(lambda: _task(before, "backup_jobs.register", f"{job.id}.1"), 30, 0.5)
 
     with running_flower(cluster, data_dir) as after:  # a new process, the same data dir
-        task = get_json(f"{after}/api/tasks?taskname=backup_jobs.register", AUTH).get(
-            f"{job.id}.1"
-        )
+        task = get_json(f"{after}/api/tasks?taskname=backup_jobs.register", AUTH).get(f"{job.id}.1")
 
     assert task is not None, "the restarted Flower lost the task"
     assert list(data_dir.glob("flower.db*"))  # dbm may add suffixes: flower.db.dat, ...
     assert task["state"] == "SUCCESS" and "cs-app/app01" in task["kwargs"]
-
-
-def _progress(base: str, task_id: str) -> dict[str, Any] | None:
-    """The task as Flower shows it while its transfer is under way (between 1 and 99 %)."""
-    task = get_json(f"{base}/api/task/info/{task_id}", AUTH) if _known(base, task_id) else {}
-    shown = re.match(r"Transfer data to vault (\d+)% \(", str(task.get("result")))
-    return task if task.get("state") == "PROGRESS" and shown and 0 < int(shown[1]) < 100 else None
-
-
-def _known(base: str, task_id: str) -> bool:
-    try:
-        get_json(f"{base}/api/task/info/{task_id}", AUTH)
-    except urllib.error.HTTPError:
-        return False
-    return True
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
