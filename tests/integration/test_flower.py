@@ -49,7 +49,9 @@ def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
     assert task["name"] == "backup_jobs.register"
     assert job.id in task["kwargs"] and "cs-app/app01" in task["kwargs"]
     assert task["state"] == "SUCCESS"
-    assert "Completed" in str(task["result"])
+    # What a person reads first, first: the one-line cells of the task list show the start.
+    assert str(task["kwargs"]).startswith("{'item': 'cs-app/app01', 'job_id': ")
+    assert str(task["result"]).startswith("{'status': 'Completed', 'item': 'cs-app/app01'")
     assert refused.value.code == 401
 
 
