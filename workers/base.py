@@ -57,17 +57,23 @@ class EventLog:
 
 
 def summary(job: Job | None, **extra: Any) -> dict[str, Any]:
-    """The small JSON result Flower shows for a task."""
+    """The small JSON result Flower shows for a task, what a person reads first first.
+
+    Flower's task list shows the start of it in one line: the status, the VM, the error (or
+    the warning) before the properties (recovery point, consistency, sizes) and the ids.
+    """
     if job is None:
         return {"status": "unknown", **extra}
+    error = job.error or {}
     return {
-        "job_id": job.id,
-        "operation": job.operation.value,
-        "item": job.item_name,
-        "attempt": job.attempt,
         "status": job.status.value,
-        "error": job.error["code"] if job.error else None,
+        "item": job.item_name,
+        **({"error": error.get("code"), "message": error.get("message")} if error else {}),
+        **({"warnings": " ".join(job.warnings)} if job.warnings else {}),
         **{k: v for k, v in job.properties.items() if isinstance(v, str | int | float)},
+        "operation": job.operation.value,
+        "job_id": job.id,
+        "attempt": job.attempt,
         **extra,
     }
 

@@ -23,11 +23,18 @@ _settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 port = _settings.flower_port
 address = _settings.flower_address
-# Keep task history across restarts, bounded.
+# Keep the task history across restarts (DESIGN §5): Flower saves its state to the data dir
+# when it stops (SIGTERM, as `up` stops it) and every minute, so a killed Flower loses at most
+# a minute of it; it reloads it when it starts. Bounded: the oldest tasks go first.
 persistent = True
 db = str(_settings.data_dir / "flower.db")
-max_tasks = 10000
-# Show the names we give tasks and their arguments (VM and job id).
-tasks_columns = "name,uuid,state,args,kwargs,result,received,started,runtime,worker"
+state_save_interval = 60_000  # milliseconds
+max_tasks = 10_000
+# Times as "2 minutes ago": a person reads the task list for what happened lately.
+natural_time = True
+# The operation (the task's name), the VM and the job id (its kwargs; our tasks take no
+# positional args, so that column would be empty), how it went and when; the result, long,
+# after the short columns so that they fit on the screen.
+tasks_columns = "name,uuid,state,kwargs,received,started,runtime,retries,result,worker"
 if _settings.flower_user and _settings.flower_password:
     basic_auth = [f"{_settings.flower_user}:{_settings.flower_password}"]

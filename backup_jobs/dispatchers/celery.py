@@ -85,10 +85,12 @@ class CeleryDispatcher:
         try:
             self._app.send_task(
                 wire.task_name(job.operation),
+                # The VM first: Flower's task list shows the start of the kwargs in one
+                # line, and the job id is in the task id (the UUID column) already.
                 kwargs={
+                    "item": job.item_name,
                     "job_id": job.id,
                     "attempt": attempt,
-                    "item": job.item_name,
                     "vault": job.vault,
                     **{
                         name: str(job.properties[name])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,51 +17,20 @@ from backup_jobs.policies import Retention, ScheduleKind, make_policy
 from backup_jobs.providers.local_faults import Fault
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.settings import Settings
+from tests.flower import AUTH, get_json, progress_of, running_flower
 from tests.harness import Cluster, demo_fleet, eventually, run_cli
-from tests.up import http_status, stack_env
-
-
-def _get(url: str, auth: tuple[str, str] | None = None) -> Any:
-    request = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-AUTH = ("admin", "s3cret")
+from tests.up import stack_env
 
 
 @pytest.fixture(scope="module")
 def flower(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Flower as `backup-jobs up` starts it, with basic auth; its base URL."""
-    tmp_path = tmp_path_factory.mktemp("flower")
-    port = embedded.free_port()
-    env = {
-        **cluster.child_env(),
-        "BACKUP_JOBS_FLOWER_USER": AUTH[0],
-        "BACKUP_JOBS_FLOWER_PASSWORD": AUTH[1],
-        "BACKUP_JOBS_FLOWER_PORT": str(port),
-        "BACKUP_JOBS_DATA_DIR": str(tmp_path),
-    }
-    command = processes.process_commands(cluster.settings())["flower"]
-    with open(tmp_path / "flower.log", "wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        eventually(lambda: http_status(base), 60)
-        eventually(lambda: _get(f"{base}/api/workers?refresh=1", AUTH), 30, 0.5)
+    with running_flower(cluster, tmp_path_factory.mktemp("flower")) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def _task(base: str, name: str, task_id: str) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = _get(f"{base}/api/tasks?taskname={name}", AUTH).get(task_id)
+    found: dict[str, Any] | None = get_json(f"{base}/api/tasks?taskname={name}", AUTH).get(task_id)
     return found if found and found.get("state") in ("SUCCESS", "FAILURE") else None
 
 
@@ -78,12 +44,14 @@ def test_flower_lists_tasks_by_name_with_vm_and_job_id_and_requires_credentials(
 
     task = eventually(lambda: _task(flower, "backup_jobs.register", f"{job.id}.1"), 30, 0.5)
     with pytest.raises(urllib.error.HTTPError) as refused:
-        _get(f"{flower}/api/tasks")
+        get_json(f"{flower}/api/tasks")
 
     assert task["name"] == "backup_jobs.register"
     assert job.id in task["kwargs"] and "cs-app/app01" in task["kwargs"]
     assert task["state"] == "SUCCESS"
-    assert "Completed" in str(task["result"])
+    # What a person reads first, first: the one-line cells of the task list show the start.
+    assert str(task["kwargs"]).startswith("{'item': 'cs-app/app01', 'job_id': ")
+    assert str(task["result"]).startswith("{'status': 'Completed', 'item': 'cs-app/app01'")
     assert refused.value.code == 401
 
 
@@ -96,8 +64,8 @@ def test_a_failed_attempt_shows_as_failed_in_flower_with_its_error_and_ticks_do_
     job = client.register(["cs-app/stopped01"])[0].wait(30)
 
     task = eventually(lambda: _task(flower, "backup_jobs.register", f"{job.id}.1"), 30, 0.5)
-    every = _get(f"{flower}/api/tasks", AUTH)
-    workers = _get(f"{flower}/api/workers", AUTH)
+    every = get_json(f"{flower}/api/tasks", AUTH)
+    workers = get_json(f"{flower}/api/workers", AUTH)
 
     assert job.status == JobStatus.FAILED  # the job record, still the truth
     assert task["state"] == "FAILURE"
@@ -121,7 +89,7 @@ def test_a_running_backup_shows_its_step_and_progress_in_flower(
     fleet.faults.add(Fault("transfer-timeout", "cs-app/app01", seconds=0.25))  # a slow read
     handle = client.backup_now("cs-app/app01")
 
-    running = eventually(lambda: _progress(flower, f"{handle.id}.1"), 30, 0.1)
+    running = eventually(lambda: progress_of(flower, f"{handle.id}.1"), 30, 0.1)
     job = handle.wait(60)
     done = eventually(lambda: _task(flower, "backup_jobs.backup", f"{handle.id}.1"), 30, 0.5)
 
@@ -130,19 +98,22 @@ def test_a_running_backup_shows_its_step_and_progress_in_flower(
     assert done["state"] == "SUCCESS" and job.properties["recovery_point_id"] in done["result"]
 
 
-def _progress(base: str, task_id: str) -> dict[str, Any] | None:
-    """The task as Flower shows it while its transfer is under way (between 1 and 99 %)."""
-    task = _get(f"{base}/api/task/info/{task_id}", AUTH) if _known(base, task_id) else {}
-    shown = re.match(r"Transfer data to vault (\d+)% \(", str(task.get("result")))
-    return task if task.get("state") == "PROGRESS" and shown and 0 < int(shown[1]) < 100 else None
+def test_flower_keeps_its_task_history_across_a_restart(cluster: Cluster, tmp_path: Path) -> None:
+    demo_fleet(tmp_path)
+    client = cluster.client(tmp_path / "fleet")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with running_flower(cluster, data_dir) as before:
+        client.discover().wait(30)
+        job = client.register(["cs-app/app01"])[0].wait(30)
+        eventually(lambda: _task(before, "backup_jobs.register", f"{job.id}.1"), 30, 0.5)
 
+    with running_flower(cluster, data_dir) as after:  # a new process, the same data dir
+        task = get_json(f"{after}/api/tasks?taskname=backup_jobs.register", AUTH).get(f"{job.id}.1")
 
-def _known(base: str, task_id: str) -> bool:
-    try:
-        _get(f"{base}/api/task/info/{task_id}", AUTH)
-    except urllib.error.HTTPError:
-        return False
-    return True
+    assert task is not None, "the restarted Flower lost the task"
+    assert list(data_dir.glob("flower.db*"))  # dbm may add suffixes: flower.db.dat, ...
+    assert task["state"] == "SUCCESS" and "cs-app/app01" in task["kwargs"]
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:

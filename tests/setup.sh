@@ -1,0 +1,45 @@
+#!/bin/sh
+# Test set-up: installs what the test suite needs from outside Python, from Debian's packages.
+#
+# Today that is one thing: headless Chromium (Debian's `chromium` package, /usr/bin/chromium),
+# which the Flower browser test (tests/integration/test_flower_browser.py) drives through
+# Playwright. Nothing is downloaded but Debian packages: Playwright is pointed at this
+# Chromium, never at a browser build of its own.
+#
+# Idempotent and fast: when /usr/bin/chromium exists it does nothing. Otherwise it runs
+# `apt-get update` and `apt-get install -y --no-install-recommends chromium`, as root or
+# through `sudo -n`. Where it cannot (no apt-get, or neither root nor password-less sudo) it
+# says so and exits 0: the browser test then skips, naming this script (and fails under CI).
+# A failed install exits non-zero.
+set -eu
+
+CHROMIUM=/usr/bin/chromium
+
+if [ -x "$CHROMIUM" ]; then
+    echo "tests/setup.sh: $CHROMIUM is installed; nothing to do"
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "tests/setup.sh: no apt-get here: install Chromium as $CHROMIUM yourself," \
+        "or the browser test will be skipped" >&2
+    exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=""
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root="sudo -n"
+else
+    echo "tests/setup.sh: not root and no password-less sudo: run" \
+        "'sudo apt-get install --no-install-recommends chromium' yourself," \
+        "or the browser test will be skipped" >&2
+    exit 0
+fi
+
+echo "tests/setup.sh: installing Debian's chromium package (apt-get update; apt-get install" \
+    "-y --no-install-recommends chromium) for the Flower browser test"
+started=$(date +%s)
+$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium >/dev/null
+"$CHROMIUM" --version
+echo "tests/setup.sh: chromium installed in $(( $(date +%s) - started )) s"
