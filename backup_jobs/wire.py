@@ -209,3 +209,17 @@ TICKS_KEY = f"{KEY_PREFIX}:ticks"
 INDEX_REPAIR_STARTED = "job-index-repair"
 # The beat process that last started (its pid and host), for `backup-jobs up`'s readiness check.
 BEAT_KEY = f"{KEY_PREFIX}:beat"
+# Heartbeats with a TTL (``heartbeat_ttl_seconds``): beat refreshes its key as it loops, the
+# tick consumer each time it runs a tick. A key that expired is a process that stopped
+# (`backup-jobs health`). Each holds the host and pid of the last writer, and when it wrote.
+BEAT_HEARTBEAT_KEY = f"{KEY_PREFIX}:heartbeat:beat"
+TICKS_HEARTBEAT_KEY = f"{KEY_PREFIX}:heartbeat:ticks"
+# A heartbeat lives this many tick intervals, and at least HEARTBEAT_MIN_SECONDS: a loaded
+# machine may run a tick or two late without being called dead.
+HEARTBEAT_TICKS = 3
+HEARTBEAT_MIN_SECONDS = 30
+
+
+def heartbeat_ttl_seconds(tick_seconds: float) -> int:
+    """How long a heartbeat key lives when beat ticks every ``tick_seconds``."""
+    return max(HEARTBEAT_MIN_SECONDS, int(HEARTBEAT_TICKS * tick_seconds) + 1)
