@@ -39,6 +39,7 @@ DOMAIN_MODULES = [
     "backup_jobs.client_maintenance",
     "backup_jobs.testing",
     "backup_jobs.timeparse",
+    "backup_jobs.logs",
     "backup_jobs.providers.local",
     "backup_jobs.providers.local_demo",
     "backup_jobs",
@@ -187,8 +188,11 @@ def test_procfile_runs_the_same_processes_as_backup_jobs_up() -> None:
 
     assert set(procfile) == {"server", *commands}
     for name, command in commands.items():
-        celery_args = command[command.index("workers") + 1 :]
         shown = procfile[name].split()
+        if "workers" not in command:  # a backup-jobs command (the exporter)
+            assert shown == ["backup-jobs", *command[command.index("backup_jobs") + 1 :]]
+            continue
+        celery_args = command[command.index("workers") + 1 :]
         assert shown[:3] == ["celery", "-A", "workers"]
         assert shown[3] == celery_args[0]
         # Same options; `up` adds a unique --hostname so that several machines never clash.
