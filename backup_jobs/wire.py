@@ -43,6 +43,19 @@ TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
 # Starts each vault's Prune, Verify and GarbageCollect jobs when their cadence says so.
 TASK_START_MAINTENANCE = "backup_jobs.tick.start_maintenance"
 TASK_EXPIRE_HISTORY = "backup_jobs.tick.expire_job_history"
+# Beat's ticks by name (the name each records in ``TICKS_KEY`` when it runs), every one sent
+# every tick interval (``workers/beat.py``). ``TICKS_KEY`` holds other fields beside them (the
+# maintenance jobs' last starts, the index repair's), which are not ticks.
+BEAT_TICKS = {
+    "dispatch-due-retries": TASK_DISPATCH_RETRIES,
+    "reap-lost-jobs": TASK_REAP,
+    "sweep-queued-jobs": TASK_SWEEP_QUEUED,
+    "dispatch-due-backups": TASK_DISPATCH_BACKUPS,
+    "repair-job-indexes": TASK_REPAIR_INDEXES,
+    # Every tick, a cheap check per vault; each job starts at its own cadence (a setting).
+    "start-maintenance": TASK_START_MAINTENANCE,
+    "expire-job-history": TASK_EXPIRE_HISTORY,
+}
 TICK_TASKS = (
     TASK_DISPATCH_RETRIES,
     TASK_REAP,

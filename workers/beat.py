@@ -16,16 +16,7 @@ from backup_jobs import wire
 from backup_jobs.settings import Settings
 from workers.signals import record_heartbeat
 
-TICKS = {
-    "dispatch-due-retries": wire.TASK_DISPATCH_RETRIES,
-    "reap-lost-jobs": wire.TASK_REAP,
-    "sweep-queued-jobs": wire.TASK_SWEEP_QUEUED,
-    "dispatch-due-backups": wire.TASK_DISPATCH_BACKUPS,
-    "repair-job-indexes": wire.TASK_REPAIR_INDEXES,
-    # Every tick, a cheap check per vault; each job starts at its own cadence (a setting).
-    "start-maintenance": wire.TASK_START_MAINTENANCE,
-    "expire-job-history": wire.TASK_EXPIRE_HISTORY,
-}
+TICKS = wire.BEAT_TICKS
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

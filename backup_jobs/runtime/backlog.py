@@ -61,7 +61,5 @@ def heartbeat(catalog: RedisCatalog, key: str) -> dict[str, Any] | None:
 
 
 def tick_runs(catalog: RedisCatalog) -> dict[str, datetime]:
-    """When each of beat's ticks last ran (not the index-repair pass's start, kept beside)."""
-    ticks = catalog.last_ticks()
-    ticks.pop(wire.INDEX_REPAIR_STARTED, None)
-    return ticks
+    """When each of beat's ticks last ran (not the other fields kept beside them)."""
+    return {n: at for n, at in catalog.last_ticks().items() if n in wire.BEAT_TICKS}

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from backup_jobs import logs, wire
 from backup_jobs.catalog import Catalog
 from backup_jobs.catalogs.redis import RedisCatalog
+from backup_jobs.catalogs.redis_errors import translated
 from backup_jobs.dashboard import FINISHED, UNFINISHED
 from backup_jobs.errors import BackupJobsError, CorruptRecord
 from backup_jobs.items import ProtectedItem, ProtectionState, RecoveryPointRecord
@@ -237,7 +238,8 @@ def _points(catalog: Catalog, vault: str, item: ProtectedItem) -> list[RecoveryP
 def _recent_jobs(catalog: RedisCatalog, count: int) -> list[Job]:
     """The newest ``count`` final jobs of every vault, by end time."""
     client: Any = catalog.client
-    ids = client.zrevrange(wire.ENDED_KEY, 0, count - 1)
+    with translated(catalog.url, wire.ENDED_KEY):
+        ids = client.zrevrange(wire.ENDED_KEY, 0, count - 1)
     found = []
     for job_id in ids:
         try:

@@ -244,3 +244,18 @@ def test_use_cases_import_ports_never_adapters(path: str) -> None:
     ]
 
     assert offenders == []
+
+
+def test_every_tick_beat_sends_is_one_the_tick_consumer_runs_under_the_same_name() -> None:
+    # `health` and the exporter read the tick lag of exactly these names in ``bj:ticks``.
+    source = (REPO / "workers" / "ticks.py").read_text()
+    ast_ticks = next(
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "TICKS"
+    )
+    assert isinstance(ast_ticks, ast.Dict)
+    names = [key.value for key in ast_ticks.keys if isinstance(key, ast.Constant)]
+    assert names == list(wire.BEAT_TICKS)
