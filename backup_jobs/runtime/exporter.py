@@ -105,7 +105,7 @@ class CatalogCollector(Collector):
         yield from _job_counts(catalog, vaults)
         yield from self._items(catalog, vaults, now)
         recent = _recent_jobs(catalog, RECENT_JOBS)
-        yield _durations(recent)
+        yield duration_histogram(recent)
         yield _retried(recent)
         backlog = read_backlog(catalog, now)
         yield _gauge(
@@ -251,7 +251,7 @@ def _recent_jobs(catalog: RedisCatalog, count: int) -> list[Job]:
     return found
 
 
-def _durations(recent: list[Job]) -> Metric:
+def duration_histogram(recent: list[Job]) -> Metric:
     """A gauge histogram of the recent jobs' durations (first start to end), by vault,
     operation and final status."""
     family = GaugeHistogramMetricFamily(
