@@ -43,6 +43,13 @@ DEFAULT_RESTORE_TIMEOUT_SECONDS = 6 * 3600
 # Flower's own default port; loopback only unless a password is set.
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
+# The Prometheus exporter (`backup-jobs exporter`): loopback only by default, like Flower; 9808
+# is a free slot in Prometheus's default-port allocation list near other backup exporters.
+DEFAULT_EXPORTER_ADDRESS = "127.0.0.1"
+DEFAULT_EXPORTER_PORT = 9808
+# Worker and beat log lines: logfmt reads well in a terminal and greps; json for log shippers.
+LOG_FORMATS = ("logfmt", "json")
+DEFAULT_LOG_FORMAT = "logfmt"
 # TCP ports.
 MAX_PORT = 65535
 # Addresses only this machine can reach: Flower may listen there without a password.
@@ -151,6 +158,9 @@ class Settings:
     gc_every_seconds: int = DEFAULT_GC_EVERY_SECONDS
     gc_margin_seconds: int = DEFAULT_GC_MARGIN_SECONDS
     job_history_days: int = DEFAULT_JOB_HISTORY_DAYS
+    exporter_address: str = DEFAULT_EXPORTER_ADDRESS
+    exporter_port: int = DEFAULT_EXPORTER_PORT
+    log_format: str = DEFAULT_LOG_FORMAT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -222,6 +232,9 @@ class Settings:
             job_history_days=env.number(
                 "JOB_HISTORY_DAYS", DEFAULT_JOB_HISTORY_DAYS, int, JOB_HISTORY_RANGE_DAYS
             ),
+            exporter_address=env.text("EXPORTER_ADDRESS", DEFAULT_EXPORTER_ADDRESS),
+            exporter_port=env.number("EXPORTER_PORT", DEFAULT_EXPORTER_PORT, int, PORT_RANGE),
+            log_format=env.choice("LOG_FORMAT", DEFAULT_LOG_FORMAT, LOG_FORMATS),
         )
         if bool(settings.flower_user) != bool(settings.flower_password):
             raise ConfigurationError(

@@ -43,6 +43,19 @@ TASK_REPAIR_INDEXES = "backup_jobs.tick.repair_job_indexes"
 # Starts each vault's Prune, Verify and GarbageCollect jobs when their cadence says so.
 TASK_START_MAINTENANCE = "backup_jobs.tick.start_maintenance"
 TASK_EXPIRE_HISTORY = "backup_jobs.tick.expire_job_history"
+# Beat's ticks by name (the name each records in ``TICKS_KEY`` when it runs), every one sent
+# every tick interval (``workers/beat.py``). ``TICKS_KEY`` holds other fields beside them (the
+# maintenance jobs' last starts, the index repair's), which are not ticks.
+BEAT_TICKS = {
+    "dispatch-due-retries": TASK_DISPATCH_RETRIES,
+    "reap-lost-jobs": TASK_REAP,
+    "sweep-queued-jobs": TASK_SWEEP_QUEUED,
+    "dispatch-due-backups": TASK_DISPATCH_BACKUPS,
+    "repair-job-indexes": TASK_REPAIR_INDEXES,
+    # Every tick, a cheap check per vault; each job starts at its own cadence (a setting).
+    "start-maintenance": TASK_START_MAINTENANCE,
+    "expire-job-history": TASK_EXPIRE_HISTORY,
+}
 TICK_TASKS = (
     TASK_DISPATCH_RETRIES,
     TASK_REAP,
@@ -209,3 +222,17 @@ TICKS_KEY = f"{KEY_PREFIX}:ticks"
 INDEX_REPAIR_STARTED = "job-index-repair"
 # The beat process that last started (its pid and host), for `backup-jobs up`'s readiness check.
 BEAT_KEY = f"{KEY_PREFIX}:beat"
+# Heartbeats with a TTL (``heartbeat_ttl_seconds``): beat refreshes its key as it loops, the
+# tick consumer each time it runs a tick. A key that expired is a process that stopped
+# (`backup-jobs health`). Each holds the host and pid of the last writer, and when it wrote.
+BEAT_HEARTBEAT_KEY = f"{KEY_PREFIX}:heartbeat:beat"
+TICKS_HEARTBEAT_KEY = f"{KEY_PREFIX}:heartbeat:ticks"
+# A heartbeat lives this many tick intervals, and at least HEARTBEAT_MIN_SECONDS: a loaded
+# machine may run a tick or two late without being called dead.
+HEARTBEAT_TICKS = 3
+HEARTBEAT_MIN_SECONDS = 30
+
+
+def heartbeat_ttl_seconds(tick_seconds: float) -> int:
+    """How long a heartbeat key lives when beat ticks every ``tick_seconds``."""
+    return max(HEARTBEAT_MIN_SECONDS, int(HEARTBEAT_TICKS * tick_seconds) + 1)

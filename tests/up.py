@@ -32,6 +32,7 @@ def stack_env(data_dir: Path, **variables: str) -> dict[str, str]:
         "PATH": path,
         "BACKUP_JOBS_DATA_DIR": str(data_dir),
         "BACKUP_JOBS_FLOWER_PORT": str(embedded.free_port()),
+        "BACKUP_JOBS_EXPORTER_PORT": str(embedded.free_port()),
         **{f"BACKUP_JOBS_{name.upper()}": value for name, value in variables.items()},
     }
 

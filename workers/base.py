@@ -9,7 +9,6 @@ expected (``throws``), so the worker logs it without a traceback.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from backup_jobs import jobs
+from backup_jobs import jobs, logs
 from backup_jobs.cancels import CancelWatch, end_cancelled
 from backup_jobs.catalog import Catalog
 from backup_jobs.context import JobContext
@@ -33,7 +32,6 @@ from backup_jobs.models import Job, JobStatus, Operation, SubTask
 from backup_jobs.operations import OPERATIONS, OperationSpec
 from workers import root
 
-log = logging.getLogger("backup_jobs.worker")
 # How an attempt ended that Flower shows as a failed task (with the attempt's error).
 _FAILED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 # The action of an attempt that lost Redis while it ran (not a wrong URL: it worked before).
@@ -41,19 +39,6 @@ OUTAGE_ACTION = (
     "Redis became unreachable while the attempt ran; the job is retried automatically while "
     "attempts remain. If it keeps happening, check the server's health and its log."
 )
-
-
-class EventLog:
-    """Logs events named as past-tense facts, with the job, item (VM) and task ids bound once."""
-
-    def __init__(self, logger: logging.Logger, **bound: object) -> None:
-        self._logger = logger
-        self._bound = bound
-
-    def event(self, name: str, level: int = logging.INFO, **fields: object) -> None:
-        """Log ``name key=value ...`` (bound fields first)."""
-        pairs = " ".join(f"{k}={v}" for k, v in {**self._bound, **fields}.items())
-        self._logger.log(level, "%s %s", name, pairs, exc_info=level >= logging.ERROR)
 
 
 def summary(job: Job | None, **extra: Any) -> dict[str, Any]:
@@ -99,8 +84,10 @@ def run_job(
     if started is None:
         return _already_handled(catalog, job_id, attempt)
     spec = OPERATIONS[operation]
-    events = EventLog(log, job=job_id, item=started.job.item_name, task=task.request.id)
-    events.event("attempt_started", operation=operation.value, attempt=attempt)
+    events = logs.get_logger(
+        "worker", job=job_id, item=started.job.item_name, attempt=attempt, task=task.request.id
+    )
+    events.info("attempt_started", operation=operation.value)
     subtasks: list[SubTask] = []
     results: dict[str, Any] = {}
     watch = CancelWatch(catalog, job_id)
@@ -114,14 +101,16 @@ def run_job(
             ended, error = _end_failed(
                 spec, catalog, jobs.Started(now, started.fence), outcome, watch, events
             )
-            name = "attempt_cancelled" if isinstance(error, Cancelled) else "attempt_failed"
-            events.event(name, code=error.code, status=ended.status.value)
+            if isinstance(error, Cancelled):
+                events.info("attempt_cancelled", code=error.code, status=ended.status.value)
+            else:
+                events.warning("attempt_failed", code=error.code, status=ended.status.value)
             raise error
         properties, ctx = outcome
         done = jobs.complete(
             catalog, jobs.Started(now, started.fence), properties, clock, tuple(ctx.warnings)
         )
-    events.event("job_completed", status=done.status.value)
+    events.info("job_completed", status=done.status.value)
     _send_followups(ctx, events)
     return summary(done)
 
@@ -143,7 +132,7 @@ def _end_failed(
     started: jobs.Started,
     error: BackupJobsError,
     watch: CancelWatch,
-    events: EventLog,
+    events: logs.EventLog,
 ) -> tuple[Job, BackupJobsError]:
     """Roll back and record a failed attempt; the job as saved and the error it ended with.
 
@@ -181,7 +170,7 @@ def _attempt(
     watch: CancelWatch,
     subtasks: list[SubTask],
     results: dict[str, Any],
-    events: EventLog,
+    events: logs.EventLog,
 ) -> tuple[dict[str, Any], JobContext] | BackupJobsError:
     """Run the operation; its properties and context, or the error that ended it."""
     job, catalog = started.job, root.catalog()
@@ -210,14 +199,14 @@ def _attempt(
     except LeaseLost:
         # The item is not ours any more: the reaper (or a newer attempt) records how this
         # attempt ended; writing here could only be refused or overwrite theirs.
-        events.event("attempt_abandoned", logging.WARNING, reason="lease lost")
+        events.warning("attempt_abandoned", reason="lease lost")
         raise
     except RedisUnavailable as exc:
         return RedisUnavailable(job.item_name, exc.detail, action=OUTAGE_ACTION)
     except BackupJobsError as exc:
         return exc
     except Exception as exc:
-        events.event("attempt_crashed", logging.ERROR)
+        events.error("attempt_crashed", exc_info=True)
         return InternalError(job.item_name, repr(exc))
 
 
@@ -275,14 +264,14 @@ def _progress_line(step: SubTask) -> str:
     return line
 
 
-def _send_followups(ctx: JobContext, events: EventLog) -> None:
+def _send_followups(ctx: JobContext, events: logs.EventLog) -> None:
     """Send the jobs the attempt created, now that this job has ended and freed its item."""
     for job in ctx.followups:
         try:
             jobs.send_first(ctx.catalog, root.dispatcher(), job, ctx.clock)
-            events.event("followup_sent", followup=job.id, operation=job.operation.value)
+            events.info("followup_sent", followup=job.id, operation=job.operation.value)
         except BackupJobsError as exc:  # Queued: the queue sweep sends it later
-            events.event("followup_deferred", logging.WARNING, followup=job.id, code=exc.code)
+            events.warning("followup_deferred", followup=job.id, code=exc.code)
 
 
 def _guard(
@@ -329,11 +318,11 @@ def _roll_back(
     catalog: Catalog,
     started: jobs.Started,
     error: BackupJobsError,
-    events: EventLog,
+    events: logs.EventLog,
 ) -> None:
     try:
         spec.on_failure(catalog, started.job, started.fence, error)
     except LeaseLost:
-        events.event("rollback_skipped", reason="lease lost")
+        events.info("rollback_skipped", reason="lease lost")
     except BackupJobsError as exc:
-        events.event("rollback_failed", logging.WARNING, code=exc.code)
+        events.warning("rollback_failed", code=exc.code)

@@ -7,21 +7,16 @@ being due whatever the job queues hold (DESIGN §10).
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from celery.beat import PersistentScheduler
 
 from backup_jobs import wire
 from backup_jobs.settings import Settings
+from workers.signals import record_heartbeat
 
-TICKS = {
-    "dispatch-due-retries": wire.TASK_DISPATCH_RETRIES,
-    "reap-lost-jobs": wire.TASK_REAP,
-    "sweep-queued-jobs": wire.TASK_SWEEP_QUEUED,
-    "dispatch-due-backups": wire.TASK_DISPATCH_BACKUPS,
-    "repair-job-indexes": wire.TASK_REPAIR_INDEXES,
-    # Every tick, a cheap check per vault; each job starts at its own cadence (a setting).
-    "start-maintenance": wire.TASK_START_MAINTENANCE,
-    "expire-job-history": wire.TASK_EXPIRE_HISTORY,
-}
+TICKS = wire.BEAT_TICKS
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -36,3 +31,23 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         name: {"task": task, "schedule": tick, "options": options} for name, task in TICKS.items()
     }
+
+
+class HeartbeatScheduler(PersistentScheduler):
+    """Beat's scheduler, refreshing ``wire.BEAT_HEARTBEAT_KEY`` as it loops.
+
+    Beat wakes at least once per tick interval (every tick is due that often), and the key
+    lives several intervals (``wire.heartbeat_ttl_seconds``): it is gone soon after beat
+    stops or hangs, which ``backup-jobs health`` reports.
+    """
+
+    _next_heartbeat = 0.0
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """Send what is due, then refresh the heartbeat at most once a second."""
+        interval: float = super().tick(*args, **kwargs)
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            record_heartbeat(wire.BEAT_HEARTBEAT_KEY)
+            self._next_heartbeat = now + 1.0
+        return interval

@@ -43,6 +43,8 @@ def build(settings: Settings, redis_url: str) -> dict[str, Any]:
         "worker_send_task_events": True,
         # Workers log in UTC like beat; policies do their own time-zone arithmetic.
         "beat_schedule": beat_schedule(settings),
+        # Beat refreshes a heartbeat key as it loops (`backup-jobs health`).
+        "beat_scheduler": "workers.beat:HeartbeatScheduler",
         # Child processes are recycled now and then: long-lived workers do not accumulate memory.
         "worker_max_tasks_per_child": 1000,
         "worker_hijack_root_logger": False,

@@ -2,7 +2,9 @@
 
 Beat only sends ticks, and ticks must not crowd Flower's task list: beat sends no
 ``task-sent`` events (the tick tasks themselves send none either). Beat also records itself
-in Redis when it starts, so that ``backup-jobs up`` can tell it is running.
+in Redis when it starts, so that ``backup-jobs up`` can tell it is running. Every process
+(worker, tick consumer, beat) renders backup-jobs' events as structured lines once Celery has
+set its logging up (``backup_jobs.logs``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import socket
 from typing import Any
 
 import redis
-from celery.signals import beat_init
+from celery.signals import after_setup_logger, beat_init
 
-from backup_jobs import wire
+from backup_jobs import logs, wire
 from backup_jobs.errors import BackupJobsError
 from backup_jobs.models import to_iso, utcnow
 from workers import root
@@ -34,3 +36,19 @@ def _beat_started(sender: Any = None, **_: Any) -> None:
     }
     with contextlib.suppress(BackupJobsError, redis.RedisError):
         root.catalog().client.set(wire.BEAT_KEY, json.dumps(record))
+
+
+@after_setup_logger.connect
+def _logging_set_up(**_: Any) -> None:
+    """Structured events in the format ``BACKUP_JOBS_LOG_FORMAT`` names."""
+    logs.configure(root.settings().log_format)
+
+
+def record_heartbeat(key: str) -> None:
+    """Refresh a heartbeat key (``wire.BEAT_HEARTBEAT_KEY``, ``wire.TICKS_HEARTBEAT_KEY``):
+    this host and pid, now, living ``wire.heartbeat_ttl_seconds``. Redis trouble is ignored:
+    a missed heartbeat is what it should look like."""
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "at": to_iso(utcnow())}
+    ttl = wire.heartbeat_ttl_seconds(root.settings().tick_seconds)
+    with contextlib.suppress(BackupJobsError, redis.RedisError):
+        root.catalog().client.set(key, json.dumps(record), ex=ttl)

@@ -8,18 +8,18 @@ list``); the tick goes on with the rest.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
-from backup_jobs import maintenance_ticks, scheduling, ticks
+from backup_jobs import logs, maintenance_ticks, scheduling, ticks, wire
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock
 from backup_jobs.errors import BackupJobsError, CorruptRecord
 from backup_jobs.operations import roll_back
 from workers import root
+from workers.signals import record_heartbeat
 
-log = logging.getLogger("backup_jobs.ticks")
+log = logs.get_logger("ticks")
 
 Tick = Callable[[Catalog, Clock], ticks.TickReport]
 
@@ -58,17 +58,18 @@ TICKS: dict[str, Tick] = {
 def run_tick(name: str) -> dict[str, Any]:
     """Run the tick ``name``; a small dict of what it did, for the worker log."""
     catalog, clock = root.catalog(), root.clock()
+    record_heartbeat(wire.TICKS_HEARTBEAT_KEY)
     try:
         report = TICKS[name](catalog, clock)
     except CorruptRecord as exc:
         report = ticks.TickReport(problems=[ticks.record_problem(catalog, exc, name, clock)])
     except BackupJobsError as exc:
-        log.warning("tick_skipped tick=%s code=%s reason=%s", name, exc.code, exc.message)
+        log.warning("tick_skipped", tick=name, code=exc.code, reason=exc.message)
         return {"tick": name, "skipped": exc.code}
     for problem in report.problems:
-        log.warning("record_skipped tick=%s key=%s reason=%s", name, problem.key, problem.reason)
+        log.warning("record_skipped", tick=name, key=problem.key, reason=problem.reason)
     if report.jobs:
-        log.info("tick_moved_jobs tick=%s jobs=%s", name, ",".join(report.jobs))
+        log.info("tick_moved_jobs", tick=name, jobs=",".join(report.jobs))
     with contextlib.suppress(BackupJobsError):
         catalog.record_tick(name, clock.now())
     return {"tick": name, "jobs": report.jobs, "problems": [p.key for p in report.problems]}

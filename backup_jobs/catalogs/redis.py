@@ -82,6 +82,11 @@ class RedisCatalog(RedisProtection, RedisJobs):
         """The underlying redis-py client."""
         return self._redis
 
+    @property
+    def url(self) -> str:
+        """The server's URL (with its password: show it only through ``redact_url``)."""
+        return self._url
+
     def ping(self) -> None:
         """Raise ``RedisUnavailable`` unless the server answers.
 

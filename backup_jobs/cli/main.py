@@ -14,6 +14,7 @@ from backup_jobs.cli.dashboard import dashboard
 from backup_jobs.cli.fleet import fleet_group
 from backup_jobs.cli.inventory import vm_group
 from backup_jobs.cli.jobs import job_group
+from backup_jobs.cli.observe import exporter, health
 from backup_jobs.cli.problems import problem_group
 from backup_jobs.cli.protection import backup_group, policy_group, protection_group
 from backup_jobs.cli.restore import recovery_point_group, restore
@@ -44,6 +45,8 @@ for command in (
     demo,
     server,
     flower,
+    exporter,
+    health,
     fleet_group,
     vm_group,
     job_group,

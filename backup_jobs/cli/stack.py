@@ -62,8 +62,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 @click.command("up")
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
-def up(no_flower: bool) -> None:
-    """Start the embedded server (unless BACKUP_JOBS_REDIS_URL is set), worker, beat, Flower.
+@click.option("--no-exporter", is_flag=True, help="Do not start the Prometheus exporter.")
+def up(no_flower: bool, no_exporter: bool) -> None:
+    """Start the embedded server (unless BACKUP_JOBS_REDIS_URL is set), worker, tick consumer,
+    beat, Flower and the Prometheus exporter.
 
     Each process is reported once it answers; then every one is restarted if it exits.
     """
@@ -71,7 +73,9 @@ def up(no_flower: bool) -> None:
     with _terminate_as_interrupt():
         stack = None
         try:
-            stack = start_stack(settings, click.echo, with_flower=not no_flower)
+            stack = start_stack(
+                settings, click.echo, with_flower=not no_flower, with_exporter=not no_exporter
+            )
             click.echo(_running_line(settings))
             _supervise(stack, settings)
         except KeyboardInterrupt:

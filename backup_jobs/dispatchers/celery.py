@@ -118,6 +118,21 @@ class CeleryDispatcher:
             return set()
         return {node for reply in replies for node in reply}
 
+    def consumers(self, timeout: float) -> dict[str, list[str]]:
+        """Every Celery node answering within ``timeout`` seconds, with the queues it consumes.
+
+        A broadcast: it waits the whole ``timeout`` (nobody knows how many will answer).
+        """
+        try:
+            replies = self._app.control.inspect(timeout=timeout).active_queues() or {}
+        except (OperationalError, redis.RedisError):
+            return {}
+        return {
+            node: sorted(str(q.get("name")) for q in queues if isinstance(q, dict))
+            for node, queues in replies.items()
+            if isinstance(queues, list)
+        }
+
     def close(self) -> None:
         """Release the app's broker connections."""
         self._app.close()

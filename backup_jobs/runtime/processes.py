@@ -37,6 +37,11 @@ def celery_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers", *args]
 
 
+def backup_jobs_command(*args: str) -> list[str]:
+    """``backup-jobs ARGS`` run by this Python."""
+    return [sys.executable, "-m", "backup_jobs", *args]
+
+
 def flower_config_path() -> Path:
     """Where the installed ``workers/flowerconfig.py`` is."""
     return Path(__file__).resolve().parents[2] / "workers" / "flowerconfig.py"
@@ -65,7 +70,7 @@ QUIET_STARTUP = ("--without-mingle", "--without-gossip")
 def process_commands(
     settings: Settings, nodes: dict[str, str] | None = None
 ) -> dict[str, list[str]]:
-    """The worker, tick consumer, beat and Flower commands, as the Procfile has them."""
+    """The worker, tick consumer, beat, Flower and exporter commands, as the Procfile has them."""
     nodes = nodes or node_names()
     return {
         "worker": celery_command(
@@ -107,6 +112,7 @@ def process_commands(
             "INFO",
         ),
         "flower": celery_command("flower", f"--conf={flower_config_path()}"),
+        "exporter": backup_jobs_command("exporter"),
     }
 
 

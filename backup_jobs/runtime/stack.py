@@ -21,6 +21,7 @@ from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.connection import EmbeddedServer, check_data_dir
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
+from backup_jobs.runtime.exporter import metrics_url
 from backup_jobs.runtime.readiness import Probes, answers_http, flower_url
 from backup_jobs.runtime.supervisor import Child, failure, start_failure
 from backup_jobs.settings import PREFIX, Settings, flower_exposure_problem, redact_url
@@ -47,6 +48,11 @@ class Stack:
         """Where Flower answers."""
         return flower_url(self.settings)
 
+    @property
+    def exporter_url(self) -> str:
+        """Where the exporter answers scrapes."""
+        return metrics_url(self.settings.exporter_address, self.settings.exporter_port)
+
 
 def check_flower(settings: Settings) -> None:
     """Refuse a Flower that would be open to the network or whose port is taken."""
@@ -57,8 +63,19 @@ def check_flower(settings: Settings) -> None:
         raise ConfigurationError(detail=problem)
 
 
-def _port_problem(address: str, port: int) -> str | None:
-    """Why Flower could not listen on ``address:port``, found by binding it now."""
+def check_exporter(settings: Settings) -> None:
+    """Refuse an exporter whose port is taken."""
+    problem = _port_problem(
+        settings.exporter_address, settings.exporter_port, "The exporter", "EXPORTER", "exporter"
+    )
+    if problem:
+        raise ConfigurationError(detail=problem)
+
+
+def _port_problem(
+    address: str, port: int, who: str = "Flower", variable: str = "FLOWER", flag: str = "flower"
+) -> str | None:
+    """Why ``who`` could not listen on ``address:port``, found by binding it now."""
     try:
         family, kind, proto, _, where = socket.getaddrinfo(
             address or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -69,8 +86,8 @@ def _port_problem(address: str, port: int) -> str | None:
             sock.bind(where)
     except OSError as exc:
         return (
-            f"Flower cannot listen on {address or '*'}:{port} ({exc.strerror or exc}); set "
-            f"{PREFIX}FLOWER_PORT to a free port, or start without Flower (--no-flower)"
+            f"{who} cannot listen on {address or '*'}:{port} ({exc.strerror or exc}); set "
+            f"{PREFIX}{variable}_PORT to a free port, or start without it (--no-{flag})"
         )
     return None
 
@@ -84,7 +101,9 @@ def check_redis(url: str) -> None:
         catalog.client.close()
 
 
-def check_before_start(settings: Settings, with_flower: bool = True) -> None:
+def check_before_start(
+    settings: Settings, with_flower: bool = True, with_exporter: bool = True
+) -> None:
     """Refuse, before anything is started or written, what would be unsafe or fail anyway."""
     # Even with BACKUP_JOBS_REDIS_URL: beat's schedule in the data dir is a pickle.
     check_data_dir(settings.data_dir)
@@ -92,6 +111,8 @@ def check_before_start(settings: Settings, with_flower: bool = True) -> None:
     embedded.refuse_if_running(settings.data_dir)
     if with_flower:
         check_flower(settings)
+    if with_exporter:
+        check_exporter(settings)
     if settings.redis_url:
         check_redis(settings.redis_url)
 
@@ -101,16 +122,20 @@ def start_stack(
     report: Report,
     with_flower: bool = True,
     extra_env: dict[str, str] | None = None,
+    with_exporter: bool = True,
 ) -> Stack:
     """Check, start every process, and return once each answers; else stop them and raise."""
-    check_before_start(settings, with_flower)
+    check_before_start(settings, with_flower, with_exporter)
     stack = Stack(settings, settings.redis_url or "")
     try:
         if settings.redis_url:
             report(f"{'redis':<7} ready ({redact_url(settings.redis_url)}, {PREFIX}REDIS_URL)")
         else:
             _start_server(stack, report)
-        _start_processes(stack, with_flower, extra_env)
+        skipped = {
+            name for name, on in (("flower", with_flower), ("exporter", with_exporter)) if not on
+        }
+        _start_processes(stack, skipped, extra_env)
         _wait_until_ready(stack, report)
     except BaseException:
         stop_stack(stack)
@@ -150,8 +175,8 @@ def server_child(data_dir: Path) -> tuple[Child, str]:
     return Child("server", embedded.log_file(data_dir), launch, detail=redact_url(url)), url
 
 
-def _start_processes(stack: Stack, with_flower: bool, extra_env: dict[str, str] | None) -> None:
-    """Start the worker, tick consumer, beat and (unless told not to) Flower."""
+def _start_processes(stack: Stack, skipped: set[str], extra_env: dict[str, str] | None) -> None:
+    """Start the worker, tick consumer, beat and (unless ``skipped``) Flower and the exporter."""
     settings = stack.settings
     stack.probes = probes = Probes(settings, stack.redis_url)
     nodes = processes.node_names()
@@ -160,18 +185,19 @@ def _start_processes(stack: Stack, with_flower: bool, extra_env: dict[str, str] 
         "ticks": lambda pid: probes.worker(nodes["ticks"]),
         "beat": probes.beat,
         "flower": lambda pid: answers_http(stack.flower_url),
+        "exporter": lambda pid: answers_http(stack.exporter_url),
     }
     env = processes.child_environment(settings, settings.redis_url, extra_env)
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for name, command in processes.process_commands(settings, nodes).items():
-        if name == "flower" and not with_flower:
+        if name in skipped:
             continue
         log = log_dir / f"{name}.log"
         launch = partial(
             processes.spawn, command, log=log, dies_with=processes.death_signal(name), env=env
         )
-        detail = stack.flower_url if name == "flower" else ""
+        detail = {"flower": stack.flower_url, "exporter": stack.exporter_url}.get(name, "")
         stack.children[name] = Child(name, log, launch, readiness[name], detail)
         stack.children[name].start()
 

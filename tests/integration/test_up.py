@@ -64,6 +64,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             "workers": _workers_answering(url),
             "beat": json.loads(redis.Redis.from_url(url).get(wire.BEAT_KEY) or "{}").get("pid"),
             "flower": http_status(f"http://127.0.0.1:{env['BACKUP_JOBS_FLOWER_PORT']}"),
+            "exporter": http_status(f"http://127.0.0.1:{env['BACKUP_JOBS_EXPORTER_PORT']}/metrics"),
         }
         yield Running(up, env, data, cwd, answered)
     finally:
@@ -102,7 +103,9 @@ def test_up_says_running_only_once_every_process_answers_with_one_line_each(
     }
 
     assert running.answered["workers"] == 2 and running.answered["flower"] == 200
-    assert len(before) == 5 and set(pids) == {"server", "worker", "ticks", "beat", "flower"}
+    assert running.answered["exporter"] == 200
+    assert len(before) == 6
+    assert set(pids) == {"server", "worker", "ticks", "beat", "flower", "exporter"}
     assert running.answered["beat"] == str(pids["beat"])
     assert set(pids.values()) <= descendants(running.up.process.pid)
 

@@ -70,6 +70,7 @@ def test_systemd_units_run_the_same_processes_as_backup_jobs_up() -> None:
         options = {a for a in expected if a.startswith("--")} - {"--hostname"}
         assert options == {a for a in unit if a.startswith("--")}
     assert _exec_start("backup-jobs-flower.service")[1:] == ["flower"]
+    assert _exec_start("backup-jobs-exporter.service")[1:] == ["exporter"]
 
 
 def test_every_unit_restarts_always_and_keeps_its_files_and_password_private() -> None:
@@ -80,4 +81,4 @@ def test_every_unit_restarts_always_and_keeps_its_files_and_password_private() -
         assert service["Restart"] == "always", unit
         assert service["UMask"] == "0077", unit
         assert service["EnvironmentFile"] == "/etc/backup-jobs/env", unit
-    assert len(units) == 4
+    assert len(units) == 5

@@ -64,6 +64,7 @@ NUMERIC = {
     "BACKUP_JOBS_TRANSFER_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
     "BACKUP_JOBS_RESTORE_TIMEOUT_SECONDS": "a whole number from 1 to 604800",
     "BACKUP_JOBS_FLOWER_PORT": "a whole number from 1 to 65535",
+    "BACKUP_JOBS_EXPORTER_PORT": "a whole number from 1 to 65535",
     "BACKUP_JOBS_WORKER_CONCURRENCY": "a whole number from 1 to 256",
     "BACKUP_JOBS_QUEUED_TIMEOUT_SECONDS": "a whole number from 60 to 604800",
     "BACKUP_JOBS_RESTART_DELAY_SECONDS": "a number from 0.1 to 30",

@@ -39,6 +39,7 @@ DOMAIN_MODULES = [
     "backup_jobs.client_maintenance",
     "backup_jobs.testing",
     "backup_jobs.timeparse",
+    "backup_jobs.logs",
     "backup_jobs.providers.local",
     "backup_jobs.providers.local_demo",
     "backup_jobs",
@@ -187,8 +188,11 @@ def test_procfile_runs_the_same_processes_as_backup_jobs_up() -> None:
 
     assert set(procfile) == {"server", *commands}
     for name, command in commands.items():
-        celery_args = command[command.index("workers") + 1 :]
         shown = procfile[name].split()
+        if "workers" not in command:  # a backup-jobs command (the exporter)
+            assert shown == ["backup-jobs", *command[command.index("backup_jobs") + 1 :]]
+            continue
+        celery_args = command[command.index("workers") + 1 :]
         assert shown[:3] == ["celery", "-A", "workers"]
         assert shown[3] == celery_args[0]
         # Same options; `up` adds a unique --hostname so that several machines never clash.
@@ -240,3 +244,18 @@ def test_use_cases_import_ports_never_adapters(path: str) -> None:
     ]
 
     assert offenders == []
+
+
+def test_every_tick_beat_sends_is_one_the_tick_consumer_runs_under_the_same_name() -> None:
+    # `health` and the exporter read the tick lag of exactly these names in ``bj:ticks``.
+    source = (REPO / "workers" / "ticks.py").read_text()
+    ast_ticks = next(
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "TICKS"
+    )
+    assert isinstance(ast_ticks, ast.Dict)
+    names = [key.value for key in ast_ticks.keys if isinstance(key, ast.Constant)]
+    assert names == list(wire.BEAT_TICKS)
