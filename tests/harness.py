@@ -67,10 +67,11 @@ class Cluster:
 
     def settings(self, **changes: Any) -> Settings:
         """Settings for a client of this cluster."""
-        base = Settings.from_env({"BACKUP_JOBS_REDIS_URL": self.redis_url, **self.env})
-        if "BACKUP_JOBS_RESTORE_ROOT" not in self.env:  # its processes and clients agree
-            base = replace(base, restore_root=self.data_dir / "restores")
-        return replace(base, data_dir=self.data_dir, **changes)
+        # Every directory under the cluster's data dir, never the directory pytest runs in: a
+        # worker that cannot find a vault's record falls back to its own vault dir.
+        env = {"BACKUP_JOBS_DATA_DIR": str(self.data_dir), **self.env}
+        base = Settings.from_env({"BACKUP_JOBS_REDIS_URL": self.redis_url, **env})
+        return replace(base, **changes)
 
     def child_env(self) -> dict[str, str]:
         """The environment of this cluster's processes."""
