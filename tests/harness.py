@@ -24,6 +24,7 @@ import redis
 
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.client import Client, JobHandle
+from backup_jobs.connection import ssl_options
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.models import Job, JobStatus
 from backup_jobs.policies import Policy
@@ -121,7 +122,7 @@ class Cluster:
         )
         return Client(
             settings,
-            RedisCatalog.from_url(self.redis_url),
+            RedisCatalog.from_url(self.redis_url, ssl_options(settings, self.redis_url)),
             CeleryDispatcher.from_url(settings, self.redis_url),
         )
 

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.connection import EmbeddedServer, check_data_dir
+from backup_jobs.connection import EmbeddedServer, check_data_dir, ssl_options
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.readiness import Probes, answers_http, flower_url
@@ -75,9 +75,10 @@ def _port_problem(address: str, port: int) -> str | None:
     return None
 
 
-def check_redis(url: str) -> None:
-    """Raise ``RedisUnavailable`` unless the server at ``url`` answers with that password."""
-    catalog = RedisCatalog.from_url(url)
+def check_redis(settings: Settings, url: str) -> None:
+    """Raise ``RedisUnavailable`` unless the server at ``url`` answers with that password
+    (and, for ``rediss://``, over TLS with the settings' certificates)."""
+    catalog = RedisCatalog.from_url(url, ssl_options(settings, url))
     try:
         catalog.ping()
     finally:
@@ -93,7 +94,7 @@ def check_before_start(settings: Settings, with_flower: bool = True) -> None:
     if with_flower:
         check_flower(settings)
     if settings.redis_url:
-        check_redis(settings.redis_url)
+        check_redis(settings, settings.redis_url)
 
 
 def start_stack(
