@@ -77,9 +77,14 @@ class Cluster:
         """The environment of this cluster's processes."""
         return processes.child_environment(self.settings(), self.redis_url, self.env)
 
-    def start(self, name: str, *, kind: str = "worker") -> subprocess.Popen[bytes]:
-        """Start a process named ``name`` of a kind of ``up``'s: worker, ticks or beat."""
+    def start(
+        self, name: str, *, kind: str = "worker", node: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process named ``name`` of a kind of ``up``'s: worker, ticks or beat;
+        a worker's Celery node name is ``node`` if given (``--hostname``)."""
         command = processes.process_commands(self.settings())[kind]
+        if node is not None:
+            command[command.index("--hostname") + 1] = node
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             command,
