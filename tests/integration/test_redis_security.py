@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ import redis
 
 from backup_jobs import errors
 from backup_jobs.catalogs.redis import RedisCatalog
+from backup_jobs.client import Client
 from backup_jobs.connection import ssl_options
 from backup_jobs.models import JobStatus
 from backup_jobs.runtime import embedded, processes
@@ -88,8 +90,15 @@ def _tasks(base: str) -> dict[str, Any]:
     return found
 
 
-def _done(task: dict[str, Any] | None) -> dict[str, Any] | None:
-    return task if task and task.get("state") in ("SUCCESS", "FAILURE") else None
+def _seen_by_flower(client: Client, base: str) -> dict[str, Any] | None:
+    """A discovery's task as Flower shows it, once Flower saw it from sent to succeeded."""
+    job = client.discover().wait(30)
+    for _ in range(10):
+        task = _tasks(base).get(f"{job.id}.1")
+        if task and task.get("name") and task.get("state") == "SUCCESS":
+            return task
+        time.sleep(0.1)
+    return None
 
 
 def test_worker_beat_flower_and_client_run_a_job_over_tls_with_client_certificates(
@@ -102,10 +111,11 @@ def test_worker_beat_flower_and_client_run_a_job_over_tls_with_client_certificat
         demo_fleet(tmp_path)
         client = cluster.client(tmp_path / "fleet")
         cluster.wait_ready("worker")
-        eventually(lambda: http_status(base), 30)  # Flower sees the task from its start
+        eventually(lambda: http_status(base), 30)
         job = client.discover().wait(30)
         beat = eventually(lambda: client.catalog.client.get("bj:beat"), 20)
-        task = eventually(lambda: _done(_tasks(base).get(f"{job.id}.1")), 30, 0.5)
+        # Flower answers HTTP before its event receiver is connected: a job may run unseen.
+        task = eventually(lambda: _seen_by_flower(client, base), 30, 0.1)
     finally:
         flower.terminate()
         flower.wait(20)
