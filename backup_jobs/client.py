@@ -150,12 +150,12 @@ class Client(MaintenanceVerbs, RestoreVerbs):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
         """Connect as the ``BACKUP_JOBS_*`` variables say (or to the embedded server)."""
         from backup_jobs.catalogs.redis import RedisCatalog
-        from backup_jobs.connection import resolve_redis_url
+        from backup_jobs.connection import resolve_redis_url, ssl_options
         from backup_jobs.dispatchers.celery import CeleryDispatcher
 
         settings = Settings.from_env(environ)
         url = resolve_redis_url(settings)
-        catalog = RedisCatalog.from_url(url)
+        catalog = RedisCatalog.from_url(url, ssl_options(settings, url))
         catalog.ping()
         return cls(settings, catalog, CeleryDispatcher.from_url(settings, url))
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import ssl
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from backup_jobs.errors import ConfigurationError, RedisUnavailable
 from backup_jobs.settings import Settings
@@ -221,3 +224,23 @@ def resolve_redis_url(settings: Settings) -> str:
             )
         )
     return server.url
+
+
+def ssl_options(settings: Settings, url: str) -> dict[str, Any]:
+    """The TLS options for ``url``: none unless it is ``rediss://``.
+
+    The same keys serve redis-py (``Redis.from_url``), kombu (``broker_use_ssl``) and
+    Celery's result backend (``redis_backend_use_ssl``). The server's certificate is always
+    verified, against ``BACKUP_JOBS_REDIS_CA_FILE`` or else the system's CAs: kombu alone
+    would accept any certificate on a ``rediss://`` URL without options.
+    """
+    if urlsplit(url).scheme != "rediss":
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    files = {
+        "ssl_ca_certs": settings.redis_ca_file,
+        "ssl_certfile": settings.redis_cert_file,
+        "ssl_keyfile": settings.redis_key_file,
+    }
+    options.update({key: str(path) for key, path in files.items() if path is not None})
+    return options

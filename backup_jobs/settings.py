@@ -69,6 +69,9 @@ RESTART_DELAY_RANGE_SECONDS = (0.1, 30)
 # of a year answers "what happened last month" and bounds Redis's memory by the job rate.
 DEFAULT_JOB_HISTORY_DAYS = 90
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# The TLS files of a rediss:// URL: the CA that signed the server's certificate (unset: the
+# system's CAs), and this machine's client certificate and key (for a server that asks).
+REDIS_TLS_FILES = ("REDIS_CA_FILE", "REDIS_CERT_FILE", "REDIS_KEY_FILE")
 # Maintenance cadence (DESIGN §6): prune hourly, verify and GC daily. Each tick starts one job
 # per vault and period; at least a minute apart (a job per tick would only queue up), at most
 # 30 days (a vault never verified for longer hides rot).
@@ -131,6 +134,10 @@ class Settings:
     """Everything configurable about one deployment, validated."""
 
     redis_url: str | None = None
+    # TLS to Redis, only with a rediss:// URL (whose server certificate is always verified).
+    redis_ca_file: Path | None = None
+    redis_cert_file: Path | None = None
+    redis_key_file: Path | None = None
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     vault: str = DEFAULT_VAULT
     region: str = DEFAULT_REGION
@@ -169,6 +176,9 @@ class Settings:
         data_dir = env.path("DATA_DIR", Path(DEFAULT_DATA_DIR))
         settings = cls(
             redis_url=env.redis_url("REDIS_URL"),
+            redis_ca_file=env.readable_file("REDIS_CA_FILE"),
+            redis_cert_file=env.readable_file("REDIS_CERT_FILE"),
+            redis_key_file=env.readable_file("REDIS_KEY_FILE"),
             data_dir=data_dir,
             vault=env.name("VAULT", DEFAULT_VAULT),
             region=env.name("REGION", DEFAULT_REGION),
@@ -240,6 +250,7 @@ class Settings:
             raise ConfigurationError(
                 detail=f"{PREFIX}FLOWER_USER and {PREFIX}FLOWER_PASSWORD must be set together"
             )
+        _check_redis_tls(settings)
         if settings.flower_port > MAX_PORT:
             raise _bad("FLOWER_PORT", str(settings.flower_port), f"a port from 1 to {MAX_PORT}")
         return settings
@@ -270,10 +281,25 @@ class _Env:
             raise ConfigurationError(
                 detail=(
                     f"{PREFIX}{name}={shown!r} is not valid: {problem}; accepted: "
-                    "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// (the same with TLS) or unix:///PATH"
+                    "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss:// (the same with TLS) "
+                    "or unix:///PATH"
                 )
             )
         return value
+
+    def readable_file(self, name: str) -> Path | None:
+        """A file this process can read (None when unset); a missing or unreadable one
+        fails here, naming the variable, rather than in the middle of a TLS handshake."""
+        value = self.text(name, "")
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise _bad(name, value, f"a readable file ({exc.strerror or exc})") from exc
+        return path
 
     def path(self, name: str, default: Path) -> Path:
         value = self.text(name, "")
@@ -330,6 +356,34 @@ def _shown(bound: float) -> str:
 
 def _bad(name: str, value: str, accepted: str) -> ConfigurationError:
     return ConfigurationError(detail=f"{PREFIX}{name}={value!r} is not valid; accepted: {accepted}")
+
+
+def _check_redis_tls(settings: Settings) -> None:
+    """Refuse TLS files without a rediss:// URL, and a client certificate without its key."""
+    given = [
+        f"{PREFIX}{name}"
+        for name, value in zip(
+            REDIS_TLS_FILES,
+            (settings.redis_ca_file, settings.redis_cert_file, settings.redis_key_file),
+            strict=True,
+        )
+        if value is not None
+    ]
+    if not given:
+        return
+    scheme = urlsplit(settings.redis_url).scheme if settings.redis_url else ""
+    if scheme != "rediss":
+        where = f"{scheme}://" if scheme else "unset (the embedded server, which has no TLS)"
+        raise ConfigurationError(
+            detail=(
+                f"{' and '.join(given)} need a rediss:// {PREFIX}REDIS_URL, "
+                f"but {PREFIX}REDIS_URL is {where}"
+            )
+        )
+    if (settings.redis_cert_file is None) != (settings.redis_key_file is None):
+        raise ConfigurationError(
+            detail=f"{PREFIX}REDIS_CERT_FILE and {PREFIX}REDIS_KEY_FILE must be set together"
+        )
 
 
 def flower_exposure_problem(settings: Settings) -> str | None:

@@ -24,6 +24,7 @@ import redis
 
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.client import Client, JobHandle
+from backup_jobs.connection import ssl_options
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.models import Job, JobStatus
 from backup_jobs.policies import Policy
@@ -77,9 +78,14 @@ class Cluster:
         """The environment of this cluster's processes."""
         return processes.child_environment(self.settings(), self.redis_url, self.env)
 
-    def start(self, name: str, *, kind: str = "worker") -> subprocess.Popen[bytes]:
-        """Start a process named ``name`` of a kind of ``up``'s: worker, ticks or beat."""
+    def start(
+        self, name: str, *, kind: str = "worker", node: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process named ``name`` of a kind of ``up``'s: worker, ticks or beat;
+        a worker's Celery node name is ``node`` if given (``--hostname``)."""
         command = processes.process_commands(self.settings())[kind]
+        if node is not None:
+            command[command.index("--hostname") + 1] = node
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             command,
@@ -122,7 +128,7 @@ class Cluster:
         )
         return Client(
             settings,
-            RedisCatalog.from_url(self.redis_url),
+            RedisCatalog.from_url(self.redis_url, ssl_options(settings, self.redis_url)),
             CeleryDispatcher.from_url(settings, self.redis_url),
         )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.clock import Clock, SystemClock
-from backup_jobs.connection import resolve_redis_url
+from backup_jobs.connection import resolve_redis_url, ssl_options
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.heartbeat import Heartbeats
@@ -45,7 +45,7 @@ def redis_url() -> str:
 @functools.cache
 def catalog() -> RedisCatalog:
     """The Redis catalog (redis-py reconnects after fork by itself)."""
-    return RedisCatalog.from_url(redis_url())
+    return RedisCatalog.from_url(redis_url(), ssl_options(settings(), redis_url()))
 
 
 @functools.cache

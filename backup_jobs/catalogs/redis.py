@@ -15,9 +15,9 @@ imply).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -60,11 +60,13 @@ class RedisCatalog(RedisProtection, RedisJobs):
         self._repair = client.register_script(scripts.REPAIR)
 
     @classmethod
-    def from_url(cls, url: str) -> RedisCatalog:
-        """Connect to ``url`` (nothing is sent until the first call)."""
+    def from_url(cls, url: str, ssl: Mapping[str, Any] | None = None) -> RedisCatalog:
+        """Connect to ``url`` (nothing is sent until the first call); ``ssl`` holds the TLS
+        options of a ``rediss://`` URL (``connection.ssl_options``)."""
         try:
             client = redis.Redis.from_url(
                 url,
+                **(ssl or {}),
                 decode_responses=True,
                 # A record that is not UTF-8 is unreadable, not a crash of the whole listing.
                 encoding_errors="replace",

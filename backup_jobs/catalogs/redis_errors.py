@@ -52,6 +52,15 @@ REFUSAL_ACTIONS = {
 # Refusals of writes only: the server still answers reads (and counts as reachable).
 WRITE_REFUSALS = frozenset(REFUSAL_ACTIONS)
 
+# What every error of Python's ssl module names (``[SSL: ...]``, ``(_ssl.c:1006)``).
+TLS_MARK = "ssl"
+TLS_ACTION = (
+    "Check BACKUP_JOBS_REDIS_CA_FILE: it must hold the CA that signed the server's certificate, "
+    "whose names must include the host of BACKUP_JOBS_REDIS_URL. If the server asks for "
+    "client certificates, set BACKUP_JOBS_REDIS_CERT_FILE and BACKUP_JOBS_REDIS_KEY_FILE to a "
+    "certificate and key signed by a CA the server trusts."
+)
+
 _RETRY_LATER = "Retry in a moment; the server is busy or restarting and recovers by itself."
 
 
@@ -73,6 +82,10 @@ def translate(url: str, exc: Exception, key: str | None = None) -> BackupJobsErr
     code = reply_code(exc)
     if isinstance(exc, redis.AuthenticationError) or code in ("NOAUTH", "WRONGPASS"):
         return RedisUnavailable(detail=f"{where}: authentication failed ({text})")
+    if isinstance(exc, redis.ConnectionError) and TLS_MARK in text.lower():
+        return RedisUnavailable(
+            detail=f"{where}: the TLS handshake failed ({text})", action=TLS_ACTION
+        )
     if code != "LOADING" and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return RedisUnavailable(detail=f"{where}: {text}")
     return _reply_error(where, text, code, key)

@@ -10,7 +10,7 @@ import click
 
 from backup_jobs import logs
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.connection import resolve_redis_url
+from backup_jobs.connection import resolve_redis_url, ssl_options
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.errors import BackupJobsError, ConfigurationError
 from backup_jobs.models import utcnow
@@ -33,7 +33,7 @@ def exporter() -> None:
     # The server is found at the first scrape, not now: under a Procfile runner it may start
     # after the exporter; until then a scrape says backup_jobs_up 0 (and the log says why).
     collector = exporting.CatalogCollector(
-        lambda: RedisCatalog.from_url(resolve_redis_url(settings)),
+        lambda: _catalog(settings, resolve_redis_url(settings)),
         utcnow,
         settings.vault_dir.resolve(),
     )
@@ -64,7 +64,7 @@ def health(as_json: bool) -> None:
     catalog, dispatcher, problem = None, None, ""
     try:
         url = resolve_redis_url(settings)
-        catalog = RedisCatalog.from_url(url)
+        catalog = _catalog(settings, url)
         dispatcher = CeleryDispatcher.from_url(settings, url)
     except BackupJobsError as exc:
         problem = exc.message
@@ -81,3 +81,8 @@ def health(as_json: bool) -> None:
     else:
         click.echo(render(checks))
     sys.exit(0 if healthy else EXIT_UNHEALTHY)
+
+
+def _catalog(settings: Settings, url: str) -> RedisCatalog:
+    """The catalog at ``url``, over TLS with the configured files for ``rediss://``."""
+    return RedisCatalog.from_url(url, ssl_options(settings, url))

@@ -21,7 +21,7 @@ import click
 from backup_jobs.catalogs.redis import RedisCatalog
 from backup_jobs.cli.demo import run_workflow
 from backup_jobs.client import Client, JobTimeout
-from backup_jobs.connection import password_file, resolve_redis_url
+from backup_jobs.connection import password_file, resolve_redis_url, ssl_options
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.providers.local import LocalFleet
 from backup_jobs.providers.local_demo import create_demo_fleet
@@ -101,7 +101,8 @@ def flower() -> None:
     """
     settings = Settings.from_env()
     check_flower(settings)
-    check_redis(resolve_redis_url(settings))
+    url = resolve_redis_url(settings)
+    check_redis(settings, url)
     command = processes.process_commands(settings)["flower"]
     os.execv(command[0], command)  # noqa: S606 - our own argv, no shell; Flower replaces us
 
@@ -177,7 +178,7 @@ def _run_demo(settings: Settings, stack: Stack) -> None:
     """Run the demo's jobs on the stack; one that does not end in time ends the demo."""
     client = Client(
         settings,
-        RedisCatalog.from_url(stack.redis_url),
+        RedisCatalog.from_url(stack.redis_url, ssl_options(settings, stack.redis_url)),
         CeleryDispatcher.from_url(settings, stack.redis_url),
     )
     try:

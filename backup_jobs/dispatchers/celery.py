@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError
 
 from backup_jobs import wire
 from backup_jobs.catalogs.redis_errors import translate
+from backup_jobs.connection import ssl_options
 from backup_jobs.dispatcher import task_id_for
 from backup_jobs.errors import RedisUnavailable
 from backup_jobs.models import Job
@@ -44,9 +45,16 @@ def visibility_timeout_seconds(settings: Settings) -> int:
 def client_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     """The Celery settings shared by senders and workers, each with its reason."""
     transport = {"visibility_timeout": visibility_timeout_seconds(settings)}
+    tls = ssl_options(settings, redis_url)
     return {
         "broker_url": redis_url,
         "result_backend": redis_url,
+        # rediss://: the server's certificate verified against BACKUP_JOBS_REDIS_CA_FILE and
+        # this machine's client certificate, for the broker and the result backend alike
+        # (without them kombu would accept any certificate). Flower's broker view reads the
+        # broker's. None for redis:// and unix://.
+        "broker_use_ssl": tls or None,
+        "redis_backend_use_ssl": tls or None,
         # The same visibility timeout for broker, result backend and app (DESIGN §5).
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,

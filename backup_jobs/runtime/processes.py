@@ -148,6 +148,12 @@ def child_environment(
     )
     if redis_url:
         env[f"{PREFIX}REDIS_URL"] = redis_url
+    tls_files = {
+        "REDIS_CA_FILE": settings.redis_ca_file,
+        "REDIS_CERT_FILE": settings.redis_cert_file,
+        "REDIS_KEY_FILE": settings.redis_key_file,
+    }
+    env.update({PREFIX + name: str(path.resolve()) for name, path in tls_files.items() if path})
     env.update(extra or {})
     return env
 

@@ -14,6 +14,7 @@ import urllib.request
 import redis
 
 from backup_jobs import wire
+from backup_jobs.connection import ssl_options
 from backup_jobs.dispatchers.celery import CeleryDispatcher
 from backup_jobs.settings import Settings
 
@@ -29,7 +30,12 @@ class Probes:
     """The questions ``up`` asks its processes; one Redis client and one Celery sender."""
 
     def __init__(self, settings: Settings, redis_url: str) -> None:
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
+        self._redis = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=1,
+            socket_timeout=2,
+            **ssl_options(settings, redis_url),
+        )
         self._celery = CeleryDispatcher.from_url(settings, redis_url)
 
     def worker(self, node: str) -> bool:

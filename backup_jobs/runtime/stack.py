@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.connection import EmbeddedServer, check_data_dir
+from backup_jobs.connection import EmbeddedServer, check_data_dir, ssl_options
 from backup_jobs.errors import ConfigurationError
 from backup_jobs.runtime import embedded, processes
 from backup_jobs.runtime.exporter import metrics_url
@@ -92,9 +92,10 @@ def _port_problem(
     return None
 
 
-def check_redis(url: str) -> None:
-    """Raise ``RedisUnavailable`` unless the server at ``url`` answers with that password."""
-    catalog = RedisCatalog.from_url(url)
+def check_redis(settings: Settings, url: str) -> None:
+    """Raise ``RedisUnavailable`` unless the server at ``url`` answers with that password
+    (and, for ``rediss://``, over TLS with the settings' certificates)."""
+    catalog = RedisCatalog.from_url(url, ssl_options(settings, url))
     try:
         catalog.ping()
     finally:
@@ -114,7 +115,7 @@ def check_before_start(
     if with_exporter:
         check_exporter(settings)
     if settings.redis_url:
-        check_redis(settings.redis_url)
+        check_redis(settings, settings.redis_url)
 
 
 def start_stack(
