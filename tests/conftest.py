@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from backup_jobs import client
 from backup_jobs.runtime import embedded
 from tests.harness import SESSION_ENV, Cluster, flush, with_db
+
+# The tests wait for thousands of jobs one after another: polling a job record every 20 ms, not
+# every 100 ms as a user's script does, saves half a poll interval on each wait.
+client.POLL_INTERVAL_SECONDS = 0.02
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

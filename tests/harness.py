@@ -44,7 +44,7 @@ def with_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail with its last value otherwise."""
     deadline = time.monotonic() + timeout
     while True:
