@@ -8,7 +8,6 @@ storage figures read the vault directory when this process can reach it.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -64,9 +63,21 @@ def item_views(
     reason: Attention | str | None = None,
 ) -> Listing[ItemView]:
     """The vault's protected items with their schedule and what needs action, filtered."""
+    return _read_items(catalog, vault, now, state, reason)[0]
+
+
+def _read_items(
+    catalog: Catalog,
+    vault: str,
+    now: datetime,
+    state: ProtectionState | None = None,
+    reason: Attention | str | None = None,
+) -> tuple[Listing[ItemView], list[RecoveryPointRecord]]:
+    """``item_views``, and the recovery points of the items listed (read once for both)."""
     items = catalog.list_items(vault)
     problems: list[Problem] = list(items.problems)
     views = []
+    listed_points: list[RecoveryPointRecord] = []
     for item in items:
         if state is not None and item.state != state:
             continue
@@ -81,7 +92,8 @@ def item_views(
         if reason is not None and not (reasons if reason == ANY else reason in reasons):
             continue
         views.append(ItemView(item, catalog.next_run(vault, item.vm_id), events, reasons))
-    return Listing(views, problems)
+        listed_points.extend(points)
+    return Listing(views, problems), listed_points
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,7 @@ def build_dashboard(
     catalog: Catalog, vault: str, vault_dir: Path | None, now: datetime
 ) -> Dashboard:
     """Every figure of the dashboard, each with the filter that drills into it."""
-    views = item_views(catalog, vault, now)
+    views, points = _read_items(catalog, vault, now)
     since = now - JOBS_WINDOW
     protection = [
         _items_figure("Protected items", len(views)),
@@ -198,7 +210,7 @@ def build_dashboard(
         tuple(protection),
         tuple(job_figures),
         tuple(attention),
-        _storage(catalog, vault, [v.item.vm_id for v in views], vault_dir),
+        _storage(points, vault_dir),
         views.problems,
     )
 
@@ -226,12 +238,8 @@ def _jobs_figure(status: JobStatus, value: int, since: datetime) -> Figure:
     return Figure(status.value, value, "job", chosen, command)
 
 
-def _storage(catalog: Catalog, vault: str, vm_ids: list[str], vault_dir: Path | None) -> Storage:
+def _storage(points: list[RecoveryPointRecord], vault_dir: Path | None) -> Storage:
     """Logical bytes from the catalog's points; stored bytes from the vault, if reachable."""
-    points: list[RecoveryPointRecord] = []
-    for vm_id in vm_ids:
-        with contextlib.suppress(CorruptRecord):  # named by the listing of the items already
-            points.extend(catalog.recovery_points(vault, vm_id))
     logical = sum(p.size_bytes for p in points)
     if vault_dir is None or not (vault_dir / "config.json").exists():
         where = vault_dir or "(unknown)"

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from backup_jobs import steps
-from backup_jobs.backups import mirror_of
+from backup_jobs.backups import mirror_of, vault_path
 from backup_jobs.context import JobContext
 from backup_jobs.errors import ConfigurationError, CorruptRecord, VaultIntegrityError
 from backup_jobs.items import ProtectedItem, ProtectionState, RecoveryPointRecord, VerifyState
@@ -65,7 +64,7 @@ def vault_at(ctx: JobContext) -> Vault | None:
     A vault the catalog holds recovery points of is never "not created yet": its directory
     missing (a disk not mounted on this worker) is ``ConfigurationError``, not a verify that
     checked nothing and passed, or a delete that forgot every point it could not see."""
-    path = Path(ctx.vault.vault_dir or ctx.settings.vault_dir)
+    path = vault_path(ctx)
     try:
         return Vault.open(path)
     except ConfigurationError:
