@@ -25,140 +25,55 @@ def _soft_limit(operation: Operation) -> int:
     return int(OPERATIONS[operation].soft_limit_seconds(root.settings()))
 
 
-def _hard_limit(operation: Operation) -> int:
-    return _soft_limit(operation) + CLEANUP_MARGIN_SECONDS
+# What each job task does (its docstring); ``shown`` are the kwargs Flower shows beside the job
+# id (``wire.SHOWN_PROPERTIES``).
+JOB_TASK_DOCS: dict[Operation, str] = {
+    Operation.DISCOVERY: "Discover the vault's VMs (``shown``: the vault, for Flower).",
+    Operation.REGISTER: "Register one VM (``shown``: the VM and vault, for Flower).",
+    Operation.CONFIGURE_PROTECTION: (
+        "Protect one VM with a policy (``shown``: the VM, vault and policy, for Flower)."
+    ),
+    Operation.BACKUP: "Back up one VM into the vault (``shown``: the VM and vault, for Flower).",
+    Operation.RESTORE: (
+        "Restore a recovery point of one VM (``shown``: the VM, point and target, for Flower)."
+    ),
+    Operation.STOP_PROTECTION: (
+        "Stop protecting one VM and keep its points (``shown``: the VM and vault, for Flower)."
+    ),
+    Operation.DELETE_BACKUP_DATA: (
+        "Stop protecting one VM and delete its points (``shown``: the VM and vault)."
+    ),
+    Operation.PRUNE: "Apply the policies' retention to the vault's points (``shown``: the vault).",
+    Operation.VERIFY: (
+        "Re-read and re-hash the vault's chunks and mark its points (``shown``: the vault)."
+    ),
+    Operation.GARBAGE_COLLECT: (
+        "One two-run GC pass over the vault (``shown``: the vault, for Flower)."
+    ),
+}
 
 
-@app.task(
-    name=wire.task_name(Operation.DISCOVERY),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.DISCOVERY),
-    time_limit=_hard_limit(Operation.DISCOVERY),
-    throws=(BackupJobsError,),
-)
-def discovery(
-    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
-) -> dict[str, Any]:
-    """Discover the vault's VMs (``shown``: the vault, for Flower)."""
-    return run_job(self, Operation.DISCOVERY, job_id, attempt)
+def _job_task(operation: Operation) -> Task[Any, Any]:
+    """The task of one operation: its pinned name, its time limits, one line of body."""
+
+    def run(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
+        return run_job(self, operation, job_id, attempt)
+
+    name = wire.task_name(operation)
+    run.__name__ = run.__qualname__ = name.removeprefix(wire.TASK_PREFIX)
+    run.__doc__ = JOB_TASK_DOCS[operation]
+    soft = _soft_limit(operation)
+    task: Task[Any, Any] = app.task(
+        name=name,
+        bind=True,
+        soft_time_limit=soft,
+        time_limit=soft + CLEANUP_MARGIN_SECONDS,
+        throws=(BackupJobsError,),
+    )(run)
+    return task
 
 
-@app.task(
-    name=wire.task_name(Operation.REGISTER),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.REGISTER),
-    time_limit=_hard_limit(Operation.REGISTER),
-    throws=(BackupJobsError,),
-)
-def register(
-    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
-) -> dict[str, Any]:
-    """Register one VM (``shown``: the VM and vault, for Flower)."""
-    return run_job(self, Operation.REGISTER, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.CONFIGURE_PROTECTION),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.CONFIGURE_PROTECTION),
-    time_limit=_hard_limit(Operation.CONFIGURE_PROTECTION),
-    throws=(BackupJobsError,),
-)
-def configure_protection(
-    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
-) -> dict[str, Any]:
-    """Protect one VM with a policy (``shown``: the VM, vault and policy, for Flower)."""
-    return run_job(self, Operation.CONFIGURE_PROTECTION, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.BACKUP),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.BACKUP),
-    time_limit=_hard_limit(Operation.BACKUP),
-    throws=(BackupJobsError,),
-)
-def backup(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
-    """Back up one VM into the vault (``shown``: the VM and vault, for Flower)."""
-    return run_job(self, Operation.BACKUP, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.RESTORE),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.RESTORE),
-    time_limit=_hard_limit(Operation.RESTORE),
-    throws=(BackupJobsError,),
-)
-def restore(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
-    """Restore a recovery point of one VM (``shown``: the VM, point and target, for Flower)."""
-    return run_job(self, Operation.RESTORE, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.STOP_PROTECTION),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.STOP_PROTECTION),
-    time_limit=_hard_limit(Operation.STOP_PROTECTION),
-    throws=(BackupJobsError,),
-)
-def stop_protection(
-    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
-) -> dict[str, Any]:
-    """Stop protecting one VM and keep its points (``shown``: the VM and vault, for Flower)."""
-    return run_job(self, Operation.STOP_PROTECTION, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.DELETE_BACKUP_DATA),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.DELETE_BACKUP_DATA),
-    time_limit=_hard_limit(Operation.DELETE_BACKUP_DATA),
-    throws=(BackupJobsError,),
-)
-def delete_backup_data(
-    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
-) -> dict[str, Any]:
-    """Stop protecting one VM and delete its points (``shown``: the VM and vault)."""
-    return run_job(self, Operation.DELETE_BACKUP_DATA, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.PRUNE),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.PRUNE),
-    time_limit=_hard_limit(Operation.PRUNE),
-    throws=(BackupJobsError,),
-)
-def prune(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
-    """Apply the policies' retention to the vault's points (``shown``: the vault)."""
-    return run_job(self, Operation.PRUNE, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.VERIFY),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.VERIFY),
-    time_limit=_hard_limit(Operation.VERIFY),
-    throws=(BackupJobsError,),
-)
-def verify(self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str) -> dict[str, Any]:
-    """Re-read and re-hash the vault's chunks and mark its points (``shown``: the vault)."""
-    return run_job(self, Operation.VERIFY, job_id, attempt)
-
-
-@app.task(
-    name=wire.task_name(Operation.GARBAGE_COLLECT),
-    bind=True,
-    soft_time_limit=_soft_limit(Operation.GARBAGE_COLLECT),
-    time_limit=_hard_limit(Operation.GARBAGE_COLLECT),
-    throws=(BackupJobsError,),
-)
-def garbage_collect(
-    self: Task[Any, Any], /, job_id: str, attempt: int = 1, **shown: str
-) -> dict[str, Any]:
-    """One two-run GC pass over the vault (``shown``: the vault, for Flower)."""
-    return run_job(self, Operation.GARBAGE_COLLECT, job_id, attempt)
+JOB_TASKS = {operation: _job_task(operation) for operation in Operation}
 
 
 _TICK_OPTIONS: dict[str, Any] = {"send_events": False, "ignore_result": True}
