@@ -23,6 +23,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# How much of each session process's log a failed integration test's report carries.
+LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    """A failed test that used the session cluster reports the tail of its processes' logs:
+    CI shows only the report, and a flaky failure must say what the worker saw."""
+    report = yield
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.failed and isinstance(cluster, Cluster):
+        for name in ("worker", "ticks"):
+            lines = cluster.log(name).splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"session {name} log (last lines)", "\n".join(lines)))
+    return report
+
+
 @pytest.fixture(scope="session")
 def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``BACKUP_JOBS_REDIS_URL`` if the run names one, else a fresh embedded server.
