@@ -26,6 +26,8 @@ CONTROL_PLANE_DB = 5
 SCHEDULER_DB = 6
 BACKUP_JOB_DB = 7
 JOB_LIST_DB = 8
+# The control-plane benchmark's list of ended task ids (``benchmarks.finished``).
+FINISHED_KEY = "bench:finished"
 
 
 def arguments(doc: str, runs: int = 3) -> argparse.ArgumentParser:

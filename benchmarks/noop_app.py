@@ -1,10 +1,17 @@
-"""The baseline: a bare Celery app with one no-op task, configured like the real workers."""
+"""The baseline: a bare Celery app with one no-op task, configured like the real workers.
+
+It tells the benchmark when each task ended as the real workers' benchmark app does
+(``benchmarks.finished``).
+"""
 
 from __future__ import annotations
 
 from celery import Celery
 
+from benchmarks import finished
 from workers import celeryconfig, root
+
+__all__ = ["app", "finished", "noop"]
 
 app = Celery("bench_noop")
 app.conf.update(celeryconfig.build(root.settings(), root.redis_url()))

@@ -25,7 +25,7 @@ TINY = {
 }
 # What the last lines of each report say.
 REPORTS = {
-    "control_plane": "Register jobs",
+    "control_plane": "Register overhead, one",
     "scheduler": "ticks, 100 due",
     "backup_job": "Backup job, submit -> final",
     "incremental": "incremental, tracked",
