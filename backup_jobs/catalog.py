@@ -210,6 +210,15 @@ class Catalog(ProtectionRecords, Protocol):
         """Every readable VM of a vault (deleted ones included), sorted by id."""
         ...
 
+    def find_vms(self, vault: str, name: str) -> Listing[VM]:
+        """The VMs ``name`` may mean, deleted ones included, sorted by id: the one whose id it
+        is (``cloud_service/name``), or every VM with that bare name (one per cloud service).
+
+        Costs O(matches), whatever the vault's size: submitting a job for one VM never reads
+        the whole inventory. Records that cannot be read are the listing's problems.
+        """
+        ...
+
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties (discovery); its state is kept.
 

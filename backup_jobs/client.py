@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backup_jobs import cancels, inventory, jobs, jobs_page, protection, wire
+from backup_jobs import cancels, inventory, jobs, jobs_page, protection
 from backup_jobs.attention import Attention
 from backup_jobs.catalog import Catalog
 from backup_jobs.client_maintenance import MaintenanceVerbs
@@ -23,6 +23,7 @@ from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dashboard import Dashboard, build_dashboard, item_views, reason_filter
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
+    AmbiguousVMName,
     BackupJobsError,
     CorruptRecord,
     InvalidPolicy,
@@ -215,19 +216,21 @@ class Client(MaintenanceVerbs, RestoreVerbs):
     def _screen(
         self, names: str | Iterable[str], check: Callable[[VM, VaultConfig], None]
     ) -> tuple[list[str], list[Refusal]]:
-        """The ids of the named VMs that pass ``check`` (once each), and the refusals."""
-        names = _names(names)
-        listing = self.catalog.list_vms(self.vault.name)
-        index = inventory.VMIndex(listing)
+        """The ids of the named VMs that pass ``check`` (once each), and the refusals.
+
+        Each name is looked up by itself (``inventory.find_vm``): O(names), not O(VMs).
+        """
         targets: dict[str, None] = {}
         refused: list[Refusal] = []
-        for name in dict.fromkeys(names):
+        for name in dict.fromkeys(_names(names)):
             try:
-                vm = index.resolve(name)
+                # Redis errors are not refusals: they raise.
+                vm = inventory.find_vm(self.catalog, self.vault.name, name)
+            except (VMNotFoundInInventory, AmbiguousVMName, CorruptRecord) as exc:
+                refused.append(Refusal(name, exc))
+                continue
+            try:
                 check(vm, self.vault)
-            except VMNotFoundInInventory as exc:  # unknown, or known but unreadable?
-                unreadable = _unreadable(listing.problems, self.vault.name, name)
-                refused.append(Refusal(name, unreadable or exc))
             except BackupJobsError as exc:
                 refused.append(Refusal(name, exc))
             else:
@@ -378,7 +381,7 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         """Start an on-demand Backup job of a protected VM."""
         if not isinstance(vm, str):
             raise TypeError(f"backup_now takes one VM name as text, not {vm!r}")
-        vm_id = inventory.resolve_vm(self.catalog.list_vms(self.vault.name), vm).id
+        vm_id = inventory.find_vm(self.catalog, self.vault.name, vm).id
         item = self.catalog.get_item(self.vault.name, vm_id)
         if item is None or not item.state.scheduled:
             state = item.state.value if item else "no policy"
@@ -405,16 +408,6 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         vault storage; each figure with the filter of the listing it counts."""
         vault_dir = Path(self.vault.vault_dir) if self.vault.vault_dir else None
         return build_dashboard(self.catalog, self.vault.name, vault_dir, self._clock.now())
-
-
-def _unreadable(problems: Iterable[Problem], vault: str, name: str) -> CorruptRecord | None:
-    """``CorruptRecord`` for the VM called ``name`` if a listing found its record unreadable."""
-    for problem in problems:
-        for prefix in (wire.vm_key(vault, ""), wire.vm_state_key(vault, "")):
-            vm_id = problem.key.removeprefix(prefix) if problem.key.startswith(prefix) else None
-            if vm_id is not None and name in (vm_id, vm_id.split("/", 1)[-1]):
-                return CorruptRecord(problem.key, problem.reason)
-    return None
 
 
 def _names(names: object) -> list[str]:

@@ -101,6 +101,12 @@ class MaintenanceVerbs(ClientBase):
         deleted ones included (a deleted VM keeps its points and its item), and its items."""
         if not isinstance(name, str):
             raise TypeError(f"a VM name is text, not {name!r}")
+        known = [vm.id for vm in self.catalog.find_vms(self.vault.name, name)]
+        if len(known) == 1:  # looked up directly, O(1) in the vault's size
+            return known[0]
+        if len(known) > 1:
+            raise AmbiguousVMName(name, ", ".join(known))
+        # Not a VM the vault knows: an item left without its VM record, or unknown.
         ids = {vm.id for vm in self.catalog.list_vms(self.vault.name)}
         ids.update(item.vm_id for item in self.catalog.list_items(self.vault.name))
         matches = [name] if name in ids else [i for i in ids if i.split("/", 1)[-1] == name]

@@ -87,7 +87,7 @@ class RestoreVerbs(ClientBase):
         properties: dict[str, Any] = {restores.POINT: rp.id, "consistency": rp.consistency}
         if as_new_vm is not None:
             new_id = restores.new_vm_id(as_new_vm, vm_id)
-            if any(known.id == new_id for known in self.vms()):
+            if any(not known.deleted for known in self.catalog.find_vms(self.vault.name, new_id)):
                 raise InvalidRestoreTarget(
                     new_id, "the vault knows a VM of this name", restores.NEW_VM_EXISTS_ACTION
                 )
@@ -102,5 +102,4 @@ class RestoreVerbs(ClientBase):
         """The id of the VM called ``vm``, deleted ones included (their points remain)."""
         if not isinstance(vm, str):
             raise TypeError(f"a VM name is text, not {vm!r}")
-        listing = self.catalog.list_vms(self.vault.name)
-        return inventory.VMIndex(listing, include_deleted=True).resolve(vm).id
+        return inventory.find_vm(self.catalog, self.vault.name, vm, include_deleted=True).id

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from backup_jobs import inventory, jobs, timeparse
 from backup_jobs.catalog import Catalog
-from backup_jobs.errors import ConfigurationError, VMNotFoundInInventory
+from backup_jobs.errors import ConfigurationError
 from backup_jobs.joblist import DEFAULT_PAGE_SIZE, JobQuery, Position, decode_cursor, parse_limit
 from backup_jobs.models import JobPage, JobStatus, Operation
 
@@ -66,13 +66,9 @@ def resolve_item(catalog: Catalog, vault: str, name: str) -> str:
         raise TypeError(f"item must be a VM name or 'vault', not {name!r}")
     if name in (jobs.VAULT_ITEM, vault):
         return jobs.VAULT_ITEM
-    vms = catalog.list_vms(vault)
-    try:
-        return inventory.resolve_vm(vms, name).id
-    except VMNotFoundInInventory:
-        if any(vm.id == name for vm in vms):  # deleted from the fleet, known by its id
-            return name
-        raise
+    if "/" in name and len(catalog.find_vms(vault, name)) == 1:
+        return name  # also a VM deleted from the fleet: known by its id, it keeps its jobs
+    return inventory.find_vm(catalog, vault, name).id
 
 
 def _start(cursor: str | None, before: datetime | None) -> Position | None:

@@ -111,6 +111,12 @@ def vm_index_key(vault: str) -> str:
     return f"{KEY_PREFIX}:vms:{vault}"
 
 
+def vm_name_key(vault: str, name: str) -> str:
+    """The set of ids of a vault's VMs called ``name`` (one per cloud service), so that a bare
+    name is resolved without reading every VM."""
+    return f"{KEY_PREFIX}:vm-name:{vault}:{name}"
+
+
 def job_key(job_id: str) -> str:
     """One job record."""
     return f"{KEY_PREFIX}:job:{job_id}"

@@ -44,6 +44,7 @@ class MemoryCatalog(MemoryProtection):
         self._mutex = threading.RLock()
         self.records: dict[str, str] = {}
         self._vm_ids: dict[str, set[str]] = {}
+        self._vm_names: dict[tuple[str, str], set[str]] = {}  # (vault, bare name): ids
         self._pages = JobIndexes()
         self._locks: dict[str, tuple[str, float]] = {}
         self._fences: dict[str, int] = {}
@@ -86,11 +87,22 @@ class MemoryCatalog(MemoryProtection):
             ids = sorted(self._vm_ids.get(vault, set()))
         return self._vms(vault, ids)
 
+    def find_vms(self, vault: str, name: str) -> Listing[VM]:
+        """The VM with id ``name``, or every VM with that bare name."""
+        with self._mutex:
+            ids = self._vm_ids.get(vault, set())
+            if "/" in name:
+                matches = [name] if name in ids else []
+            else:
+                matches = sorted(self._vm_names.get((vault, name), set()))
+        return self._vms(vault, matches)
+
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties."""
         with self._mutex:
             self.records[wire.vm_key(vault, vm.id)] = dump(vm.properties_dict())
             self._vm_ids.setdefault(vault, set()).add(vm.id)
+            self._vm_names.setdefault((vault, vm.name), set()).add(vm.id)
 
     def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
         """Replace a VM's state, checking the fence atomically."""

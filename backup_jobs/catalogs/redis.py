@@ -152,17 +152,60 @@ class RedisCatalog(RedisProtection, RedisJobs):
         found.problems[:0] = ids.problems
         return found
 
-    def put_vm(self, vault: str, vm: VM) -> None:
-        """Create or replace a VM's provider properties and index it (one round trip)."""
-        record = dump(vm.properties_dict())
+    def find_vms(self, vault: str, name: str) -> Listing[VM]:
+        """The VM with id ``name`` (one round trip), or every VM with that bare name through
+        the vault's name index (two)."""
+        if "/" in name:
+            return self._vms(vault, [name])
+        key = wire.vm_name_key(vault, name)
+        try:
+            ids = self._members(key, "set", "find VMs", "SMEMBERS", key)
+        except CorruptRecord:
+            ids = Listing()  # of the wrong Redis type: rebuilt from the vault's ids
+        if not ids:
+            ids = self._index_name(vault, name)
+        found = self._vms(vault, sorted(ids)) if ids else Listing()
+        found.problems[:0] = ids.problems
+        return found
 
-        def write() -> None:
+    def _index_name(self, vault: str, name: str) -> Listing[str]:
+        """The ids of the vault's VMs called ``name``, written into the name index.
+
+        For a name the index does not know: VMs recorded before the index existed, or an
+        index key found damaged. Costs O(VMs of the vault), like the unknown name it usually is.
+        """
+        index = wire.vm_index_key(vault)
+        ids = self._members(index, "set", "find VMs", "SMEMBERS", index)
+        matches = Listing([i for i in ids if i.split("/", 1)[-1] == name], ids.problems)
+        if matches:
+            key = wire.vm_name_key(vault, name)
+
+            def write() -> None:
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.delete(key)
+                pipe.sadd(key, *matches)
+                pipe.execute()
+
+            self._call(write, key)
+        return matches
+
+    def put_vm(self, vault: str, vm: VM) -> None:
+        """Create or replace a VM's provider properties and index it by id and by name (one
+        round trip)."""
+        record = dump(vm.properties_dict())
+        names = wire.vm_name_key(vault, vm.name)
+
+        def write() -> list[Any]:
             pipe = self._redis.pipeline(transaction=True)
             pipe.set(wire.vm_key(vault, vm.id), record)
             pipe.sadd(wire.vm_index_key(vault), vm.id)
-            pipe.execute()
+            pipe.sadd(names, vm.id)
+            return pipe.execute(raise_on_error=False)
 
-        self._call(write)
+        if isinstance(self._call(write)[-1], redis.ResponseError):
+            # The name index is derived data: one of the wrong Redis type is replaced.
+            self._call(lambda: self._redis.delete(names), names)
+            self._call(lambda: self._redis.sadd(names, vm.id), names)
 
     def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
         """Replace a VM's state, checking the fence atomically."""

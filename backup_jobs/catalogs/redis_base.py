@@ -8,7 +8,6 @@ so that each can be read and type-checked alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -16,6 +15,9 @@ import redis
 from backup_jobs.models import Problem
 
 T = TypeVar("T")
+# Up to this many records are read with their types in the same round trip (a lookup of one
+# VM reads two, and a missing one is the usual case: a VM's state before its registration).
+TYPED_READ_MAX = 4
 
 
 class RedisBase:
@@ -32,15 +34,28 @@ class RedisBase:
     def _read_records(
         self, keys: list[str], by: str
     ) -> tuple[list[str | None], dict[str, Problem]]:
-        """MGET of record keys; a nil whose key exists with another Redis type is a problem."""
-        raws = self._call(partial(self._redis.mget, keys))
+        """MGET of record keys; a nil whose key exists with another Redis type is a problem.
+
+        The types of the nils are asked in a second round trip, or in the same one for a few
+        keys (``TYPED_READ_MAX``).
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.mget(keys)
+        if len(keys) <= TYPED_READ_MAX:
+            for key in keys:
+                pipe.type(key)
+        raws, *kinds = self._call(pipe.execute)
         missing = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
-        wrong: dict[str, Problem] = {}
-        if missing:
+        if missing and not kinds:
             pipe = self._redis.pipeline(transaction=False)
             for key in missing:
                 pipe.type(key)
-            for key, kind in zip(missing, self._call(pipe.execute), strict=True):
+            kinds = self._call(pipe.execute)
+        elif missing:
+            kinds = [kind for raw, kind in zip(raws, kinds, strict=True) if raw is None]
+        wrong: dict[str, Problem] = {}
+        if missing:
+            for key, kind in zip(missing, kinds, strict=True):
                 if text(kind) != "none":
                     reason = f"it is a Redis {text(kind)}, not a string holding a JSON record"
                     wrong[key] = Problem(key, reason, by)

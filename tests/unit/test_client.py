@@ -127,6 +127,7 @@ def test_register_still_raises_when_redis_is_unavailable(parts) -> None:  # type
         raise errors.RedisUnavailable(detail="redis://127.0.0.1:1/0")
 
     catalog.list_vms = unavailable  # type: ignore[method-assign]
+    catalog.find_vms = lambda vault, name: unavailable(vault)  # type: ignore[method-assign]
 
     with pytest.raises(errors.RedisUnavailable):
         client.register(["web01"])

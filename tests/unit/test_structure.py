@@ -161,6 +161,7 @@ def test_wire_names_are_pinned() -> None:
     assert wire.job_key("j") == "bj:job:j"
     assert wire.vm_key("v", "cs/n") == "bj:vm:v:cs/n"
     assert wire.vm_state_key("v", "cs/n") == "bj:vmstate:v:cs/n"
+    assert wire.vm_name_key("v", "n") == "bj:vm-name:v:n"
     assert wire.lock_key("v", "cs/n") == "bj:lock:v:cs/n"
     assert wire.fence_key("v", "cs/n") == "bj:fence:v:cs/n"
     assert wire.RETRY_SET_KEY == "bj:retries"
