@@ -26,6 +26,7 @@ CONTROL_PLANE_DB = 5
 SCHEDULER_DB = 6
 BACKUP_JOB_DB = 7
 JOB_LIST_DB = 8
+SUBMISSION_DB = 10
 # The control-plane benchmark's list of ended task ids (``benchmarks.finished``).
 FINISHED_KEY = "bench:finished"
 

@@ -22,6 +22,7 @@ TINY = {
     "incremental": ["--size-gib", "0.1", "--fill-percent", "20", "--runs", "1"],
     "vault_throughput": ["--size-gib", "0.125", "--runs", "1"],
     "job_list": ["--jobs", "2000", "--sample", "200", "--runs", "1", "--repeats", "2"],
+    "submission": ["--vms", "300", "--small", "50", "--calls", "5", "--runs", "1"],
 }
 # What the last lines of each report say.
 REPORTS = {
@@ -31,6 +32,7 @@ REPORTS = {
     "incremental": "incremental, tracked",
     "vault_throughput": "full backup",
     "job_list": "newest 50, Failed",
+    "submission": "backup_now: 300 VMs / 50 VMs",
 }
 
 
