@@ -81,9 +81,14 @@ class CeleryDispatcher:
 
     @classmethod
     def from_url(cls, settings: Settings, redis_url: str) -> CeleryDispatcher:
-        """A sender-only Celery app on ``redis_url``; it never becomes the current app."""
+        """A sender-only Celery app on ``redis_url``; it never becomes the current app.
+
+        It has no result backend: a client follows the job record, never a Celery result, and
+        with one Celery would subscribe to each sent task's result channel (two more round
+        trips per job). The workers still store results, for Flower.
+        """
         app = Celery("backup_jobs-client", set_as_current=False)
-        app.conf.update(client_config(settings, redis_url))
+        app.conf.update({**client_config(settings, redis_url), "result_backend": None})
         return cls(app)
 
     def send(self, job: Job, attempt: int) -> str:
