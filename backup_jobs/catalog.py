@@ -311,6 +311,16 @@ class Catalog(ProtectionRecords, Protocol):
         """
         ...
 
+    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
+        """Take ``job``'s item lease for it and save ``job`` (its attempt begun, its
+        ``fencing_token`` None) with the new token, in one atomic step: a job's usual start.
+
+        Only if the lease is free (nobody's) and the stored job has the status ``expect`` now;
+        otherwise nothing is taken or written and the result says who holds the lease (the
+        job's own id if its status changed meanwhile, as if it held it: nothing to do).
+        """
+        ...
+
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
         """Extend the lease if ``holder`` still holds it."""
         ...

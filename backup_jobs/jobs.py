@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from backup_jobs.catalog import Catalog, Fence
+from backup_jobs.catalog import Catalog, Fence, LockResult
 from backup_jobs.clock import Clock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
@@ -152,8 +152,21 @@ def begin_attempt(
     job = catalog.get_job(job_id)
     if job is None or job.status.is_final or job.attempt >= attempt:
         return None
-    lock = catalog.acquire_lock(job.vault, job.item, job.id, lease_ttl_seconds)
-    if not lock.acquired and lock.holder not in (None, job.id) and _stale(catalog, lock.holder):
+    now = clock.now()
+    started = job.evolve(
+        status=JobStatus.IN_PROGRESS,
+        attempt=attempt,
+        started_at=job.started_at or now,
+        next_retry_at=None,
+        fencing_token=None,
+        attempts=(*job.attempts, Attempt(attempt, now, task_id)),
+    )
+    # The usual case, one write: the item is free, and only from the status read (a cancel
+    # saved since then wins, and this message does nothing).
+    lock = catalog.start_attempt(started, lease_ttl_seconds, expect=job.status)
+    if lock.acquired:
+        return Started(started.evolve(fencing_token=lock.token), _fence(job, lock))
+    if lock.holder not in (None, job.id) and _stale(catalog, lock.holder):
         lock = catalog.acquire_lock(
             job.vault, job.item, job.id, lease_ttl_seconds, stale_holder=lock.holder
         )
@@ -161,21 +174,15 @@ def begin_attempt(
         if lock.holder != job.id:
             _fail_conflict(catalog, job, attempt, task_id, lock.holder, retry_delay_seconds, clock)
         return None
-    fence = Fence(job.vault, job.item, lock.token)
-    now = clock.now()
-    started = job.evolve(
-        status=JobStatus.IN_PROGRESS,
-        attempt=attempt,
-        started_at=job.started_at or now,
-        next_retry_at=None,
-        fencing_token=lock.token,
-        attempts=(*job.attempts, Attempt(attempt, now, task_id)),
-    )
-    # Only from the status read: a cancel saved since then wins, and this message does nothing.
-    if not catalog.save_job(started, fence, expect=job.status):
+    started = started.evolve(fencing_token=lock.token)
+    if not catalog.save_job(started, _fence(job, lock), expect=job.status):
         catalog.release_lock(job.vault, job.item, job.id)
         return None
-    return Started(started, fence)
+    return Started(started, _fence(job, lock))
+
+
+def _fence(job: Job, lock: LockResult) -> Fence:
+    return Fence(job.vault, job.item, lock.token)
 
 
 def complete(

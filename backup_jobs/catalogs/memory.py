@@ -262,6 +262,20 @@ class MemoryCatalog(MemoryProtection):
             token = self._bump(wire.fence_key(vault, item))
             return LockResult(True, token=token, holder=holder)
 
+    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
+        """Take the lease and save the started job with its new token, atomically."""
+        with self._mutex:
+            if not self._has_status(job.id, expect):
+                return LockResult(False, holder=job.id)
+            lock = self.acquire_lock(job.vault, job.item, job.id, ttl_seconds)
+            fence = Fence(job.vault, job.item, lock.token)
+            if lock.acquired and not self.save_job(
+                job.evolve(fencing_token=lock.token), fence, expect=expect
+            ):
+                self.release_lock(job.vault, job.item, job.id)
+                return LockResult(False, holder=job.id)
+            return lock
+
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
         """Extend the lease if ``holder`` still holds it."""
         key = wire.lock_key(vault, item)

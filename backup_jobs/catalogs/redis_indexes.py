@@ -175,11 +175,12 @@ class RedisIndexes(RedisBase):
         replaced = self._call(lambda: self._script(scripts.REPLACE_INDEX)(keys=keys, args=args))
         return self._replaced(replaced, by)
 
-    def _scripted(self, result: Any, by: str) -> int:
-        """The status a job script returned; a problem recorded for each index it replaced."""
+    def _scripted(self, result: Any, by: str, extra: int = 0) -> int:
+        """The status a job script returned; a problem recorded for each index it replaced
+        (listed after the status and ``extra`` other values)."""
         if not isinstance(result, list):
             return int(result)
-        self._replaced(result[1:], by)
+        self._replaced(result[1 + extra :], by)
         return int(result[0])
 
     def _replaced(self, replaced: list[Any], by: str) -> list[Problem]:

@@ -10,6 +10,7 @@ every entry in one script, only if its record is still the final one it read.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
@@ -18,7 +19,7 @@ from typing import Any
 import redis
 
 from backup_jobs import wire
-from backup_jobs.catalog import ALL_JOBS, Fence
+from backup_jobs.catalog import ALL_JOBS, Fence, LockResult
 from backup_jobs.catalogs import scripts
 from backup_jobs.catalogs.records import collect, decode_record, dump
 from backup_jobs.catalogs.redis_base import text
@@ -75,40 +76,27 @@ class RedisJobs(RedisIndexes):
         """Replace a job and its index entries in one script; ``LeaseLost`` if fenced out."""
         if job.status == JobStatus.QUEUED and check_at is None:
             raise ValueError("saving a Queued job needs check_at")
-        key = wire.job_key(job.id)
-        keys = [
-            wire.fence_key(fence.vault, fence.item) if fence else key,
-            key,
-            wire.IN_PROGRESS_KEY,
-            wire.lock_key(job.vault, job.item),
-            wire.RETRY_SET_KEY,
-            wire.QUEUED_KEY,
-            wire.job_index_key(job.vault),
-            wire.jobs_by_operation_key(job.vault, job.operation.value),
-            wire.jobs_by_item_key(job.vault, job.item),
-            wire.ENDED_KEY,
-            *status_keys(job.vault),
-            wire.TICKS_KEY,
-        ]
-        retry_at = job.next_retry_at if job.status == JobStatus.WAITING_TO_RETRY else None
-        args = [
-            str(fence.token) if fence else "",
-            dump(job.to_dict()),
-            job.id,
-            "1" if job.status.is_running else "0",
-            expect.value if expect else "",
-            _score(retry_at.timestamp() if retry_at else None),
-            _score(check_at.timestamp() if check_at and job.status == JobStatus.QUEUED else None),
-            _score(job.queued_at.timestamp()),
-            _score(ended_score(job)),
-            str(_FIRST_STATUS_KEY + _STATUSES.index(job.status)),
-            wire.INDEX_REPAIR_STARTED,
-        ]
-        result = self._call(lambda: self._script(scripts.SAVE_JOB)(keys=keys, args=args), key)
-        written = self._scripted(result, "save job")
+        keys, args = _save_job_call(job, fence, expect, check_at)
+        run = partial(self._script(scripts.SAVE_JOB), keys=keys, args=args)
+        written = self._scripted(self._call(run, keys[1]), "save job", extra=1)
         if written == 0:
             raise LeaseLost(job.item_name)
         return bool(written == 1)
+
+    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
+        """Take the item's lease and save the started job with its new token, in one script."""
+        fence = Fence(job.vault, job.item, 0)  # the counter's key; the token is issued there
+        keys, args = _save_job_call(job, fence, expect, None)
+        args[0] = ""
+        args += [int(time.time() * 1000), max(1, int(ttl_seconds * 1000))]
+        run = partial(self._script(scripts.START_JOB), keys=keys, args=args)
+        reply = self._call(run, keys[1])
+        if int(reply[0]) == 1:
+            self._replaced(reply[2:], "start job")
+            return LockResult(True, int(reply[1]), job.id)
+        if int(reply[0]) == -1:  # its status changed meanwhile: nothing taken
+            return LockResult(False, holder=job.id)
+        return LockResult(False, holder=text(reply[1]) or None)
 
     # --- the jobs page -----------------------------------------------------------------------
 
@@ -268,6 +256,42 @@ def _utf8(member: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _save_job_call(
+    job: Job, fence: Fence | None, expect: JobStatus | None, check_at: datetime | None
+) -> tuple[list[str], list[str | int]]:
+    """The KEYS and ARGV of SAVE_JOB (and, but for two more arguments, of START_JOB)."""
+    key = wire.job_key(job.id)
+    keys = [
+        wire.fence_key(fence.vault, fence.item) if fence else key,
+        key,
+        wire.IN_PROGRESS_KEY,
+        wire.lock_key(job.vault, job.item),
+        wire.RETRY_SET_KEY,
+        wire.QUEUED_KEY,
+        wire.job_index_key(job.vault),
+        wire.jobs_by_operation_key(job.vault, job.operation.value),
+        wire.jobs_by_item_key(job.vault, job.item),
+        wire.ENDED_KEY,
+        *status_keys(job.vault),
+        wire.TICKS_KEY,
+    ]
+    retry_at = job.next_retry_at if job.status == JobStatus.WAITING_TO_RETRY else None
+    args: list[str | int] = [
+        str(fence.token) if fence else "",
+        dump(job.to_dict()),
+        job.id,
+        "1" if job.status.is_running else "0",
+        expect.value if expect else "",
+        _score(retry_at.timestamp() if retry_at else None),
+        _score(check_at.timestamp() if check_at and job.status == JobStatus.QUEUED else None),
+        _score(job.queued_at.timestamp()),
+        _score(ended_score(job)),
+        str(_FIRST_STATUS_KEY + _STATUSES.index(job.status)),
+        wire.INDEX_REPAIR_STARTED,
+    ]
+    return keys, args
 
 
 def _score(value: float | None) -> str:

@@ -6,29 +6,37 @@ passed in as flags and scores, so no job status name is spelled twice.
 
 from __future__ import annotations
 
-# KEYS[1] lease, KEYS[2] fencing counter; ARGV[1] holder, ARGV[2] TTL in ms, ARGV[3] a stale
-# holder to take over from ('' = none), ARGV[4] the counter to restart from if it is corrupt.
-# Returns {acquired, token, holder}.
-ACQUIRE = """
-local function bump()
-  local token = redis.pcall('INCR', KEYS[2])
+# bump(counter, restart): the item's next fencing token. A counter that is not an integer any
+# more restarts from ``restart`` (the clock in ms, above every count issued before).
+_BUMP = """
+local function bump(counter, restart)
+  local token = redis.pcall('INCR', counter)
   if type(token) == 'table' then
-    redis.call('SET', KEYS[2], ARGV[4])
-    return tonumber(ARGV[4])
+    redis.call('SET', counter, restart)
+    return tonumber(restart)
   end
   return token
 end
+"""
+
+# KEYS[1] lease, KEYS[2] fencing counter; ARGV[1] holder, ARGV[2] TTL in ms, ARGV[3] a stale
+# holder to take over from ('' = none), ARGV[4] the counter to restart from if it is corrupt.
+# Returns {acquired, token, holder}.
+ACQUIRE = (
+    _BUMP
+    + """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, bump(), ARGV[1]}
+  return {1, bump(KEYS[2], ARGV[4]), ARGV[1]}
 end
 local holder = redis.pcall('GET', KEYS[1])
 if type(holder) == 'table' or (ARGV[3] ~= '' and holder == ARGV[3]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, bump(), ARGV[1]}
+  return {1, bump(KEYS[2], ARGV[4]), ARGV[1]}
 end
 if not holder then holder = '' end
 return {0, 0, holder}
 """
+)
 
 # KEYS[1] lease; ARGV[1] holder, ARGV[2] TTL in ms.
 RENEW = """
@@ -102,11 +110,8 @@ end
 # ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued),
 # ARGV[8] queue time, ARGV[9] end time ('' = not final), ARGV[10] the KEYS number of the job's
 # status index, ARGV[11] the ticks hash's index-repair field.
-# Returns {1, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
-SAVE_JOB = (
-    _FENCE_CHECK
-    + _FIX_INDEX
-    + """
+# Returns {1, 0, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
+_SAVE_JOB_BODY = """
 if ARGV[5] ~= '' then
   local raw = redis.call('GET', KEYS[2])
   if not raw then return -1 end
@@ -148,8 +153,37 @@ for i = 11, #KEYS - 1 do
     redis.call('ZREM', KEYS[i], ARGV[3])
   end
 end
-return {1, unpack(replaced)}
+return {1, token, unpack(replaced)}
 """
+SAVE_JOB = _FENCE_CHECK + "local token = 0\n" + _FIX_INDEX + _SAVE_JOB_BODY
+
+# Starts an attempt in one step: takes the item's lease (KEYS[4]) for the job (ARGV[3]) if it is
+# free (or not a string: no job's), bumps the fencing counter (KEYS[1]), writes the new token
+# into the job's JSON (ARGV[2] says ``"fencing_token":null``) and saves it as SAVE_JOB does.
+# KEYS as SAVE_JOB's; ARGV as SAVE_JOB's (ARGV[1] unused: the token is the one issued here,
+# ARGV[5] the status the stored job must have) followed by ARGV[12] the counter to restart from
+# if it is corrupt and ARGV[13] the lease's TTL in ms. Nothing is taken or written unless the
+# stored job has that status. Returns {1, token, replaced indexes...} started, {0, holder} the
+# lease is held ('' = it expired meanwhile), {-1, 0} the job is not in the expected status.
+START_JOB = (
+    _BUMP
+    + """
+local ttl = table.remove(ARGV)
+local restart = table.remove(ARGV)
+local raw = redis.pcall('GET', KEYS[2])
+local ok, stored = pcall(cjson.decode, type(raw) == 'string' and raw or '')
+if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return {-1, 0} end
+ARGV[5] = ''
+if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ttl) then
+  local holder = redis.pcall('GET', KEYS[4])
+  if type(holder) ~= 'table' then return {0, holder or ''} end
+  redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl)
+end
+local token = bump(KEYS[1], restart)
+ARGV[2] = string.gsub(ARGV[2], '"fencing_token":null', '"fencing_token":' .. token, 1)
+"""
+    + _FIX_INDEX
+    + _SAVE_JOB_BODY
 )
 
 # KEYS[1] job record, KEYS[2] queued set, KEYS[3..#KEYS-1] the jobs page's indexes of the job

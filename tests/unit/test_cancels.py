@@ -171,7 +171,14 @@ def test_cancelling_an_unknown_job_fails_with_job_not_found(clock: FrozenClock) 
 
 
 class _CancelWhileAcquiring(MemoryCatalog):
-    """A catalog on which a cancel lands between an attempt's read and its first save."""
+    """A catalog on which a cancel lands between an attempt's read and its first save: before
+    the one step that starts it, or (taking a stale lease over) between the acquire and the
+    save."""
+
+    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
+        if self.lock_holder(job.vault, job.item) is None:
+            cancels.request_cancel(self, job.id, FrozenClock(T0))
+        return super().start_attempt(job, ttl_seconds, expect=expect)
 
     def acquire_lock(
         self,
@@ -182,7 +189,8 @@ class _CancelWhileAcquiring(MemoryCatalog):
         stale_holder: str | None = None,
     ) -> LockResult:
         acquired = super().acquire_lock(vault, item, holder, ttl_seconds, stale_holder)
-        cancels.request_cancel(self, holder, FrozenClock(T0))
+        if acquired.acquired:
+            cancels.request_cancel(self, holder, FrozenClock(T0))
         return acquired
 
 
@@ -191,6 +199,20 @@ def test_a_cancel_saved_while_an_attempt_starts_wins_and_the_lease_is_freed(
 ) -> None:
     catalog = _CancelWhileAcquiring()
     job = _submit(catalog, clock)
+
+    started = jobs.begin_attempt(catalog, job.id, 1, "task-1", 60, 900, clock)
+
+    assert started is None
+    assert _stored(catalog, job.id).status == JobStatus.CANCELLED
+    assert catalog.lock_holder("v", ITEM) is None
+
+
+def test_a_cancel_saved_while_an_attempt_takes_a_stale_lease_over_wins_and_frees_the_lease(
+    clock: FrozenClock,
+) -> None:
+    catalog = _CancelWhileAcquiring()
+    job = _submit(catalog, clock)
+    MemoryCatalog.acquire_lock(catalog, "v", ITEM, "a-job-long-gone", 60)
 
     started = jobs.begin_attempt(catalog, job.id, 1, "task-1", 60, 900, clock)
 
