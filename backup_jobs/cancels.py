@@ -85,6 +85,8 @@ class CancelWatch:
     Reads the job record at most every ``poll_seconds`` (cheap enough to call per chunk) and
     remembers a cancel once seen. A read that fails (Redis down a moment, an unreadable
     record) counts as no cancel: the attempt goes on and the next poll looks again.
+    ``fresh``: the status was just read (an attempt that has just started from it), so the
+    first read is a poll interval away, not at the first call: a short job reads none.
     """
 
     def __init__(
@@ -93,12 +95,14 @@ class CancelWatch:
         job_id: str,
         poll_seconds: float = CANCEL_POLL_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        fresh: bool = False,
     ) -> None:
         self._catalog = catalog
         self._job_id = job_id
         self._poll = poll_seconds
         self._monotonic = monotonic
-        self._next = 0.0
+        self._next = monotonic() + poll_seconds if fresh else 0.0
         self._seen = False
 
     def __call__(self) -> bool:

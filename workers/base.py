@@ -90,7 +90,7 @@ def run_job(
     events.info("attempt_started", operation=operation.value)
     subtasks: list[SubTask] = []
     results: dict[str, Any] = {}
-    watch = CancelWatch(catalog, job_id)
+    watch = CancelWatch(catalog, job_id, fresh=True)  # begin_attempt has just read the status
     with root.heartbeats().hold(started.job) as check_lease:
         check = _checks(check_lease, watch, started.job.item_name)
         outcome = _attempt(task, started, spec, check, watch, subtasks, results, events)

@@ -273,3 +273,18 @@ def test_the_cancel_watch_reads_at_most_once_per_interval_and_remembers_a_cancel
     remembered = watch()
 
     assert (before, within_interval, after_interval, remembered) == (False, False, True, True)
+
+
+def test_a_fresh_cancel_watch_first_reads_one_interval_after_the_attempt_started(
+    clock: FrozenClock,
+) -> None:
+    catalog = MemoryCatalog()
+    started = _started(catalog, clock)
+    now = [100.0]
+    watch = cancels.CancelWatch(catalog, started.job.id, 0.5, lambda: now[0], fresh=True)
+    cancels.request_cancel(catalog, started.job.id, clock)
+
+    at_once = watch()
+    now[0] += 0.5
+
+    assert (at_once, watch(), watch.refresh()) == (False, True, True)
