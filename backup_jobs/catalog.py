@@ -26,6 +26,7 @@ Implementations: ``catalogs.redis`` (real) and ``catalogs.memory`` (tests, and s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -352,8 +353,11 @@ class Catalog(ProtectionRecords, Protocol):
         """Ids of ``Queued`` jobs whose sweep check is due at ``now``, oldest first."""
         ...
 
-    def mark_sent(self, job_id: str, check_at: datetime) -> None:
-        """The job's message went out: the sweep need not look before ``check_at``."""
+    def mark_sent(self, sent: Mapping[str, datetime]) -> None:
+        """These jobs' messages went out: the sweep need not look at each before its time.
+
+        One write for a whole batch; a job no longer queued (started meanwhile) is left alone.
+        """
         ...
 
     def postpone(self, index: str, job_id: str, until: datetime) -> None:

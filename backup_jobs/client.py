@@ -185,6 +185,21 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         properties: dict[str, Any] | None = None,
     ) -> JobHandle:
         """Create one job and send its first attempt."""
+        job = self._new_job(operation, item, item_name, properties)
+        jobs.submit(self.catalog, self._dispatcher, job, self._clock)
+        return self.handle(job.id)
+
+    def _submit_each(
+        self, operation: Operation, vm_ids: list[str], properties: dict[str, Any] | None = None
+    ) -> list[JobHandle]:
+        """One job per VM, each created and sent in turn, confirmed sent in batches."""
+        new = (self._new_job(operation, vm_id, vm_id, properties) for vm_id in vm_ids)
+        submitted = jobs.submit_all(self.catalog, self._dispatcher, new, self._clock)
+        return [self.handle(job.id) for job in submitted]
+
+    def _new_job(
+        self, operation: Operation, item: str, item_name: str, properties: dict[str, Any] | None
+    ) -> Job:
         job = jobs.new_job(
             self.vault.name, operation, item, item_name, self.settings.max_attempts, self._clock
         )
@@ -192,8 +207,7 @@ class Client(MaintenanceVerbs, RestoreVerbs):
             job = job.evolve(properties={**job.properties, **properties})
         if operation == Operation.BACKUP:
             self.catalog.set_active_backup(self.vault.name, item, job.id)
-        jobs.submit(self.catalog, self._dispatcher, job, self._clock)
-        return self.handle(job.id)
+        return job
 
     def discover(self) -> JobHandle:
         """Start a Discovery job for the vault."""
@@ -211,7 +225,7 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         targets, refused = self._screen(vms, inventory.check_submittable)
         if targets:
             self._record_vault()
-        return Batch([self._submit(Operation.REGISTER, vm_id, vm_id) for vm_id in targets], refused)
+        return Batch(self._submit_each(Operation.REGISTER, targets), refused)
 
     def _screen(
         self, names: str | Iterable[str], check: Callable[[VM, VaultConfig], None]
@@ -371,10 +385,7 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         if targets:
             self._record_vault()
         properties = {protection.POLICY: policy, protection.BACKUP_NOW: backup_now}
-        handles = [
-            self._submit(Operation.CONFIGURE_PROTECTION, vm_id, vm_id, properties)
-            for vm_id in targets
-        ]
+        handles = self._submit_each(Operation.CONFIGURE_PROTECTION, targets, properties)
         return Batch(handles, refused)
 
     def backup_now(self, vm: str) -> JobHandle:

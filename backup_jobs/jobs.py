@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -47,6 +47,9 @@ def is_vault_item(item: str) -> bool:
 
 # A message not confirmed sent within this long is re-sent by the queue sweep.
 SEND_GRACE_SECONDS = 30.0
+# A batch submission confirms its messages sent per this many jobs, in one write: sending
+# them takes far less than the grace above, so none is re-sent meanwhile.
+MARK_SENT_BATCH = 100
 # A sent message whose job has not started is re-sent after this long (then after the job's
 # age, up to the maximum): it may have been lost with Redis data. Duplicates are harmless.
 RESEND_MIN_SECONDS = 3600.0
@@ -98,12 +101,36 @@ def submit(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> 
     If even recording that failure is impossible (Redis refuses writes), the job stays
     Queued and the queue sweep sends it once Redis is back.
     """
-    if not create(catalog, job, clock):
-        # A job with this id exists (a scheduled run's id is derived from its time): it was
-        # submitted already, and sending it again would only make a duplicate.
-        return catalog.get_job(job.id) or job
-    send_first(catalog, dispatcher, job, clock)
-    return job
+    return submit_all(catalog, dispatcher, [job], clock)[0]
+
+
+def submit_all(
+    catalog: Catalog, dispatcher: Dispatcher, new: Iterable[Job], clock: Clock
+) -> list[Job]:
+    """Submit each job as ``submit`` does, telling the sweep that their messages went out in
+    one write per ``MARK_SENT_BATCH`` jobs rather than one per job.
+
+    A job whose message cannot be sent fails and raises, as with ``submit``: the jobs sent
+    before it are marked sent, and the jobs after it are not submitted.
+    """
+    submitted: list[Job] = []
+    sent: list[Job] = []
+    try:
+        for job in new:
+            if not create(catalog, job, clock):
+                # A job with this id exists (a scheduled run's id is derived from its time):
+                # it was submitted already, and sending it again would only make a duplicate.
+                submitted.append(catalog.get_job(job.id) or job)
+                continue
+            _send(catalog, dispatcher, job, clock)
+            submitted.append(job)
+            sent.append(job)
+            if len(sent) >= MARK_SENT_BATCH:
+                mark_sent(catalog, sent, clock)
+                sent = []
+    finally:
+        mark_sent(catalog, sent, clock)
+    return submitted
 
 
 def create(catalog: Catalog, job: Job, clock: Clock) -> bool:
@@ -116,6 +143,11 @@ def create(catalog: Catalog, job: Job, clock: Clock) -> bool:
 
 def send_first(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> None:
     """Send a created job's first attempt; a job whose message cannot be sent fails."""
+    _send(catalog, dispatcher, job, clock)
+    mark_sent(catalog, [job], clock)
+
+
+def _send(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock) -> None:
     try:
         dispatcher.send(job, 1)
     except BackupJobsError as error:
@@ -123,16 +155,20 @@ def send_first(catalog: Catalog, dispatcher: Dispatcher, job: Job, clock: Clock)
         with contextlib.suppress(BackupJobsError):
             catalog.save_job(failed, expect=JobStatus.QUEUED)
         raise
-    mark_sent(catalog, job, clock)
 
 
-def mark_sent(catalog: Catalog, job: Job, clock: Clock) -> None:
-    """Tell the sweep the job's message went out; a failure here only means a duplicate later."""
+def mark_sent(catalog: Catalog, sent: Iterable[Job], clock: Clock) -> None:
+    """Tell the sweep these jobs' messages went out (one write); a failure here only means a
+    duplicate later."""
     now = clock.now()
-    age = (now - (job.dispatched_at or job.queued_at)).total_seconds()
-    wait = min(RESEND_MAX_SECONDS, max(RESEND_MIN_SECONDS, age))
-    with contextlib.suppress(BackupJobsError):
-        catalog.mark_sent(job.id, now + timedelta(seconds=wait))
+    checks = {}
+    for job in sent:
+        age = (now - (job.dispatched_at or job.queued_at)).total_seconds()
+        wait = min(RESEND_MAX_SECONDS, max(RESEND_MIN_SECONDS, age))
+        checks[job.id] = now + timedelta(seconds=wait)
+    if checks:
+        with contextlib.suppress(BackupJobsError):
+            catalog.mark_sent(checks)
 
 
 def begin_attempt(

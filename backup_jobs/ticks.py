@@ -81,7 +81,7 @@ def dispatch_due_retries(catalog: Catalog, dispatcher: Dispatcher, clock: Clock)
         if not catalog.save_job(queued, expect=JobStatus.WAITING_TO_RETRY, check_at=check_at):
             return False
         dispatcher.send(queued, queued.attempt + 1)
-        mark_sent(catalog, queued, clock)
+        mark_sent(catalog, [queued], clock)
         return True
 
     due = catalog.due_retries(now)
@@ -147,7 +147,7 @@ def sweep_queued(
             _give_up(catalog, job, waited, clock)
         else:
             dispatcher.send(job, job.attempt + 1)
-            mark_sent(catalog, job, clock)
+            mark_sent(catalog, [job], clock)
         return True
 
     due = catalog.due_queued(now)

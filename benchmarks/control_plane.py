@@ -58,7 +58,9 @@ NOOP_QUEUE = "bench-noop"
 POLL_SECONDS = 0.01
 TIMEOUT_SECONDS = 600.0
 # Commands the benchmark itself sends while it waits: left out of the per-task counts.
-_OWN_COMMANDS = {"llen", "blpop", "info", "del", "mget"}
+_OWN_COMMANDS = {"llen", "info"}
+# The pseudo-command under which ``_commands`` counts the server's CPU time, in microseconds.
+_CPU = "server cpu us"
 
 
 class BenchmarkFailed(RuntimeError):
@@ -148,8 +150,12 @@ def _await_count(r: redis.Redis, n: int) -> None:
 
 
 def _commands(r: redis.Redis) -> Counter[str]:
+    """Calls per command so far, and the server's CPU time (``_CPU``)."""
     stats = r.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+    cpu = r.info("cpu")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    used = (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6
+    return Counter({**calls, _CPU: int(used)})
 
 
 def _send_noop(bench: Bench, task_id: str) -> None:
@@ -320,10 +326,11 @@ def run(args: argparse.Namespace, work: Path, url: str) -> Figures:
 
 
 def _per_task(calls: Counter[str], n: int) -> str:
-    counted = {c: v for c, v in calls.items() if c not in _OWN_COMMANDS and v > 0}
+    counted = {c: v for c, v in calls.items() if c not in (*_OWN_COMMANDS, _CPU) and v > 0}
     top = sorted(counted.items(), key=lambda kv: -kv[1])[:8]
     shown = ", ".join(f"{c} {v / n:.1f}" for c, v in top)
-    return f"{sum(counted.values()) / n:5.1f}  ({shown})"
+    cpu = calls[_CPU] / n
+    return f"{sum(counted.values()) / n:5.1f}, server CPU {cpu:.0f} us  ({shown})"
 
 
 def report(args: argparse.Namespace, figures: Figures) -> None:

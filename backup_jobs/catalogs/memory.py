@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 
 from backup_jobs import wire
@@ -316,9 +317,10 @@ class MemoryCatalog(MemoryProtection):
         """Queued job ids whose sweep check is due, oldest first."""
         return self._due(self._queued, now, limit)
 
-    def mark_sent(self, job_id: str, check_at: datetime) -> None:
-        """Push the sweep's check of a queued job back (only if it is still queued)."""
-        self.postpone(wire.QUEUED_KEY, job_id, check_at)
+    def mark_sent(self, sent: Mapping[str, datetime]) -> None:
+        """Push the sweep's check of each queued job back (only if it is still queued)."""
+        for job_id, check_at in sent.items():
+            self.postpone(wire.QUEUED_KEY, job_id, check_at)
 
     def postpone(self, index: str, job_id: str, until: datetime) -> None:
         """Move a job's entry in a sorted index to ``until``, if it is there (a set: nothing)."""

@@ -30,7 +30,7 @@ key, a removed member); the ones it only skipped are for its caller to record.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -66,9 +66,12 @@ class RedisIndexes(RedisBase):
         found = self._index_members(key, "in-progress jobs", "SMEMBERS", key)
         return Listing(sorted(found), found.problems)
 
-    def mark_sent(self, job_id: str, check_at: datetime) -> None:
-        """Push the sweep's check of a queued job back (only if it is still queued)."""
-        self.postpone(wire.QUEUED_KEY, job_id, check_at)
+    def mark_sent(self, sent: Mapping[str, datetime]) -> None:
+        """Push the sweep's check of queued jobs back (those still queued), in one ZADD XX."""
+        later = {job_id: check_at.timestamp() for job_id, check_at in sent.items()}
+        if later:
+            index = wire.QUEUED_KEY
+            self._index_write(index, partial(self._redis.zadd, index, later, xx=True))
 
     def postpone(self, index: str, job_id: str, until: datetime) -> None:
         """Move a job's entry in a sorted index to ``until``, if it is there (a set: nothing)."""

@@ -142,13 +142,14 @@ def test_retry_set_follows_every_job_save_and_returns_due_jobs_oldest_first(
 def test_queued_set_holds_queued_jobs_until_they_leave_queued(catalog: Catalog) -> None:
     _create(catalog, _job("a"))
     _create(catalog, _job("b"))
-    catalog.mark_sent("b", T0 + timedelta(hours=1))
+    catalog.mark_sent({"b": T0 + timedelta(hours=1)})
     catalog.save_job(_job("c").evolve(status=JobStatus.QUEUED), check_at=T0)
 
     assert catalog.due_queued(T0 + timedelta(minutes=1)) == ["c", "a"]
     catalog.save_job(_job("a").evolve(status=JobStatus.IN_PROGRESS))
-    catalog.mark_sent("a", T0)  # only a job still queued is pushed back
-    assert catalog.due_queued(T0 + timedelta(hours=2)) == ["c", "b"]
+    catalog.mark_sent({"a": T0, "c": T0 + timedelta(hours=3)})  # only jobs still queued
+    assert catalog.due_queued(T0 + timedelta(hours=2)) == ["b"]
+    assert catalog.due_queued(T0 + timedelta(hours=3)) == ["b", "c"]
     with pytest.raises(ValueError, match="check_at"):
         catalog.save_job(_job("d").evolve(status=JobStatus.QUEUED))
 

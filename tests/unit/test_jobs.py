@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -162,3 +163,54 @@ def test_a_failed_attempt_ends_the_sub_task_it_left_running(clock: FrozenClock) 
 
     assert [s.status for s in failed.subtasks] == [JobStatus.COMPLETED, JobStatus.FAILED]
     assert failed.subtasks[1].ended_at == clock.now() and failed.subtasks[1].bytes_done == 10
+
+
+class _CountingCatalog(MemoryCatalog):
+    """Counts the writes that tell the sweep messages went out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mark_sent_writes: list[int] = []
+
+    def mark_sent(self, sent: Mapping[str, datetime]) -> None:
+        self.mark_sent_writes.append(len(sent))
+        super().mark_sent(sent)
+
+
+class _RefusingAfter(RecordingDispatcher):
+    def __init__(self, sends: int) -> None:
+        super().__init__()
+        self.sends = sends
+
+    def send(self, job: Job, attempt: int) -> str:
+        if len(self.sent) == self.sends:
+            raise errors.RedisUnavailable(detail="redis://127.0.0.1:1/0")
+        return super().send(job, attempt)
+
+
+def _batch(clock: FrozenClock, n: int) -> list[Job]:
+    return [jobs.new_job("v", Operation.REGISTER, f"cs/vm{i}", "x", 3, clock) for i in range(n)]
+
+
+def test_a_batch_is_confirmed_sent_in_one_write_per_hundred_jobs(clock: FrozenClock) -> None:
+    catalog = _CountingCatalog()
+
+    submitted = jobs.submit_all(catalog, RecordingDispatcher(), _batch(clock, 250), clock)
+
+    assert len(submitted) == 250 and catalog.mark_sent_writes == [100, 100, 50]
+    assert catalog.due_queued(clock.now() + timedelta(seconds=jobs.SEND_GRACE_SECONDS)) == []
+
+
+def test_a_batch_whose_send_fails_confirms_the_jobs_sent_before_and_submits_none_after(
+    clock: FrozenClock,
+) -> None:
+    catalog = _CountingCatalog()
+    batch = _batch(clock, 5)
+
+    with pytest.raises(errors.RedisUnavailable):
+        jobs.submit_all(catalog, _RefusingAfter(2), batch, clock)
+
+    assert catalog.mark_sent_writes == [2]
+    failed = catalog.get_job(batch[2].id)
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert [catalog.get_job(job.id) for job in batch[3:]] == [None, None]
