@@ -12,7 +12,10 @@ in alternating order:
 A task's end is learnt the same way on both sides: the worker child pushes its id onto a Redis
 list after Celery stored its result (``benchmarks.finished``); a batch polls the list's length,
 a single task BLPOPs it. Every job must end Completed and every no-op task SUCCESS, or the run
-fails. Redis commands per task are INFO commandstats deltas over the batches.
+fails. Redis commands per task are INFO commandstats deltas over the batches; CPU per task
+is the batches' CPU time of the side's worker (main process and children, from /proc), of the
+Redis server (INFO cpu) and of this process (the client), which other load on the machine
+changes far less than it changes the rates.
 
     python -m benchmarks.control_plane [--vms 2000] [--latency-jobs 50] [--concurrency 2]
         [--runs 3] [--dir /tmp]
@@ -59,8 +62,12 @@ POLL_SECONDS = 0.01
 TIMEOUT_SECONDS = 600.0
 # Commands the benchmark itself sends while it waits: left out of the per-task counts.
 _OWN_COMMANDS = {"llen", "info"}
-# The pseudo-command under which ``_commands`` counts the server's CPU time, in microseconds.
+# The pseudo-commands under which ``_counts`` counts CPU time, in microseconds: the Redis
+# server's, the side's worker's (main process and children) and this process's (the client).
 _CPU = "server cpu us"
+_WORKER_CPU = "worker cpu us"
+_CLIENT_CPU = "client cpu us"
+_PSEUDO = (_CPU, _WORKER_CPU, _CLIENT_CPU)
 
 
 class BenchmarkFailed(RuntimeError):
@@ -90,6 +97,8 @@ class Bench:
     url: str
     sender: Celery
     settings: Settings
+    noop_pid: int
+    worker_pid: int
 
     def client(self) -> Client:
         """A client of a fresh vault whose VMs a Discovery job has catalogued."""
@@ -149,13 +158,35 @@ def _await_count(r: redis.Redis, n: int) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def _commands(r: redis.Redis) -> Counter[str]:
-    """Calls per command so far, and the server's CPU time (``_CPU``)."""
+def _counts(r: redis.Redis, worker: int) -> Counter[str]:
+    """Calls per command so far, and the CPU time of the server, ``worker`` and this process."""
     stats = r.info("commandstats")
     cpu = r.info("cpu")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     used = (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6
-    return Counter({**calls, _CPU: int(used)})
+    return Counter(
+        {
+            **calls,
+            _CPU: int(used),
+            _WORKER_CPU: int(_cpu_seconds(worker) * 1e6),
+            _CLIENT_CPU: int(time.process_time() * 1e6),
+        }
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a worker: its main process, its reaped children and its live children."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(stat.parent.name) == pid:
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == pid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _send_noop(bench: Bench, task_id: str) -> None:
@@ -199,13 +230,13 @@ def noop_batch(bench: Bench, n: int, figures: Figures) -> float:
     """N no-op tasks sent at once: tasks/s until the last one ended."""
     ids = [str(uuid.uuid4()) for _ in range(n)]
     bench.r.delete(FINISHED_KEY)
-    before = _commands(bench.r)
+    before = _counts(bench.r, bench.noop_pid)
     start = time.perf_counter()
     for task_id in ids:
         _send_noop(bench, task_id)
     _await_count(bench.r, n)
     elapsed = time.perf_counter() - start
-    figures.noop_commands += _commands(bench.r) - before
+    figures.noop_commands += _counts(bench.r, bench.noop_pid) - before
     figures.noop_tasks += n
     _check_noop(bench.r, ids)
     return n / elapsed
@@ -216,12 +247,12 @@ def register_batch(bench: Bench, n: int, figures: Figures) -> float:
     client = bench.client()
     names = [vm.id for vm in client.vms()][:n]
     bench.r.delete(FINISHED_KEY)
-    before = _commands(bench.r)
+    before = _counts(bench.r, bench.worker_pid)
     start = time.perf_counter()
     batch = client.register(names)
     _await_count(bench.r, len(batch))
     elapsed = time.perf_counter() - start
-    figures.register_commands += _commands(bench.r) - before
+    figures.register_commands += _counts(bench.r, bench.worker_pid) - before
     figures.register_jobs += n
     batch.raise_refused()
     _check_registered(client, n)
@@ -310,7 +341,7 @@ def run(args: argparse.Namespace, work: Path, url: str) -> Figures:
     try:
         sender = Celery("bench-sender", set_as_current=False)
         sender.conf.update(client_config(settings, url))
-        bench = Bench(r, url, sender, settings)
+        bench = Bench(r, url, sender, settings, workers[0].pid, workers[1].pid)
         # Warm-up: both workers are up and every child has run its kind of task once.
         latency_client = bench.client()
         names = [vm.id for vm in latency_client.vms()]
@@ -326,11 +357,18 @@ def run(args: argparse.Namespace, work: Path, url: str) -> Figures:
 
 
 def _per_task(calls: Counter[str], n: int) -> str:
-    counted = {c: v for c, v in calls.items() if c not in (*_OWN_COMMANDS, _CPU) and v > 0}
+    counted = {c: v for c, v in calls.items() if c not in (*_OWN_COMMANDS, *_PSEUDO) and v > 0}
     top = sorted(counted.items(), key=lambda kv: -kv[1])[:8]
     shown = ", ".join(f"{c} {v / n:.1f}" for c, v in top)
-    cpu = calls[_CPU] / n
-    return f"{sum(counted.values()) / n:5.1f}, server CPU {cpu:.0f} us  ({shown})"
+    return f"{sum(counted.values()) / n:5.1f}  ({shown})"
+
+
+def _cpu_per_task(calls: Counter[str], n: int) -> tuple[str, float]:
+    """CPU ms per task, by process, as a line; and the total."""
+    client, worker, server = (calls[k] / n / 1000 for k in (_CLIENT_CPU, _WORKER_CPU, _CPU))
+    total = client + worker + server
+    line = f"client {client:.2f} + workers {worker:.2f} + Redis {server:.2f} = {total:.2f} ms"
+    return line, total
 
 
 def report(args: argparse.Namespace, figures: Figures) -> None:
@@ -354,9 +392,16 @@ def report(args: argparse.Namespace, figures: Figures) -> None:
     ]
     for label, value, unit in lines:
         print(f"{label:<26}{value:<22}{unit}")
-    print(f"Redis commands per no-op  : {_per_task(figures.noop_commands, figures.noop_tasks)}")
+    noop, register = figures.noop_commands, figures.register_commands
+    print(f"Redis commands per no-op  : {_per_task(noop, figures.noop_tasks)}")
+    print(f"Redis commands per Register:{_per_task(register, figures.register_jobs)}")
+    noop_cpu, noop_total = _cpu_per_task(noop, figures.noop_tasks)
+    register_cpu, register_total = _cpu_per_task(register, figures.register_jobs)
+    print(f"CPU per no-op task        : {noop_cpu}")
+    print(f"CPU per Register job      : {register_cpu}")
     print(
-        f"Redis commands per Register:{_per_task(figures.register_commands, figures.register_jobs)}"
+        f"CPU ratio no-op / Register: {noop_total / register_total:.2f}"
+        "   (the throughput ratio of a machine the batches saturate)"
     )
     print(f"work directory at the end : {figures.work_bytes / 1e6:.1f} MB (removed)")
 
