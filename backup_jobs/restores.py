@@ -131,8 +131,8 @@ def run_restore(ctx: JobContext) -> dict[str, Any]:
             ctx.provider.discard_staging(ctx.job.id)
     namesakes = sorted(
         vm.id
-        for vm in ctx.catalog.list_vms(ctx.vault.name)
-        if vm.name == created.name and vm.id != created.id and not vm.deleted
+        for vm in ctx.catalog.find_vms(ctx.vault.name, created.name)
+        if vm.id != created.id and not vm.deleted
     )
     if namesakes:
         ctx.warnings.append(
