@@ -195,14 +195,18 @@ class RedisCatalog(RedisProtection, RedisJobs):
         record = dump(vm.properties_dict())
         names = wire.vm_name_key(vault, vm.name)
 
-        def write() -> list[Any]:
+        def write() -> bool:
             pipe = self._redis.pipeline(transaction=True)
             pipe.set(wire.vm_key(vault, vm.id), record)
             pipe.sadd(wire.vm_index_key(vault), vm.id)
             pipe.sadd(names, vm.id)
-            return pipe.execute(raise_on_error=False)
+            *written, named = pipe.execute(raise_on_error=False)
+            for error in (*written, named):
+                if isinstance(error, Exception) and (error is not named or not _wrong_type(error)):
+                    raise error
+            return isinstance(named, Exception)
 
-        if isinstance(self._call(write)[-1], redis.ResponseError):
+        if self._call(write):
             # The name index is derived data: one of the wrong Redis type is replaced.
             self._call(lambda: self._redis.delete(names), names)
             self._call(lambda: self._redis.sadd(names, vm.id), names)
@@ -333,6 +337,10 @@ class RedisCatalog(RedisProtection, RedisJobs):
     def _call(self, operation: Callable[[], T], key: str | None = None) -> T:
         with translated(self._url, key):
             return operation()
+
+
+def _wrong_type(error: Exception) -> bool:
+    return isinstance(error, redis.ResponseError) and str(error).startswith("WRONGTYPE")
 
 
 def _get_bytes(client: redis.Redis, key: str) -> bytes | None:

@@ -173,3 +173,13 @@ def test_a_vm_whose_record_is_unreadable_is_refused_naming_the_record(client: Cl
     with pytest.raises(errors.CorruptRecord) as raised:
         client.backup_now("cs1/app01")
     assert raised.value.item == key
+
+
+def test_put_vm_still_fails_when_a_write_other_than_the_name_index_is_refused(
+    scratch_url: str,
+) -> None:
+    catalog = RedisCatalog.from_url(scratch_url)
+    catalog.client.set(wire.vm_index_key("v"), "garbage")
+
+    with pytest.raises(errors.BackupJobsError):
+        catalog.put_vm("v", VM("web01", "cs1", "r1"))
