@@ -1,9 +1,22 @@
-"""Vault throughput against `cp` (and `restic` when installed), same disk, same run.
+"""Vault throughput beside `cp` and the compute floor, on an image like a real VM disk.
 
-A generated raw image (default 2 GiB: half random, a quarter zeros, a quarter hole, in 64 MiB
-stripes) is backed up full, unchanged, and after rewriting 1% of its chunks, then restored;
-each operation runs in its own process (so its peak RSS is measured) and is timed several
-times; medians and ratios are printed.
+The image (benchmarks/vm_image.py) is 40 % OS-like content (system files concatenated), 30 %
+random data, 15 % zeros and 15 % holes, in stripes of whole chunks. Each run does every side
+once, in this order:
+
+- `cp --reflink=never` of the warm image (bytes through user space, as any backup's go), then
+  the same followed by `sync FILE` (an fsync: the vault fsyncs, and plain `cp` only measures
+  page-cache writeback);
+- a full backup into a new vault, an unchanged incremental, and one after rewriting 1 % of
+  the chunks (with new random data, in the random stripes, so the mix stays as stated);
+- with the pages of the image and of every vault file dropped (sync, then
+  ``POSIX_FADV_DONTNEED``): `cp` + `sync` of the image, and a restore of the last point, which
+  is then compared with the image byte for byte (holes read as zeros);
+- the compute floor (benchmarks/compute_floor.py), measured on samples of the image.
+
+Every side is timed from outside as a whole process: `cp` and `sync` in one shell, and each
+backup or restore in a Python process of its own (interpreter start and imports included; the
+report gives their share).
 
     python -m benchmarks.vault_throughput [--size-gib 2] [--runs 3] [--dir /var/tmp]
 """
@@ -17,35 +30,41 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from backup_jobs.vault import BackupRequest, DiskSource, RestoreRequest, Vault, backup, restore
+from benchmarks import compute_floor, vm_image
+from benchmarks.common import arguments, header, row, spread, workspace
 
-STRIPE = 64 << 20
 GIB = 1 << 30
+SAMPLE_BYTES = 64 << 20  # of each kind, for the compute floor
+COMPARE_BYTES = 16 << 20
+CP = ["cp", "--sparse=auto", "--reflink=never"]
 
 
-def make_image(path: Path, size: int) -> None:
-    """Stripes of random data (half), zeros (a quarter) and holes (a quarter)."""
-    rng = random.Random(42)
-    pattern = ["data", "zero", "data", "hole"]
-    with open(path, "wb") as image:
-        for n in range(size // STRIPE):
-            kind = pattern[n % 4]
-            if kind == "data":
-                image.write(rng.randbytes(STRIPE))
-            elif kind == "zero":
-                image.write(bytes(STRIPE))
-            else:
-                image.seek(STRIPE, os.SEEK_CUR)
-        image.truncate(size)
+def main() -> None:
+    """Build the image, run every side ``--runs`` times, print the report."""
+    parser = arguments(__doc__ or "")
+    parser.add_argument("--size-gib", type=float, default=2.0)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    with workspace(args.dir, "bj-vault-bench-") as work:
+        image = work / "image.raw"
+        size = vm_image.make_image(image, int(args.size_gib * GIB))
+        samples = {
+            kind: vm_image.kind_samples(image, size, kind, SAMPLE_BYTES)
+            for kind in (vm_image.OS, vm_image.RANDOM, vm_image.ZEROS)
+        }
+        results = [one_run(work, image, size, samples, n) for n in range(args.runs)]
+        report(size, results)
 
 
 def child(argv: list[str]) -> None:
-    """Run one vault operation in this (child) process and print its seconds."""
+    """One vault operation in this process; prints its own seconds and its peak RSS."""
     operation, root, arg = argv
     start = time.perf_counter()
     vault = Vault.open(Path(root))
@@ -66,119 +85,129 @@ def peak_rss_bytes() -> int:
     return 0
 
 
-def timed_child(*args: str) -> tuple[float, int]:
-    """Seconds and peak RSS (bytes) of one child operation."""
-    command = [sys.executable, "-m", "benchmarks.vault_throughput", "--child", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    out, _ = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"child {args} failed")
-    seconds, rss = out.strip().splitlines()[-1].split()
-    return float(seconds), int(rss)
-
-
-def timed(command: Callable[[], object]) -> float:
+def whole_process(command: list[str]) -> tuple[float, str]:
+    """Wall seconds of a command from its start to its exit, and what it printed."""
     start = time.perf_counter()
-    command()
-    return time.perf_counter() - start
-
-
-def rewrite_one_percent(image: Path, chunk_size: int, size: int, seed: int) -> None:
-    """Overwrite 1% of the chunks with new random data."""
-    rng = random.Random(seed)
-    chunks = size // chunk_size
-    with open(image, "r+b") as f:
-        for index in rng.sample(range(chunks), max(1, chunks // 100)):
-            f.seek(index * chunk_size)
-            f.write(rng.randbytes(chunk_size))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gib", type=float, default=2.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--dir", default=tempfile.gettempdir(), help="work directory (one disk)")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args.child)
-        return
-    work = Path(tempfile.mkdtemp(prefix="bj-vault-bench-", dir=args.dir))
-    size = int(args.size_gib * GIB) // STRIPE * STRIPE
-    image = work / "image.raw"
-    try:
-        make_image(image, size)
-        run(work, image, size, args.runs)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def run(work: Path, image: Path, size: int, runs: int) -> None:
-    """Every measurement, ``runs`` times, each from a warm page cache, then the report."""
-    keys = ("cp", "cp_user", "cp_fsync", "full", "same", "1pct", "restore")
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    restic: list[float] = []
-    peak_rss = 0
-    for n in range(runs):
-        warm(image)
-        times["cp"].append(copy_time(image, work / "copy.raw"))
-        warm(image)
-        times["cp_user"].append(copy_time(image, work / "copy.raw", "--reflink=never"))
-        warm(image)
-        times["cp_fsync"].append(copy_time(image, work / "copy.raw", "--reflink=never", sync=True))
-        vault_root = work / "vault"
-        shutil.rmtree(vault_root, ignore_errors=True)
-        chunk_size = Vault.create(vault_root).chunk_size
-        for key in ("full", "same"):
-            warm(image)
-            seconds, rss = timed_child("backup", str(vault_root), str(image))
-            times[key].append(seconds)
-            peak_rss = max(peak_rss, rss)
-        rewrite_one_percent(image, chunk_size, size, seed=n)
-        warm(image)
-        times["1pct"].append(timed_child("backup", str(vault_root), str(image))[0])
-        warm(image)
-        seconds, rss = timed_child("restore", str(vault_root), str(work / "restore" / "target"))
-        times["restore"].append(seconds)
-        peak_rss = max(peak_rss, rss)
-        shutil.rmtree(work / "restore")
-        if shutil.which("restic"):
-            warm(image)
-            restic.append(time_restic(work, image))
-        print(f"run {n + 1}/{runs} done", flush=True)
-    for key, values in times.items():
-        print(f"  {key:<9} " + " ".join(f"{v:6.2f}s" for v in values))
-    report(size, {k: statistics.median(v) for k, v in times.items()}, restic, peak_rss)
-
-
-def warm(image: Path) -> None:
-    """Start every timed operation alike: earlier writes flushed, the image in the page cache."""
-    os.sync()
-    with open(image, "rb") as f:
-        while f.read(16 << 20):
-            pass
-
-
-def copy_time(image: Path, copy: Path, *flags: str, sync: bool = False) -> float:
-    """Seconds for ``cp`` of the image.
-
-    GNU cp 9 copies with copy_file_range, inside the kernel; ``--reflink=never`` makes it move
-    the bytes through user space, as any backup must; ``sync`` waits until the copy is on
-    disk, as the vault's fsyncs do.
-    """
-    start = time.perf_counter()
-    subprocess.run(["cp", "--sparse=auto", *flags, str(image), str(copy)], check=True)
-    if sync:
-        fd = os.open(copy, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{command} failed with exit code {done.returncode}")
+    return seconds, done.stdout
+
+
+def vault_side(operation: str, root: Path, arg: Path) -> tuple[float, float, int]:
+    """A backup or restore in its own process: whole seconds, seconds inside, peak RSS."""
+    command = [sys.executable, "-m", "benchmarks.vault_throughput", "--child"]
+    seconds, out = whole_process([*command, operation, str(root), str(arg)])
+    inside, rss = out.split()
+    return seconds, float(inside), int(rss)
+
+
+def cp_side(image: Path, copy: Path, fsync: bool = True) -> float:
+    """`cp` of the image, then (``fsync``) `sync` of the copy, timed as one shell process."""
+    script = " ".join(CP) + ' "$1" "$2"' + (' && sync "$2"' if fsync else "")
+    seconds, _ = whole_process(["sh", "-c", script, "sh", str(image), str(copy)])
     copy.unlink()
     return seconds
 
 
+def warm(image: Path) -> None:
+    """Start alike: earlier writes flushed, the image in the page cache."""
+    os.sync()
+    with open(image, "rb") as f:
+        while f.read(COMPARE_BYTES):
+            pass
+
+
+def drop_pages(*paths: Path) -> None:
+    """Flush everything, then drop the cached pages of every file under ``paths``."""
+    os.sync()
+    for path in paths:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for file in files:
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def first_difference(a: Path, b: Path) -> int | None:
+    """The offset of the first byte where two files differ (sizes included), or None."""
+    offset = 0
+    with open(a, "rb") as left, open(b, "rb") as right:
+        while True:
+            x, y = left.read(COMPARE_BYTES), right.read(COMPARE_BYTES)
+            if x != y:
+                return offset + next(
+                    (i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q),
+                    min(len(x), len(y)),
+                )
+            if not x:
+                return None
+            offset += len(x)
+
+
+def rewrite_one_percent(image: Path, size: int, seed: int) -> None:
+    """Rewrite 1 % of the chunks, chosen in the random stripes, with new random data."""
+    rng = random.Random(seed)
+    chunk = vm_image.ALIGN
+    candidates = [
+        offset
+        for kind, start, end in vm_image.stripes(size)
+        if kind == vm_image.RANDOM
+        for offset in range(start, end, chunk)
+    ]
+    with open(image, "r+b") as f:
+        for offset in rng.sample(candidates, max(1, size // chunk // 100)):
+            os.pwrite(f.fileno(), rng.randbytes(chunk), offset)
+
+
+def one_run(
+    work: Path, image: Path, size: int, samples: dict[str, list[bytes]], n: int
+) -> dict[str, float]:
+    """Every side once; seconds (and peak RSS) by side."""
+    result: dict[str, float] = {}
+    copy, vault_root, target = work / "copy.raw", work / "vault", work / "restore" / "target"
+    warm(image)
+    result["cp"] = cp_side(image, copy, fsync=False)
+    warm(image)
+    result["cp_fsync"] = cp_side(image, copy)
+    shutil.rmtree(vault_root, ignore_errors=True)
+    Vault.create(vault_root)
+    rss = 0
+    for side in ("full", "same", "1pct"):
+        if side == "1pct":
+            rewrite_one_percent(image, size, seed=n)
+        warm(image)
+        result[side], inside, used = vault_side("backup", vault_root, image)
+        result[f"{side}_start"] = result[side] - inside
+        rss = max(rss, used)
+    drop_pages(image, vault_root)
+    result["cold_cp_fsync"] = cp_side(image, copy)
+    drop_pages(image, vault_root)
+    result["restore"], inside, used = vault_side("restore", vault_root, target)
+    result["restore_start"] = result["restore"] - inside
+    result["rss"] = max(rss, used)
+    where = first_difference(image, target / "os.img")
+    if where is not None:
+        raise SystemExit(f"run {n + 1}: the restored image differs from the original at {where}")
+    shutil.rmtree(target.parent)
+    floor = compute_floor.measure(samples, vm_image.SHARES, size)
+    result["floor_backup"], result["floor_restore"] = floor.backup_seconds, floor.restore_seconds
+    if shutil.which("restic"):
+        warm(image)
+        result["restic"] = time_restic(work, image)
+    print(
+        f"run {n + 1} done; restore identical to the image; floor rates (MB/s, one thread): "
+        f"{floor.describe()}",
+        flush=True,
+    )
+    return result
+
+
 def time_restic(work: Path, image: Path) -> float:
-    """Seconds for ``restic backup`` of the image into a fresh repository."""
+    """Seconds of a ``restic backup`` process of the image into a fresh repository."""
     repo = work / "restic"
     shutil.rmtree(repo, ignore_errors=True)
     env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_REPOSITORY": str(repo)}
@@ -190,37 +219,54 @@ def time_restic(work: Path, image: Path) -> float:
     return seconds
 
 
-def _vs_cp(m: dict[str, float], key: str) -> str:
-    return (
-        f"throughput / cp {m['cp'] / m[key]:.2f}, / cp+fsync {m['cp_fsync'] / m[key]:.2f}"
-        " (goal >= 0.8)"
-    )
+def report(size: int, results: list[dict[str, float]]) -> None:
+    """Medians (min-max) of every side, with ratios taken within each run."""
 
+    def of(key: str) -> list[float]:
+        return [r[key] for r in results]
 
-def report(size: int, m: dict[str, float], restic: list[float], peak_rss: int) -> None:
-    """Medians, throughputs and ratios against the goals."""
+    def ratio(top: str, bottom: str) -> str:
+        return spread([r[top] / r[bottom] for r in results])
+
     gb = size / 1e9
-    print(
-        f"\nmachine: {os.cpu_count()} cpus; image {size / GIB:.1f} GiB "
-        "(1/2 random, 1/4 zeros, 1/4 hole); medians"
+    header(
+        f"image {size / GIB:.2f} GiB ({vm_image.describe()})",
+        f"{len(results)} interleaved runs, each side a whole process",
     )
-    rows = [
-        ("cp", m["cp"], "in-kernel copy_file_range"),
-        ("cp --reflink=never", m["cp_user"], "bytes through user space"),
-        ("cp --reflink=never+fsync", m["cp_fsync"], "and on disk, like the vault"),
-        ("full backup", m["full"], _vs_cp(m, "full")),
-        ("unchanged incremental", m["same"], f"{gb / m['same']:.2f} GB/s logical (goal >= 1.5)"),
-        ("1% changed incremental", m["1pct"], f"{m['1pct'] / m['same']:.2f} x unchanged (<= 1.2)"),
-        ("restore", m["restore"], _vs_cp(m, "restore")),
-    ]
-    if restic:
-        r = statistics.median(restic)
-        rows.append(("restic backup", r, f"ours / restic time {m['full'] / r:.2f} (goal <= 0.5)"))
-    for name, seconds, note in rows:
-        print(f"{name:<24}{seconds:7.2f}s {gb / seconds:6.2f} GB/s  {note}")
-    if not restic:
-        print("restic: not installed (apt-get install restic); skipped")
-    print(f"peak RSS of a backup or restore process: {peak_rss / 2**20:.0f} MiB")
+    row("cp (page cache)", of("cp"), note=f"{gb / statistics.median(of('cp')):.2f} GB/s")
+    row("cp + fsync", of("cp_fsync"), note="the backup's baseline")
+    row(
+        "compute floor, backup",
+        of("floor_backup"),
+        note=f"SHA-256 + zstd-1 on {os.cpu_count()} cores",
+    )
+    row(
+        "full backup",
+        of("full"),
+        note=f"x{ratio('full', 'floor_backup')} floor (goal <= 1.1); "
+        f"cp+fsync / backup {ratio('cp_fsync', 'full')} (goal >= 1.0)",
+    )
+    row(
+        "unchanged incremental",
+        of("same"),
+        note=f"{gb / statistics.median(of('same')):.2f} GB/s logical",
+    )
+    row("1% changed incremental", of("1pct"), note=f"x{ratio('1pct', 'same')} unchanged")
+    row("cold cp + fsync", of("cold_cp_fsync"), note="the restore's baseline")
+    row("compute floor, restore", of("floor_restore"), note="SHA-256 + unzstd")
+    row(
+        "restore (verified)",
+        of("restore"),
+        note=f"cold cp+fsync / restore {ratio('cold_cp_fsync', 'restore')} (goal >= 1.0); "
+        f"x{ratio('restore', 'floor_restore')} floor",
+    )
+    if "restic" in results[0]:
+        row("restic backup", of("restic"), note=f"ours / restic {ratio('full', 'restic')}")
+    starts = of("full_start") + of("same_start") + of("1pct_start") + of("restore_start")
+    print(
+        f"interpreter start, imports and exit: {spread(starts)} s of each vault process; "
+        f"peak RSS of a backup or restore process: {max(of('rss')) / 2**20:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":
