@@ -60,7 +60,7 @@ def pack_blob(flags: int, raw_length: int, payload: Sequence[bytes]) -> list[byt
     return [BlobHeader(flags, raw_length, crc).pack(), *payload]
 
 
-def unpack_blob(blob: bytes) -> tuple[BlobHeader, memoryview]:
+def unpack_blob(blob: bytes, check_crc: bool = True) -> tuple[BlobHeader, memoryview]:
     """The header and payload of a blob; ``FormatError`` if the header or CRC is wrong."""
     if len(blob) < BLOB_HEADER.size:
         raise FormatError(f"blob is {len(blob)} bytes, shorter than its header")
@@ -70,7 +70,7 @@ def unpack_blob(blob: bytes) -> tuple[BlobHeader, memoryview]:
     if version != BLOB_VERSION:
         raise FormatError(f"blob version {version} is not supported")
     payload = memoryview(blob)[BLOB_HEADER.size :]
-    if zlib.crc32(payload) != crc:
+    if check_crc and zlib.crc32(payload) != crc:
         raise FormatError("blob CRC32 does not match its payload")
     return BlobHeader(flags, raw_length, crc), payload
 
