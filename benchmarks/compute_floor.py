@@ -33,40 +33,57 @@ class Floor:
 
     backup_seconds: float
     restore_seconds: float
-    cores: int
     rates: dict[str, float]  # bytes per second of one thread, by operation and kind
 
-    def describe(self) -> str:
-        """The rates, in MB/s, for the report."""
-        return ", ".join(f"{name} {rate / 1e6:,.0f}" for name, rate in self.rates.items())
 
-
-def measure(samples: dict[str, list[bytes]], shares: dict[str, float], size: int) -> Floor:
-    """The floor of an image of ``size`` bytes whose kinds take ``shares`` of it."""
+def measure_rates(samples: dict[str, list[bytes]]) -> dict[str, float]:
+    """One thread's rates (bytes per second) by operation and kind: ``"sha256 os"``, ..."""
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     decompressor = zstandard.ZstdDecompressor()
-    zero = bytes(max(len(s) for kind in samples for s in samples[kind]))
     rates: dict[str, float] = {}
+    for kind, data in samples.items():
+        if kind == ZEROS:
+            rates["zero check"] = _rate(data, _zero_check(max(map(len, data))))
+            continue
+        rates[f"sha256 {kind}"] = _rate(data, lambda d: hashlib.sha256(d).digest())
+        rates[f"zstd-{ZSTD_LEVEL} {kind}"] = _rate(data, compressor.compress)
+        blobs = [compressor.compress(d) for d in data]
+        if sum(map(len, blobs)) < sum(map(len, data)):  # the vault stores it compressed
+            seconds = _best_seconds(blobs, decompressor.decompress)  # sizes are in the frames
+            rates[f"unzstd {kind}"] = sum(map(len, data)) / seconds
+    return rates
+
+
+def floor(runs: list[dict[str, float]], shares: dict[str, float], size: int) -> Floor:
+    """The floor of an image of ``size`` bytes whose kinds take ``shares`` of it.
+
+    Each rate is the best that any run measured: what the machine can do when it is not
+    shared, so that the floor is not raised by a neighbour's load.
+    """
+    rates = {name: max(run[name] for run in runs) for name in runs[0]}
     backup_cost = restore_cost = 0.0  # seconds per byte of the image, one thread
     for kind, share in shares.items():
         if kind == HOLE:
             continue
-        data = samples[kind]
         if kind == ZEROS:
-            rates["zero check"] = _rate(data, lambda d: d == zero[: len(d)])
             backup_cost += share / rates["zero check"]
             continue
-        sha = rates[f"sha256 {kind}"] = _rate(data, lambda d: hashlib.sha256(d).digest())
-        packed = rates[f"zstd-{ZSTD_LEVEL} {kind}"] = _rate(data, compressor.compress)
-        backup_cost += share * (1 / sha + 1 / packed)
-        blobs = [compressor.compress(d) for d in data]
-        if sum(map(len, blobs)) < sum(map(len, data)):  # the vault stores it compressed
-            seconds = _best_seconds(blobs, decompressor.decompress)  # sizes are in the frames
-            unpacked = rates[f"unzstd {kind}"] = sum(map(len, data)) / seconds
-            restore_cost += share / unpacked
-        restore_cost += share / sha
+        sha = rates[f"sha256 {kind}"]
+        backup_cost += share * (1 / sha + 1 / rates[f"zstd-{ZSTD_LEVEL} {kind}"])
+        restore_cost += share * (1 / sha + 1 / rates.get(f"unzstd {kind}", float("inf")))
     cores = os.cpu_count() or 1
-    return Floor(size * backup_cost / cores, size * restore_cost / cores, cores, rates)
+    return Floor(size * backup_cost / cores, size * restore_cost / cores, rates)
+
+
+def _zero_check(size: int) -> Callable[[bytes], bool]:
+    """The vault's zero check: a compare with zeros."""
+    zero = bytes(size)
+    return lambda data: data == zero[: len(data)]
+
+
+def describe(rates: dict[str, float]) -> str:
+    """The rates, in MB/s, for the report."""
+    return ", ".join(f"{name} {rate / 1e6:,.0f}" for name, rate in rates.items())
 
 
 def _rate(data: list[bytes], work: Callable[[bytes], object]) -> float:

@@ -193,14 +193,14 @@ def one_run(
     if where is not None:
         raise SystemExit(f"run {n + 1}: the restored image differs from the original at {where}")
     shutil.rmtree(target.parent)
-    floor = compute_floor.measure(samples, vm_image.SHARES, size)
-    result["floor_backup"], result["floor_restore"] = floor.backup_seconds, floor.restore_seconds
+    rates = compute_floor.measure_rates(samples)
+    result.update({f"rate {name}": rate for name, rate in rates.items()})
     if shutil.which("restic"):
         warm(image)
         result["restic"] = time_restic(work, image)
     print(
         f"run {n + 1} done; restore identical to the image; floor rates (MB/s, one thread): "
-        f"{floor.describe()}",
+        f"{compute_floor.describe(rates)}",
         flush=True,
     )
     return result
@@ -229,6 +229,10 @@ def report(size: int, results: list[dict[str, float]]) -> None:
         return spread([r[top] / r[bottom] for r in results])
 
     gb = size / 1e9
+    rates = [{k[5:]: v for k, v in r.items() if k.startswith("rate ")} for r in results]
+    floor = compute_floor.floor(rates, vm_image.SHARES, size)
+    for r in results:
+        r["floor_backup"], r["floor_restore"] = floor.backup_seconds, floor.restore_seconds
     header(
         f"image {size / GIB:.2f} GiB ({vm_image.describe()})",
         f"{len(results)} interleaved runs, each side a whole process",
@@ -238,7 +242,7 @@ def report(size: int, results: list[dict[str, float]]) -> None:
     row(
         "compute floor, backup",
         of("floor_backup"),
-        note=f"SHA-256 + zstd-1 on {os.cpu_count()} cores",
+        note=f"SHA-256 + zstd-1 on {os.cpu_count()} cores, best rates of the runs",
     )
     row(
         "full backup",
@@ -262,6 +266,7 @@ def report(size: int, results: list[dict[str, float]]) -> None:
     )
     if "restic" in results[0]:
         row("restic backup", of("restic"), note=f"ours / restic {ratio('full', 'restic')}")
+    print(f"floor rates (MB/s, one thread): {compute_floor.describe(floor.rates)}")
     starts = of("full_start") + of("same_start") + of("1pct_start") + of("restore_start")
     print(
         f"interpreter start, imports and exit: {spread(starts)} s of each vault process; "
