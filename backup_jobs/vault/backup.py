@@ -108,6 +108,22 @@ class _Tally:
                 self.new_bytes += new_bytes
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One backup's collaborators, handed down to each disk."""
+
+    vault: Vault
+    request: BackupRequest
+    advance: Callable[[int], None]  # bytes done: the progress callback
+    refresh: Callable[[], None]  # keeps the writer lease fresh
+
+    def check_cancel(self) -> None:
+        """Between chunks: stop if cancelled, and refresh the writer lease."""
+        if self.request.should_cancel():
+            raise Cancelled(self.request.vm)
+        self.refresh()
+
+
 def backup(vault: Vault, request: BackupRequest) -> Manifest:
     """Back up every disk and commit one recovery point; ``Cancelled`` leaves none."""
     rp_id = new_recovery_point_id()
@@ -132,11 +148,10 @@ def _backup(
     with vault.writer_lease() as refresh:
         entries = []
         history = vault.manifests(request.vm)  # read once, not once per disk
+        run = _Run(vault, request, advance, refresh)
         for disk, reader in zip(request.disks, readers, strict=True):
             base = _base(vault, history, disk.name)
-            entries.append(
-                _backup_disk(vault, rp_id, disk, reader, base, request, advance, refresh)
-            )
+            entries.append(_backup_disk(run, rp_id, disk, reader, base))
         vault.fault("indexes_written")
         vault.store.sync()
         manifest = Manifest(
@@ -179,15 +194,9 @@ def _reusable(
 
 
 def _backup_disk(
-    vault: Vault,
-    rp_id: str,
-    disk: DiskSource,
-    reader: ImageReader,
-    base: _Base | None,
-    request: BackupRequest,
-    advance: Callable[[int], None],
-    refresh: Callable[[], None],
+    run: _Run, rp_id: str, disk: DiskSource, reader: ImageReader, base: _Base | None
 ) -> ManifestDisk:
+    vault, advance = run.vault, run.advance
     chunk_size = vault.chunk_size
     previous = base.index if base else None
     known = set(previous.digests) if previous and previous.chunk_size == chunk_size else set()
@@ -208,9 +217,8 @@ def _backup_disk(
             advance(end - start)
         else:
             to_read.append(i)
-    _store_chunks(
-        vault, disk.name, reader, to_read, digests, known, request, advance, refresh, tally
-    )
+    for i, digest in _store_chunks(run, disk.name, reader, to_read, known, tally):
+        digests[i] = digest
     index = DiskIndex(size, chunk_size, tuple(digests))
     path, sha = vault.write_index(rp_id, disk.name, index)
     return ManifestDisk(
@@ -227,23 +235,15 @@ def _backup_disk(
 
 
 def _store_chunks(
-    vault: Vault,
-    disk: str,
-    reader: ImageReader,
-    to_read: list[int],
-    digests: list[bytes],
-    known: set[bytes],
-    request: BackupRequest,
-    advance: Callable[[int], None],
-    refresh: Callable[[], None],
-    tally: _Tally,
-) -> None:
-    """Read, hash and store chunks ``to_read``, filling in ``digests`` and ``tally``.
+    run: _Run, disk: str, reader: ImageReader, to_read: list[int], known: set[bytes], tally: _Tally
+) -> list[tuple[int, bytes]]:
+    """Read, hash and store the chunks ``to_read``: each one's index and digest.
 
     Threads read, check for zeros, hash and compress; a blob to store goes to the write pool
     (temp file, fsync, link), so they never wait for the disk. Every write has finished when
-    this returns; the first failure of any is raised.
+    this returns, and counted in ``tally``; the first failure of any is raised.
     """
+    vault = run.vault
     chunk_size, size = vault.chunk_size, reader.size
     zero = bytes(chunk_size)
 
@@ -265,20 +265,17 @@ def _store_chunks(
         writes.submit(lambda: stored if vault.store.put(name, blob) else 0)
         return digest
 
-    def check_cancel() -> None:
-        if request.should_cancel():
-            raise Cancelled(request.vm)
-        refresh()
-
+    found = []
     with WritePool[int](WRITE_THREADS, WRITES_PENDING) as writes:
         for i, digest in bounded_map(
-            store_chunk, to_read, request.threads, before_each=check_cancel
+            store_chunk, to_read, run.request.threads, before_each=run.check_cancel
         ):
-            digests[i] = digest
+            found.append((i, digest))
             tally.read_chunks += 1
             tally.count(writes.finished())
-            advance(min(chunk_size, size - i * chunk_size))
+            run.advance(min(chunk_size, size - i * chunk_size))
         tally.count(writes.finished(wait_all=True))
+    return found
 
 
 def _stored(vault: Vault, digest: bytes) -> bool:
