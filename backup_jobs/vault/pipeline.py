@@ -102,9 +102,12 @@ class WritePool(Generic[R]):
             futures, self._futures = self._futures, []
         if wait_all:
             wait(futures)
-        done = [f for f in futures if f.done()]
+        done: list[Future[R]] = []
+        left: list[Future[R]] = []
+        for future in futures:  # one look at each: one finishing meanwhile goes to one list
+            (done if future.done() else left).append(future)
         with self._lock:
-            self._futures.extend(f for f in futures if not f.done())
+            self._futures.extend(left)
         return [f.result() for f in done]
 
     def __enter__(self) -> WritePool[R]:
