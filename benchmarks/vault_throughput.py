@@ -166,33 +166,17 @@ def rewrite_one_percent(image: Path, size: int, seed: int) -> None:
 def one_run(
     work: Path, image: Path, size: int, samples: dict[str, list[bytes]], n: int
 ) -> dict[str, float]:
-    """Every side once; seconds (and peak RSS) by side."""
+    """Every side once; seconds by side (and the rates of the floor, and peak RSS)."""
     result: dict[str, float] = {}
-    copy, vault_root, target = work / "copy.raw", work / "vault", work / "restore" / "target"
+    copy = work / "copy.raw"
     warm(image)
     result["cp"] = cp_side(image, copy, fsync=False)
     warm(image)
     result["cp_fsync"] = cp_side(image, copy)
-    shutil.rmtree(vault_root, ignore_errors=True)
-    Vault.create(vault_root)
-    rss = 0
-    for side in ("full", "same", "1pct"):
-        if side == "1pct":
-            rewrite_one_percent(image, size, seed=n)
-        warm(image)
-        result[side], inside, used = vault_side("backup", vault_root, image)
-        result[f"{side}_start"] = result[side] - inside
-        rss = max(rss, used)
-    drop_pages(image, vault_root)
+    backups(work / "vault", image, size, n, result)
+    drop_pages(image, work / "vault")
     result["cold_cp_fsync"] = cp_side(image, copy)
-    drop_pages(image, vault_root)
-    result["restore"], inside, used = vault_side("restore", vault_root, target)
-    result["restore_start"] = result["restore"] - inside
-    result["rss"] = max(rss, used)
-    where = first_difference(image, target / "os.img")
-    if where is not None:
-        raise SystemExit(f"run {n + 1}: the restored image differs from the original at {where}")
-    shutil.rmtree(target.parent)
+    verified_restore(work / "vault", image, work / "restore" / "target", n, result)
     rates = compute_floor.measure_rates(samples)
     result.update({f"rate {name}": rate for name, rate in rates.items()})
     if shutil.which("restic"):
@@ -204,6 +188,33 @@ def one_run(
         flush=True,
     )
     return result
+
+
+def backups(vault_root: Path, image: Path, size: int, n: int, result: dict[str, float]) -> None:
+    """Full, unchanged and 1 % changed backups into a new vault, each from a warm image."""
+    shutil.rmtree(vault_root, ignore_errors=True)
+    Vault.create(vault_root)
+    for side in ("full", "same", "1pct"):
+        if side == "1pct":
+            rewrite_one_percent(image, size, seed=n)
+        warm(image)
+        result[side], inside, rss = vault_side("backup", vault_root, image)
+        result[f"{side}_start"] = result[side] - inside
+        result["rss"] = max(result.get("rss", 0), rss)
+
+
+def verified_restore(
+    vault_root: Path, image: Path, target: Path, n: int, result: dict[str, float]
+) -> None:
+    """A restore of the last point with cold pages, then compared with the image."""
+    drop_pages(image, vault_root)
+    result["restore"], inside, rss = vault_side("restore", vault_root, target)
+    result["restore_start"] = result["restore"] - inside
+    result["rss"] = max(result.get("rss", 0), rss)
+    where = first_difference(image, target / "os.img")
+    if where is not None:
+        raise SystemExit(f"run {n + 1}: the restored image differs from the original at {where}")
+    shutil.rmtree(target.parent)
 
 
 def time_restic(work: Path, image: Path) -> float:
@@ -253,9 +264,13 @@ def report(size: int, results: list[dict[str, float]]) -> None:
     row(
         "unchanged incremental",
         of("same"),
-        note=f"{gb / statistics.median(of('same')):.2f} GB/s logical",
+        note=f"{gb / statistics.median(of('same')):.2f} GB/s logical (goal >= 1.5)",
     )
-    row("1% changed incremental", of("1pct"), note=f"x{ratio('1pct', 'same')} unchanged")
+    row(
+        "1% changed incremental",
+        of("1pct"),
+        note=f"x{ratio('1pct', 'same')} unchanged (goal <= 1.2)",
+    )
     row("cold cp + fsync", of("cold_cp_fsync"), note="the restore's baseline")
     row("compute floor, restore", of("floor_restore"), note="SHA-256 + unzstd")
     row(
@@ -265,7 +280,11 @@ def report(size: int, results: list[dict[str, float]]) -> None:
         f"x{ratio('restore', 'floor_restore')} floor",
     )
     if "restic" in results[0]:
-        row("restic backup", of("restic"), note=f"ours / restic {ratio('full', 'restic')}")
+        row(
+            "restic backup",
+            of("restic"),
+            note=f"ours / restic {ratio('full', 'restic')} (goal <= 0.5)",
+        )
     print(f"floor rates (MB/s, one thread): {compute_floor.describe(floor.rates)}")
     starts = of("full_start") + of("same_start") + of("1pct_start") + of("restore_start")
     print(
