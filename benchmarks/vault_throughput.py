@@ -23,7 +23,6 @@ report gives their share).
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
@@ -33,11 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-from backup_jobs.vault import BackupRequest, DiskSource, RestoreRequest, Vault, backup, restore
+from backup_jobs.vault import Vault
 from benchmarks import compute_floor, vm_image
 from benchmarks.common import arguments, header, row, spread, workspace
 
 GIB = 1 << 30
+CHILD = Path(__file__).with_name("vault_child.py")
+REPO = CHILD.resolve().parents[1]
 SAMPLE_BYTES = 64 << 20  # of each kind, for the compute floor
 COMPARE_BYTES = 16 << 20
 CP = ["cp", "--sparse=auto", "--reflink=never"]
@@ -47,11 +48,12 @@ def main() -> None:
     """Build the image, run every side ``--runs`` times, print the report."""
     parser = arguments(__doc__ or "")
     parser.add_argument("--size-gib", type=float, default=2.0)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="a checkout (e.g. of main) whose backup_jobs also backs up and restores, same runs",
+    )
     args = parser.parse_args()
-    if args.child:
-        child(args.child)
-        return
     with workspace(args.dir, "bj-vault-bench-") as work:
         image = work / "image.raw"
         size = vm_image.make_image(image, int(args.size_gib * GIB))
@@ -59,48 +61,35 @@ def main() -> None:
             kind: vm_image.kind_samples(image, size, kind, SAMPLE_BYTES)
             for kind in (vm_image.OS, vm_image.RANDOM, vm_image.ZEROS)
         }
-        results = [one_run(work, image, size, samples, n) for n in range(args.runs)]
+        results = [one_run(work, image, size, samples, n, args.compare) for n in range(args.runs)]
         report(size, results)
 
 
-def child(argv: list[str]) -> None:
-    """One vault operation in this process; prints its own seconds and its peak RSS."""
-    operation, root, arg = argv
-    start = time.perf_counter()
-    vault = Vault.open(Path(root))
-    if operation == "backup":
-        backup(vault, BackupRequest("bench/vm", [DiskSource("os", Path(arg))]))
-    else:
-        [manifest] = vault.manifests()[-1:]
-        target = Path(arg)
-        restore(vault, RestoreRequest(manifest.id, target, target.parent, overwrite=True))
-    print(time.perf_counter() - start, peak_rss_bytes())
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def whole_process(command: list[str]) -> tuple[float, str]:
+def whole_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     """Wall seconds of a command from its start to its exit, and what it printed."""
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
     seconds = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{command} failed with exit code {done.returncode}")
     return seconds, done.stdout
 
 
-def vault_side(operation: str, root: Path, arg: Path) -> tuple[float, float, int]:
-    """A backup or restore in its own process: whole seconds, seconds inside, peak RSS."""
-    command = [sys.executable, "-m", "benchmarks.vault_throughput", "--child"]
-    seconds, out = whole_process([*command, operation, str(root), str(arg)])
+def vault_side(
+    result: dict[str, float], side: str, operation: str, root: Path, arg: Path, code: Path
+) -> None:
+    """A backup or restore in its own process, with the ``backup_jobs`` of ``code``.
+
+    Records its whole seconds as ``side``, the time before its work began (interpreter start,
+    imports) and, for this checkout's, its peak RSS.
+    """
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    command = [sys.executable, str(CHILD), operation, str(root), str(arg)]
+    seconds, out = whole_process(command, env)
     inside, rss = out.split()
-    return seconds, float(inside), int(rss)
+    result[side], result[f"{side}_start"] = seconds, seconds - float(inside)
+    if code == REPO:
+        result["rss"] = max(result.get("rss", 0), int(rss))
 
 
 def cp_side(image: Path, copy: Path, fsync: bool = True) -> float:
@@ -164,53 +153,72 @@ def rewrite_one_percent(image: Path, size: int, seed: int) -> None:
 
 
 def one_run(
-    work: Path, image: Path, size: int, samples: dict[str, list[bytes]], n: int
+    work: Path,
+    image: Path,
+    size: int,
+    samples: dict[str, list[bytes]],
+    n: int,
+    compare: Path | None,
 ) -> dict[str, float]:
     """Every side once; seconds by side (and the rates of the floor, and peak RSS)."""
     result: dict[str, float] = {}
-    copy = work / "copy.raw"
+    copy, ours, target = work / "copy.raw", work / "vault", work / "restore" / "target"
     warm(image)
     result["cp"] = cp_side(image, copy, fsync=False)
     warm(image)
     result["cp_fsync"] = cp_side(image, copy)
-    backups(work / "vault", image, size, n, result)
-    drop_pages(image, work / "vault")
+    backup_side(ours, image, "full", result, fresh=True)
+    backup_side(ours, image, "same", result)
+    if compare is not None:  # full backup and restore of the image as it is still
+        backup_side(work / "other-vault", image, "full_other", result, fresh=True, code=compare)
+        verified_restore(work / "other-vault", image, target, n, result, code=compare)
+        shutil.rmtree(work / "other-vault")
+    rewrite_one_percent(image, size, seed=n)
+    backup_side(ours, image, "1pct", result)
+    drop_pages(image, ours)
     result["cold_cp_fsync"] = cp_side(image, copy)
-    verified_restore(work / "vault", image, work / "restore" / "target", n, result)
+    verified_restore(ours, image, target, n, result)
     rates = compute_floor.measure_rates(samples)
     result.update({f"rate {name}": rate for name, rate in rates.items()})
     if shutil.which("restic"):
         warm(image)
         result["restic"] = time_restic(work, image)
     print(
-        f"run {n + 1} done; restore identical to the image; floor rates (MB/s, one thread): "
+        f"run {n + 1} done; restores identical to the image; floor rates (MB/s, one thread): "
         f"{compute_floor.describe(rates)}",
         flush=True,
     )
     return result
 
 
-def backups(vault_root: Path, image: Path, size: int, n: int, result: dict[str, float]) -> None:
-    """Full, unchanged and 1 % changed backups into a new vault, each from a warm image."""
-    shutil.rmtree(vault_root, ignore_errors=True)
-    Vault.create(vault_root)
-    for side in ("full", "same", "1pct"):
-        if side == "1pct":
-            rewrite_one_percent(image, size, seed=n)
-        warm(image)
-        result[side], inside, rss = vault_side("backup", vault_root, image)
-        result[f"{side}_start"] = result[side] - inside
-        result["rss"] = max(result.get("rss", 0), rss)
+def backup_side(
+    vault_root: Path,
+    image: Path,
+    side: str,
+    result: dict[str, float],
+    fresh: bool = False,
+    code: Path = REPO,
+) -> None:
+    """A backup from a warm image (into a new vault if ``fresh``), with ``code``'s vault."""
+    if fresh:
+        shutil.rmtree(vault_root, ignore_errors=True)
+        Vault.create(vault_root)
+    warm(image)
+    vault_side(result, side, "backup", vault_root, image, code)
 
 
 def verified_restore(
-    vault_root: Path, image: Path, target: Path, n: int, result: dict[str, float]
+    vault_root: Path,
+    image: Path,
+    target: Path,
+    n: int,
+    result: dict[str, float],
+    code: Path = REPO,
 ) -> None:
     """A restore of the last point with cold pages, then compared with the image."""
     drop_pages(image, vault_root)
-    result["restore"], inside, rss = vault_side("restore", vault_root, target)
-    result["restore_start"] = result["restore"] - inside
-    result["rss"] = max(result.get("rss", 0), rss)
+    side = "restore" if code == REPO else "restore_other"
+    vault_side(result, side, "restore", vault_root, target, code)
     where = first_difference(image, target / "os.img")
     if where is not None:
         raise SystemExit(f"run {n + 1}: the restored image differs from the original at {where}")
@@ -284,6 +292,17 @@ def report(size: int, results: list[dict[str, float]]) -> None:
             "restic backup",
             of("restic"),
             note=f"ours / restic {ratio('full', 'restic')} (goal <= 0.5)",
+        )
+    if "full_other" in results[0]:
+        row(
+            "full backup, --compare",
+            of("full_other"),
+            note=f"ours / its {ratio('full', 'full_other')}",
+        )
+        row(
+            "restore, --compare",
+            of("restore_other"),
+            note=f"ours / its {ratio('restore', 'restore_other')}",
         )
     print(f"floor rates (MB/s, one thread): {compute_floor.describe(floor.rates)}")
     starts = of("full_start") + of("same_start") + of("1pct_start") + of("restore_start")
