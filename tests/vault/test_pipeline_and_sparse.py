@@ -81,8 +81,13 @@ def test_write_pool_raises_a_failed_write_from_finished() -> None:
 def test_write_pool_cancels_the_writes_not_started_when_its_block_is_left() -> None:
     gate = threading.Event()
     ran: list[str] = []
+
+    def slow_write() -> None:
+        gate.wait(5)
+        ran.append("running")
+
     with pytest.raises(KeyboardInterrupt), WritePool[None](threads=1, limit=4) as pool:
-        pool.submit(lambda: (gate.wait(5), ran.append("running"))[0] and None)
+        pool.submit(slow_write)
         pool.submit(lambda: ran.append("queued"))
         threading.Timer(0.1, gate.set).start()
         raise KeyboardInterrupt
