@@ -256,54 +256,45 @@ def report(size: int, results: list[dict[str, float]]) -> None:
         f"image {size / GIB:.2f} GiB ({vm_image.describe()})",
         f"{len(results)} interleaved runs, each side a whole process",
     )
-    row("cp (page cache)", of("cp"), note=f"{gb / statistics.median(of('cp')):.2f} GB/s")
-    row("cp + fsync", of("cp_fsync"), note="the backup's baseline")
-    row(
-        "compute floor, backup",
-        of("floor_backup"),
-        note=f"SHA-256 + zstd-1 on {os.cpu_count()} cores, best rates of the runs",
-    )
-    row(
-        "full backup",
-        of("full"),
-        note=f"x{ratio('full', 'floor_backup')} floor (goal <= 1.1); "
-        f"cp+fsync / backup {ratio('cp_fsync', 'full')} (goal >= 1.0)",
-    )
-    row(
-        "unchanged incremental",
-        of("same"),
-        note=f"{gb / statistics.median(of('same')):.2f} GB/s logical (goal >= 1.5)",
-    )
-    row(
-        "1% changed incremental",
-        of("1pct"),
-        note=f"x{ratio('1pct', 'same')} unchanged (goal <= 1.2)",
-    )
-    row("cold cp + fsync", of("cold_cp_fsync"), note="the restore's baseline")
-    row("compute floor, restore", of("floor_restore"), note="SHA-256 + unzstd")
-    row(
-        "restore (verified)",
-        of("restore"),
-        note=f"cold cp+fsync / restore {ratio('cold_cp_fsync', 'restore')} (goal >= 1.0); "
-        f"x{ratio('restore', 'floor_restore')} floor",
-    )
+    med = {key: statistics.median(of(key)) for key in ("cp", "same")}
+    lines = [
+        ("cp (page cache)", "cp", f"{gb / med['cp']:.2f} GB/s"),
+        ("cp + fsync", "cp_fsync", "the backup's baseline"),
+        ("compute floor, backup", "floor_backup", "SHA-256 + zstd-1, best rates of the runs"),
+        (
+            "full backup",
+            "full",
+            f"x{ratio('full', 'floor_backup')} floor (goal <= 1.1); "
+            f"cp+fsync / backup {ratio('cp_fsync', 'full')} (goal >= 1.0)",
+        ),
+        ("unchanged incremental", "same", f"{gb / med['same']:.2f} GB/s logical (goal >= 1.5)"),
+        ("1% changed incremental", "1pct", f"x{ratio('1pct', 'same')} unchanged (goal <= 1.2)"),
+        ("cold cp + fsync", "cold_cp_fsync", "the restore's baseline"),
+        ("compute floor, restore", "floor_restore", "SHA-256 + unzstd"),
+        (
+            "restore (verified)",
+            "restore",
+            f"cold cp+fsync / restore {ratio('cold_cp_fsync', 'restore')} (goal >= 1.0); "
+            f"x{ratio('restore', 'floor_restore')} floor",
+        ),
+    ]
     if "restic" in results[0]:
-        row(
-            "restic backup",
-            of("restic"),
-            note=f"ours / restic {ratio('full', 'restic')} (goal <= 0.5)",
+        lines.append(
+            ("restic backup", "restic", f"ours / restic {ratio('full', 'restic')} (goal <= 0.5)")
         )
     if "full_other" in results[0]:
-        row(
-            "full backup, --compare",
-            of("full_other"),
-            note=f"ours / its {ratio('full', 'full_other')}",
+        lines.append(
+            ("full backup, --compare", "full_other", f"ours / its {ratio('full', 'full_other')}")
         )
-        row(
-            "restore, --compare",
-            of("restore_other"),
-            note=f"ours / its {ratio('restore', 'restore_other')}",
+        lines.append(
+            (
+                "restore, --compare",
+                "restore_other",
+                f"ours / its {ratio('restore', 'restore_other')}",
+            )
         )
+    for label, key, note in lines:
+        row(label, of(key), note=note)
     print(f"floor rates (MB/s, one thread): {compute_floor.describe(floor.rates)}")
     starts = of("full_start") + of("same_start") + of("1pct_start") + of("restore_start")
     print(
