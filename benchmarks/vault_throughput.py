@@ -1,184 +1,232 @@
-"""Vault throughput against `cp` (and `restic` when installed), same disk, same run.
+"""Vault throughput beside `cp` and the compute floor, on an image like a real VM disk.
 
-A generated raw image (default 2 GiB: half random, a quarter zeros, a quarter hole, in 64 MiB
-stripes) is backed up full, unchanged, and after rewriting 1% of its chunks, then restored;
-each operation runs in its own process (so its peak RSS is measured) and is timed several
-times; medians and ratios are printed.
+The image (benchmarks/vm_image.py) is 40 % OS-like content (system files concatenated), 30 %
+random data, 15 % zeros and 15 % holes, in stripes of whole chunks. Each run does every side
+once, in this order:
+
+- `cp --reflink=never` of the warm image (bytes through user space, as any backup's go), then
+  the same followed by `sync FILE` (an fsync: the vault fsyncs, and plain `cp` only measures
+  page-cache writeback);
+- a full backup into a new vault, an unchanged incremental, and one after rewriting 1 % of
+  the chunks (with new random data, in the random stripes, so the mix stays as stated);
+- with the pages of the image and of every vault file dropped (sync, then
+  ``POSIX_FADV_DONTNEED``): `cp` + `sync` of the image, and a restore of the last point, which
+  is then compared with the image byte for byte (holes read as zeros);
+- the compute floor (benchmarks/compute_floor.py), measured on samples of the image.
+
+Every side is timed from outside as a whole process: `cp` and `sync` in one shell, and each
+backup or restore in a Python process of its own (interpreter start and imports included; the
+report gives their share).
 
     python -m benchmarks.vault_throughput [--size-gib 2] [--runs 3] [--dir /var/tmp]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from backup_jobs.vault import BackupRequest, DiskSource, RestoreRequest, Vault, backup, restore
+from backup_jobs.vault import Vault
+from benchmarks import compute_floor, vm_image
+from benchmarks.common import arguments, header, row, spread, workspace
 
-STRIPE = 64 << 20
 GIB = 1 << 30
-
-
-def make_image(path: Path, size: int) -> None:
-    """Stripes of random data (half), zeros (a quarter) and holes (a quarter)."""
-    rng = random.Random(42)
-    pattern = ["data", "zero", "data", "hole"]
-    with open(path, "wb") as image:
-        for n in range(size // STRIPE):
-            kind = pattern[n % 4]
-            if kind == "data":
-                image.write(rng.randbytes(STRIPE))
-            elif kind == "zero":
-                image.write(bytes(STRIPE))
-            else:
-                image.seek(STRIPE, os.SEEK_CUR)
-        image.truncate(size)
-
-
-def child(argv: list[str]) -> None:
-    """Run one vault operation in this (child) process and print its seconds."""
-    operation, root, arg = argv
-    start = time.perf_counter()
-    vault = Vault.open(Path(root))
-    if operation == "backup":
-        backup(vault, BackupRequest("bench/vm", [DiskSource("os", Path(arg))]))
-    else:
-        [manifest] = vault.manifests()[-1:]
-        target = Path(arg)
-        restore(vault, RestoreRequest(manifest.id, target, target.parent, overwrite=True))
-    print(time.perf_counter() - start, peak_rss_bytes())
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def timed_child(*args: str) -> tuple[float, int]:
-    """Seconds and peak RSS (bytes) of one child operation."""
-    command = [sys.executable, "-m", "benchmarks.vault_throughput", "--child", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    out, _ = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"child {args} failed")
-    seconds, rss = out.strip().splitlines()[-1].split()
-    return float(seconds), int(rss)
-
-
-def timed(command: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    command()
-    return time.perf_counter() - start
-
-
-def rewrite_one_percent(image: Path, chunk_size: int, size: int, seed: int) -> None:
-    """Overwrite 1% of the chunks with new random data."""
-    rng = random.Random(seed)
-    chunks = size // chunk_size
-    with open(image, "r+b") as f:
-        for index in rng.sample(range(chunks), max(1, chunks // 100)):
-            f.seek(index * chunk_size)
-            f.write(rng.randbytes(chunk_size))
+CHILD = Path(__file__).with_name("vault_child.py")
+REPO = CHILD.resolve().parents[1]
+SAMPLE_BYTES = 64 << 20  # of each kind, for the compute floor
+COMPARE_BYTES = 16 << 20
+CP = ["cp", "--sparse=auto", "--reflink=never"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Build the image, run every side ``--runs`` times, print the report."""
+    parser = arguments(__doc__ or "")
     parser.add_argument("--size-gib", type=float, default=2.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--dir", default=tempfile.gettempdir(), help="work directory (one disk)")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="a checkout (e.g. of main) whose backup_jobs also backs up and restores, same runs",
+    )
     args = parser.parse_args()
-    if args.child:
-        child(args.child)
-        return
-    work = Path(tempfile.mkdtemp(prefix="bj-vault-bench-", dir=args.dir))
-    size = int(args.size_gib * GIB) // STRIPE * STRIPE
-    image = work / "image.raw"
-    try:
-        make_image(image, size)
-        run(work, image, size, args.runs)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with workspace(args.dir, "bj-vault-bench-") as work:
+        image = work / "image.raw"
+        size = vm_image.make_image(image, int(args.size_gib * GIB))
+        samples = {
+            kind: vm_image.kind_samples(image, size, kind, SAMPLE_BYTES)
+            for kind in (vm_image.OS, vm_image.RANDOM, vm_image.ZEROS)
+        }
+        results = [one_run(work, image, size, samples, n, args.compare) for n in range(args.runs)]
+        report(size, results)
 
 
-def run(work: Path, image: Path, size: int, runs: int) -> None:
-    """Every measurement, ``runs`` times, each from a warm page cache, then the report."""
-    keys = ("cp", "cp_user", "cp_fsync", "full", "same", "1pct", "restore")
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    restic: list[float] = []
-    peak_rss = 0
-    for n in range(runs):
-        warm(image)
-        times["cp"].append(copy_time(image, work / "copy.raw"))
-        warm(image)
-        times["cp_user"].append(copy_time(image, work / "copy.raw", "--reflink=never"))
-        warm(image)
-        times["cp_fsync"].append(copy_time(image, work / "copy.raw", "--reflink=never", sync=True))
-        vault_root = work / "vault"
-        shutil.rmtree(vault_root, ignore_errors=True)
-        chunk_size = Vault.create(vault_root).chunk_size
-        for key in ("full", "same"):
-            warm(image)
-            seconds, rss = timed_child("backup", str(vault_root), str(image))
-            times[key].append(seconds)
-            peak_rss = max(peak_rss, rss)
-        rewrite_one_percent(image, chunk_size, size, seed=n)
-        warm(image)
-        times["1pct"].append(timed_child("backup", str(vault_root), str(image))[0])
-        warm(image)
-        seconds, rss = timed_child("restore", str(vault_root), str(work / "restore" / "target"))
-        times["restore"].append(seconds)
-        peak_rss = max(peak_rss, rss)
-        shutil.rmtree(work / "restore")
-        if shutil.which("restic"):
-            warm(image)
-            restic.append(time_restic(work, image))
-        print(f"run {n + 1}/{runs} done", flush=True)
-    for key, values in times.items():
-        print(f"  {key:<9} " + " ".join(f"{v:6.2f}s" for v in values))
-    report(size, {k: statistics.median(v) for k, v in times.items()}, restic, peak_rss)
-
-
-def warm(image: Path) -> None:
-    """Start every timed operation alike: earlier writes flushed, the image in the page cache."""
-    os.sync()
-    with open(image, "rb") as f:
-        while f.read(16 << 20):
-            pass
-
-
-def copy_time(image: Path, copy: Path, *flags: str, sync: bool = False) -> float:
-    """Seconds for ``cp`` of the image.
-
-    GNU cp 9 copies with copy_file_range, inside the kernel; ``--reflink=never`` makes it move
-    the bytes through user space, as any backup must; ``sync`` waits until the copy is on
-    disk, as the vault's fsyncs do.
-    """
+def whole_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Wall seconds of a command from its start to its exit, and what it printed."""
     start = time.perf_counter()
-    subprocess.run(["cp", "--sparse=auto", *flags, str(image), str(copy)], check=True)
-    if sync:
-        fd = os.open(copy, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
     seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{command} failed with exit code {done.returncode}")
+    return seconds, done.stdout
+
+
+def vault_side(
+    result: dict[str, float], side: str, operation: str, root: Path, arg: Path, code: Path
+) -> None:
+    """A backup or restore in its own process, with the ``backup_jobs`` of ``code``.
+
+    Records its whole seconds as ``side``, the time before its work began (interpreter start,
+    imports) and, for this checkout's, its peak RSS.
+    """
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    command = [sys.executable, str(CHILD), operation, str(root), str(arg)]
+    seconds, out = whole_process(command, env)
+    inside, rss = out.split()
+    result[side], result[f"{side}_start"] = seconds, seconds - float(inside)
+    if code == REPO:
+        result["rss"] = max(result.get("rss", 0), int(rss))
+
+
+def cp_side(image: Path, copy: Path, fsync: bool = True) -> float:
+    """`cp` of the image, then (``fsync``) `sync` of the copy, timed as one shell process."""
+    script = " ".join(CP) + ' "$1" "$2"' + (' && sync "$2"' if fsync else "")
+    seconds, _ = whole_process(["sh", "-c", script, "sh", str(image), str(copy)])
     copy.unlink()
     return seconds
 
 
+def warm(image: Path) -> None:
+    """Start alike: earlier writes flushed, the image in the page cache."""
+    os.sync()
+    with open(image, "rb") as f:
+        while f.read(COMPARE_BYTES):
+            pass
+
+
+def drop_pages(*paths: Path) -> None:
+    """Flush everything, then drop the cached pages of every file under ``paths``."""
+    os.sync()
+    for path in paths:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for file in files:
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def first_difference(a: Path, b: Path) -> int | None:
+    """The offset of the first byte where two files differ (sizes included), or None."""
+    offset = 0
+    with open(a, "rb") as left, open(b, "rb") as right:
+        while True:
+            x, y = left.read(COMPARE_BYTES), right.read(COMPARE_BYTES)
+            if x != y:
+                return offset + next(
+                    (i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q),
+                    min(len(x), len(y)),
+                )
+            if not x:
+                return None
+            offset += len(x)
+
+
+def rewrite_one_percent(image: Path, size: int, seed: int) -> None:
+    """Rewrite 1 % of the chunks, chosen in the random stripes, with new random data."""
+    rng = random.Random(seed)
+    chunk = vm_image.ALIGN
+    candidates = [
+        offset
+        for kind, start, end in vm_image.stripes(size)
+        if kind == vm_image.RANDOM
+        for offset in range(start, end, chunk)
+    ]
+    with open(image, "r+b") as f:
+        for offset in rng.sample(candidates, max(1, size // chunk // 100)):
+            os.pwrite(f.fileno(), rng.randbytes(chunk), offset)
+
+
+def one_run(
+    work: Path,
+    image: Path,
+    size: int,
+    samples: dict[str, list[bytes]],
+    n: int,
+    compare: Path | None,
+) -> dict[str, float]:
+    """Every side once; seconds by side (and the rates of the floor, and peak RSS)."""
+    result: dict[str, float] = {}
+    copy, ours, target = work / "copy.raw", work / "vault", work / "restore" / "target"
+    warm(image)
+    result["cp"] = cp_side(image, copy, fsync=False)
+    warm(image)
+    result["cp_fsync"] = cp_side(image, copy)
+    backup_side(ours, image, "full", result, fresh=True)
+    backup_side(ours, image, "same", result)
+    if compare is not None:  # full backup and restore of the image as it is still
+        backup_side(work / "other-vault", image, "full_other", result, fresh=True, code=compare)
+        verified_restore(work / "other-vault", image, target, n, result, code=compare)
+        shutil.rmtree(work / "other-vault")
+    rewrite_one_percent(image, size, seed=n)
+    backup_side(ours, image, "1pct", result)
+    drop_pages(image, ours)
+    result["cold_cp_fsync"] = cp_side(image, copy)
+    verified_restore(ours, image, target, n, result)
+    rates = compute_floor.measure_rates(samples)
+    result.update({f"rate {name}": rate for name, rate in rates.items()})
+    if shutil.which("restic"):
+        warm(image)
+        result["restic"] = time_restic(work, image)
+    print(
+        f"run {n + 1} done; restores identical to the image; floor rates (MB/s, one thread): "
+        f"{compute_floor.describe(rates)}",
+        flush=True,
+    )
+    return result
+
+
+def backup_side(
+    vault_root: Path,
+    image: Path,
+    side: str,
+    result: dict[str, float],
+    fresh: bool = False,
+    code: Path = REPO,
+) -> None:
+    """A backup from a warm image (into a new vault if ``fresh``), with ``code``'s vault."""
+    if fresh:
+        shutil.rmtree(vault_root, ignore_errors=True)
+        Vault.create(vault_root)
+    warm(image)
+    vault_side(result, side, "backup", vault_root, image, code)
+
+
+def verified_restore(
+    vault_root: Path,
+    image: Path,
+    target: Path,
+    n: int,
+    result: dict[str, float],
+    code: Path = REPO,
+) -> None:
+    """A restore of the last point with cold pages, then compared with the image."""
+    drop_pages(image, vault_root)
+    side = "restore" if code == REPO else "restore_other"
+    vault_side(result, side, "restore", vault_root, target, code)
+    where = first_difference(image, target / "os.img")
+    if where is not None:
+        raise SystemExit(f"run {n + 1}: the restored image differs from the original at {where}")
+    shutil.rmtree(target.parent)
+
+
 def time_restic(work: Path, image: Path) -> float:
-    """Seconds for ``restic backup`` of the image into a fresh repository."""
+    """Seconds of a ``restic backup`` process of the image into a fresh repository."""
     repo = work / "restic"
     shutil.rmtree(repo, ignore_errors=True)
     env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_REPOSITORY": str(repo)}
@@ -190,37 +238,69 @@ def time_restic(work: Path, image: Path) -> float:
     return seconds
 
 
-def _vs_cp(m: dict[str, float], key: str) -> str:
-    return (
-        f"throughput / cp {m['cp'] / m[key]:.2f}, / cp+fsync {m['cp_fsync'] / m[key]:.2f}"
-        " (goal >= 0.8)"
-    )
+def report(size: int, results: list[dict[str, float]]) -> None:
+    """Medians (min-max) of every side, with ratios taken within each run."""
 
+    def of(key: str) -> list[float]:
+        return [r[key] for r in results]
 
-def report(size: int, m: dict[str, float], restic: list[float], peak_rss: int) -> None:
-    """Medians, throughputs and ratios against the goals."""
+    def ratio(top: str, bottom: str) -> str:
+        return spread([r[top] / r[bottom] for r in results])
+
     gb = size / 1e9
-    print(
-        f"\nmachine: {os.cpu_count()} cpus; image {size / GIB:.1f} GiB "
-        "(1/2 random, 1/4 zeros, 1/4 hole); medians"
+    rates = [{k[5:]: v for k, v in r.items() if k.startswith("rate ")} for r in results]
+    floor = compute_floor.floor(rates, vm_image.SHARES, size)
+    for r in results:
+        r["floor_backup"], r["floor_restore"] = floor.backup_seconds, floor.restore_seconds
+    header(
+        f"image {size / GIB:.2f} GiB ({vm_image.describe()})",
+        f"{len(results)} interleaved runs, each side a whole process",
     )
-    rows = [
-        ("cp", m["cp"], "in-kernel copy_file_range"),
-        ("cp --reflink=never", m["cp_user"], "bytes through user space"),
-        ("cp --reflink=never+fsync", m["cp_fsync"], "and on disk, like the vault"),
-        ("full backup", m["full"], _vs_cp(m, "full")),
-        ("unchanged incremental", m["same"], f"{gb / m['same']:.2f} GB/s logical (goal >= 1.5)"),
-        ("1% changed incremental", m["1pct"], f"{m['1pct'] / m['same']:.2f} x unchanged (<= 1.2)"),
-        ("restore", m["restore"], _vs_cp(m, "restore")),
+    med = {key: statistics.median(of(key)) for key in ("cp", "same")}
+    lines = [
+        ("cp (page cache)", "cp", f"{gb / med['cp']:.2f} GB/s"),
+        ("cp + fsync", "cp_fsync", "the backup's baseline"),
+        ("compute floor, backup", "floor_backup", "SHA-256 + zstd-1, best rates of the runs"),
+        (
+            "full backup",
+            "full",
+            f"x{ratio('full', 'floor_backup')} floor (goal <= 1.1); "
+            f"cp+fsync / backup {ratio('cp_fsync', 'full')} (goal >= 1.0)",
+        ),
+        ("unchanged incremental", "same", f"{gb / med['same']:.2f} GB/s logical (goal >= 1.5)"),
+        ("1% changed incremental", "1pct", f"x{ratio('1pct', 'same')} unchanged (goal <= 1.2)"),
+        ("cold cp + fsync", "cold_cp_fsync", "the restore's baseline"),
+        ("compute floor, restore", "floor_restore", "SHA-256 + unzstd"),
+        (
+            "restore (verified)",
+            "restore",
+            f"cold cp+fsync / restore {ratio('cold_cp_fsync', 'restore')} (goal >= 1.0); "
+            f"x{ratio('restore', 'floor_restore')} floor",
+        ),
     ]
-    if restic:
-        r = statistics.median(restic)
-        rows.append(("restic backup", r, f"ours / restic time {m['full'] / r:.2f} (goal <= 0.5)"))
-    for name, seconds, note in rows:
-        print(f"{name:<24}{seconds:7.2f}s {gb / seconds:6.2f} GB/s  {note}")
-    if not restic:
-        print("restic: not installed (apt-get install restic); skipped")
-    print(f"peak RSS of a backup or restore process: {peak_rss / 2**20:.0f} MiB")
+    if "restic" in results[0]:
+        lines.append(
+            ("restic backup", "restic", f"ours / restic {ratio('full', 'restic')} (goal <= 0.5)")
+        )
+    if "full_other" in results[0]:
+        lines.append(
+            ("full backup, --compare", "full_other", f"ours / its {ratio('full', 'full_other')}")
+        )
+        lines.append(
+            (
+                "restore, --compare",
+                "restore_other",
+                f"ours / its {ratio('restore', 'restore_other')}",
+            )
+        )
+    for label, key, note in lines:
+        row(label, of(key), note=note)
+    print(f"floor rates (MB/s, one thread): {compute_floor.describe(floor.rates)}")
+    starts = of("full_start") + of("same_start") + of("1pct_start") + of("restore_start")
+    print(
+        f"interpreter start, imports and exit: {spread(starts)} s of each vault process; "
+        f"peak RSS of a backup or restore process: {max(of('rss')) / 2**20:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -27,14 +27,24 @@ from backup_jobs.vault.format import (
     chunk_count,
     new_recovery_point_id,
 )
-from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
+from backup_jobs.vault.pipeline import (
+    Progress,
+    WritePool,
+    bounded_map,
+    ignore_progress,
+    never,
+)
 from backup_jobs.vault.repository import Vault
 from backup_jobs.vault.source import FileImage, ImageReader
 from backup_jobs.vault.sparse import ExtentMap
 
-# Hashing, zstd and AES release the GIL, and every new chunk waits on an fsync: more threads
-# than cores keep both the CPUs and the disk busy.
+# Hashing, zstd and AES release the GIL; a thread also waits for its reads: a few more
+# threads than cores keep the CPUs busy.
 DEFAULT_THREADS = max(4, min(8, 2 * (os.cpu_count() or 2)))
+# Every new blob waits on its fsync, on threads of their own; the pending ones are in memory
+# (a chunk each at most), and they bound how far the computing runs ahead of the disk.
+WRITE_THREADS = 4
+WRITES_PENDING = 8
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,29 @@ class _Tally:
     read_chunks: int = 0
     reused_chunks: int = 0
 
+    def count(self, writes: list[int]) -> None:
+        """Count finished writes: the bytes each stored (0: another writer stored it first)."""
+        for new_bytes in writes:
+            if new_bytes:
+                self.stored_chunks += 1
+                self.new_bytes += new_bytes
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One backup's collaborators, handed down to each disk."""
+
+    vault: Vault
+    request: BackupRequest
+    advance: Callable[[int], None]  # bytes done: the progress callback
+    refresh: Callable[[], None]  # keeps the writer lease fresh
+
+    def check_cancel(self) -> None:
+        """Between chunks: stop if cancelled, and refresh the writer lease."""
+        if self.request.should_cancel():
+            raise Cancelled(self.request.vm)
+        self.refresh()
+
 
 def backup(vault: Vault, request: BackupRequest) -> Manifest:
     """Back up every disk and commit one recovery point; ``Cancelled`` leaves none."""
@@ -115,11 +148,10 @@ def _backup(
     with vault.writer_lease() as refresh:
         entries = []
         history = vault.manifests(request.vm)  # read once, not once per disk
+        run = _Run(vault, request, advance, refresh)
         for disk, reader in zip(request.disks, readers, strict=True):
             base = _base(vault, history, disk.name)
-            entries.append(
-                _backup_disk(vault, rp_id, disk, reader, base, request, advance, refresh)
-            )
+            entries.append(_backup_disk(run, rp_id, disk, reader, base))
         vault.fault("indexes_written")
         vault.store.sync()
         manifest = Manifest(
@@ -162,15 +194,9 @@ def _reusable(
 
 
 def _backup_disk(
-    vault: Vault,
-    rp_id: str,
-    disk: DiskSource,
-    reader: ImageReader,
-    base: _Base | None,
-    request: BackupRequest,
-    advance: Callable[[int], None],
-    refresh: Callable[[], None],
+    run: _Run, rp_id: str, disk: DiskSource, reader: ImageReader, base: _Base | None
 ) -> ManifestDisk:
+    vault, advance = run.vault, run.advance
     chunk_size = vault.chunk_size
     previous = base.index if base else None
     known = set(previous.digests) if previous and previous.chunk_size == chunk_size else set()
@@ -191,39 +217,8 @@ def _backup_disk(
             advance(end - start)
         else:
             to_read.append(i)
-    zero = bytes(chunk_size)
-
-    def store_chunk(i: int) -> tuple[bytes, int]:
-        length = min(chunk_size, size - i * chunk_size)
-        data = reader.pread(length, i * chunk_size)
-        if len(data) != length:
-            raise OSError(f"disk {disk.name} shrank while it was read")
-        if data == (zero if length == chunk_size else bytes(length)):
-            return ZERO_DIGEST, 0
-        digest = vault.codec.digest(data)
-        name = digest.hex()
-        if vault.store.exists(name):  # checked even when known: verify may have quarantined it
-            if digest not in known:  # a committed index keeps known chunks alive already
-                vault.store.touch(name)
-            return digest, 0
-        blob = vault.codec.encode(data, digest)
-        stored = sum(len(part) for part in blob)
-        return digest, stored if vault.store.put(name, blob) else 0
-
-    def check_cancel() -> None:
-        if request.should_cancel():
-            raise Cancelled(request.vm)
-        refresh()
-
-    for i, (digest, new_bytes) in bounded_map(
-        store_chunk, to_read, request.threads, before_each=check_cancel
-    ):
+    for i, digest in _store_chunks(run, disk.name, reader, to_read, known, tally):
         digests[i] = digest
-        tally.read_chunks += 1
-        if new_bytes:
-            tally.stored_chunks += 1
-            tally.new_bytes += new_bytes
-        advance(min(chunk_size, size - i * chunk_size))
     index = DiskIndex(size, chunk_size, tuple(digests))
     path, sha = vault.write_index(rp_id, disk.name, index)
     return ManifestDisk(
@@ -237,6 +232,50 @@ def _backup_disk(
         new_bytes=tally.new_bytes,
         read_chunks=tally.read_chunks,
     )
+
+
+def _store_chunks(
+    run: _Run, disk: str, reader: ImageReader, to_read: list[int], known: set[bytes], tally: _Tally
+) -> list[tuple[int, bytes]]:
+    """Read, hash and store the chunks ``to_read``: each one's index and digest.
+
+    Threads read, check for zeros, hash and compress; a blob to store goes to the write pool
+    (temp file, fsync, link), so they never wait for the disk. Every write has finished when
+    this returns, and counted in ``tally``; the first failure of any is raised.
+    """
+    vault = run.vault
+    chunk_size, size = vault.chunk_size, reader.size
+    zero = bytes(chunk_size)
+
+    def store_chunk(i: int) -> bytes:
+        length = min(chunk_size, size - i * chunk_size)
+        data = reader.pread(length, i * chunk_size)
+        if len(data) != length:
+            raise OSError(f"disk {disk} shrank while it was read")
+        if data == (zero if length == chunk_size else bytes(length)):
+            return ZERO_DIGEST
+        digest = vault.codec.digest(data)
+        name = digest.hex()
+        if vault.store.exists(name):  # checked even when known: verify may have quarantined it
+            if digest not in known:  # a committed index keeps known chunks alive already
+                vault.store.touch(name)
+            return digest
+        blob = vault.codec.encode(data, digest)
+        stored = sum(len(part) for part in blob)
+        writes.submit(lambda: stored if vault.store.put(name, blob) else 0)
+        return digest
+
+    found = []
+    with WritePool[int](WRITE_THREADS, WRITES_PENDING) as writes:
+        for i, digest in bounded_map(
+            store_chunk, to_read, run.request.threads, before_each=run.check_cancel
+        ):
+            found.append((i, digest))
+            tally.read_chunks += 1
+            tally.count(writes.finished())
+            run.advance(min(chunk_size, size - i * chunk_size))
+        tally.count(writes.finished(wait_all=True))
+    return found
 
 
 def _stored(vault: Vault, digest: bytes) -> bool:

@@ -57,9 +57,12 @@ class ChunkCodec:
         sealed = self._aead.encrypt(nonce, payload, digest)
         return pack_blob(flags | FLAG_ENCRYPTED, len(data), [nonce, sealed])
 
-    def decode(self, blob: bytes, digest: bytes) -> bytes | memoryview:
-        """The verified chunk of a blob (a view into it when stored raw); ``FormatError`` if bad."""
-        header, payload = unpack_blob(blob)
+    def decode(self, blob: bytes, digest: bytes, check_crc: bool = True) -> bytes | memoryview:
+        """The verified chunk of a blob (a view into it when stored raw); ``FormatError`` if bad.
+
+        ``check_crc=False`` skips the CRC: the digest, checked always, covers every byte too.
+        """
+        header, payload = unpack_blob(blob, check_crc)
         if header.flags & FLAG_ENCRYPTED:
             if self._aead is None:
                 raise FormatError("blob is encrypted but the vault was opened without a key")

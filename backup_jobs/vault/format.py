@@ -9,11 +9,12 @@ import hashlib
 import json
 import secrets
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from zlib_ng.zlib_ng import crc32
 
 DIGEST_SIZE = 32
 ZERO_DIGEST = bytes(DIGEST_SIZE)
@@ -56,11 +57,11 @@ def pack_blob(flags: int, raw_length: int, payload: Sequence[bytes]) -> list[byt
     """Header and payload parts, with the CRC32 of the payload (kept in parts: no copies)."""
     crc = 0
     for part in payload:
-        crc = zlib.crc32(part, crc)
+        crc = crc32(part, crc)
     return [BlobHeader(flags, raw_length, crc).pack(), *payload]
 
 
-def unpack_blob(blob: bytes) -> tuple[BlobHeader, memoryview]:
+def unpack_blob(blob: bytes, check_crc: bool = True) -> tuple[BlobHeader, memoryview]:
     """The header and payload of a blob; ``FormatError`` if the header or CRC is wrong."""
     if len(blob) < BLOB_HEADER.size:
         raise FormatError(f"blob is {len(blob)} bytes, shorter than its header")
@@ -70,7 +71,7 @@ def unpack_blob(blob: bytes) -> tuple[BlobHeader, memoryview]:
     if version != BLOB_VERSION:
         raise FormatError(f"blob version {version} is not supported")
     payload = memoryview(blob)[BLOB_HEADER.size :]
-    if zlib.crc32(payload) != crc:
+    if check_crc and crc32(payload) != crc:
         raise FormatError("blob CRC32 does not match its payload")
     return BlobHeader(flags, raw_length, crc), payload
 

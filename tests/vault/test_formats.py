@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from datetime import UTC, datetime
 
 import pytest
@@ -74,6 +75,25 @@ def test_damaged_blobs_are_refused_with_the_reason(mangle, reason: str) -> None:
 
     with pytest.raises(FormatError, match=reason):
         codec.decode(mangle(blob), digest)
+
+
+@pytest.mark.parametrize("data", [COMPRESSIBLE, RANDOM], ids=["compressed", "raw"])
+def test_the_blob_crc_is_zlibs_crc32_of_the_payload_so_older_blobs_still_check(
+    data: bytes,
+) -> None:
+    codec = ChunkCodec()
+    header, *payload = codec.encode(data, codec.digest(data))
+
+    assert int.from_bytes(header[12:16], "little") == zlib.crc32(b"".join(payload))
+
+
+def test_a_damaged_blob_without_its_crc_checked_is_still_refused_by_its_digest() -> None:
+    codec = ChunkCodec()
+    digest = codec.digest(RANDOM)
+    blob = b"".join(codec.encode(RANDOM, digest))
+
+    with pytest.raises(FormatError, match="does not match its digest"):
+        codec.decode(blob[:-1] + bytes([blob[-1] ^ 1]), digest, check_crc=False)
 
 
 def test_a_blob_under_the_wrong_name_is_refused() -> None:

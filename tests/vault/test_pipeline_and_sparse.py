@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from backup_jobs.vault.pipeline import bounded_map
+from backup_jobs.vault.pipeline import WritePool, bounded_map
 from backup_jobs.vault.sparse import ExtentMap, data_extents, nonzero_runs
 
 
-def test_bounded_map_keeps_order_and_never_has_more_than_the_window_in_flight() -> None:
+def test_bounded_map_maps_every_item_and_never_has_more_than_the_window_in_flight() -> None:
     in_flight, peak = [0], [0]
     lock = threading.Lock()
 
@@ -28,8 +28,71 @@ def test_bounded_map_keeps_order_and_never_has_more_than_the_window_in_flight() 
 
     results = list(bounded_map(work, range(50), threads=4, window=5))
 
-    assert results == [(n, n * n) for n in range(50)]
+    assert sorted(results) == [(n, n * n) for n in range(50)]
     assert peak[0] <= 5
+
+
+def test_bounded_map_yields_as_items_finish_so_a_slow_one_holds_nobody_back() -> None:
+    release = threading.Event()
+
+    def work(n: int) -> int:
+        if n == 0:
+            release.wait(5)
+        return n
+
+    seen = []
+    for n, _ in bounded_map(work, range(30), threads=2, window=4):
+        seen.append(n)
+        if len(seen) == 29:
+            release.set()
+
+    assert seen[-1] == 0 and sorted(seen) == list(range(30))
+
+
+def test_write_pool_blocks_submitters_beyond_its_limit_and_hands_over_every_result() -> None:
+    gate = threading.Event()
+    with WritePool[int](threads=1, limit=2) as pool:
+        for n in range(2):
+            pool.submit(lambda n=n: (gate.wait(5), n)[1])
+        third = threading.Thread(target=lambda: pool.submit(lambda: 2))
+        third.start()
+        third.join(0.2)
+        blocked = third.is_alive()
+        early = pool.finished()
+        gate.set()
+        third.join(5)
+        results = pool.finished(wait_all=True)
+
+    assert blocked and early == [] and sorted(results) == [0, 1, 2]
+    assert pool.finished() == []
+
+
+def test_write_pool_raises_a_failed_write_from_finished() -> None:
+    def fail() -> int:
+        raise OSError(28, "No space left on device")
+
+    with WritePool[int](threads=2, limit=4) as pool:
+        pool.submit(lambda: 1)
+        pool.submit(fail)
+        with pytest.raises(OSError, match="No space"):
+            pool.finished(wait_all=True)
+
+
+def test_write_pool_cancels_the_writes_not_started_when_its_block_is_left() -> None:
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def slow_write() -> None:
+        gate.wait(5)
+        ran.append("running")
+
+    with pytest.raises(KeyboardInterrupt), WritePool[None](threads=1, limit=4) as pool:
+        pool.submit(slow_write)
+        pool.submit(lambda: ran.append("queued"))
+        threading.Timer(0.1, gate.set).start()
+        raise KeyboardInterrupt
+
+    assert ran == ["running"]
 
 
 def test_bounded_map_stops_submitting_when_the_check_raises() -> None:

@@ -1,0 +1,72 @@
+"""Blob writes run on a pool of their own; a recovery point still waits for every one of them.
+
+A point is visible only when all its data is durable (docs/design.md §5): every blob it
+references has been fsynced and linked before its index and manifest are written, and a
+write that fails, even the last one to finish, fails the backup and commits nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_jobs.vault import Vault, verify
+from tests.vault.conftest import SMALL_CHUNK, back_up, restored_bytes, write_image
+
+
+def test_the_index_and_manifest_are_written_only_after_every_blob_is_linked(
+    tmp_path: Path,
+) -> None:
+    Vault.create(tmp_path / "vault", chunk_size=SMALL_CHUNK)
+    image = write_image(tmp_path / "os.raw", [("data", 12 * SMALL_CHUNK)])
+    linked = [0]
+    seen_at: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def slow_links(step: str) -> None:
+        if step == "chunk_temp_written":
+            time.sleep(0.02)  # the disk lags behind the hashing threads
+        elif step == "chunk_linked":
+            with lock:
+                linked[0] += 1
+        else:
+            seen_at.setdefault(step, linked[0])
+
+    manifest = back_up(Vault.open(tmp_path / "vault", fault=slow_links), image)
+
+    assert manifest.disks[0].stored_chunks == 12
+    assert seen_at["idx_temp_written"] == 12
+    assert seen_at["json_temp_written"] == 12
+
+
+def test_a_failed_blob_write_that_finishes_last_fails_the_backup_and_commits_nothing(
+    tmp_path: Path,
+) -> None:
+    Vault.create(tmp_path / "vault", chunk_size=SMALL_CHUNK)
+    image = write_image(tmp_path / "os.raw", [("data", 8 * SMALL_CHUNK)])
+    writes = [0]
+    lock = threading.Lock()
+
+    def full_disk_at_the_end(step: str) -> None:
+        if step != "chunk_temp_written":
+            return
+        with lock:
+            writes[0] += 1
+            last = writes[0] == 8
+        if last:
+            time.sleep(0.2)  # finishes after the hashing threads are all done
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    failing = Vault.open(tmp_path / "vault", fault=full_disk_at_the_end)
+    with pytest.raises(OSError, match="No space"):
+        back_up(failing, image)
+
+    vault = Vault.open(tmp_path / "vault")
+    assert vault.manifests() == []
+    assert verify(vault).ok
+    manifest = back_up(vault, image)
+    assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
