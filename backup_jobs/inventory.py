@@ -32,7 +32,14 @@ from backup_jobs.errors import (
     VMNotFoundInInventory,
     VMNotRunning,
 )
-from backup_jobs.models import VM, Job, PowerState, RegistrationState, VaultConfig
+from backup_jobs.models import (
+    AGENT_VERSION_UNKNOWN,
+    VM,
+    Job,
+    PowerState,
+    RegistrationState,
+    VaultConfig,
+)
 from backup_jobs.provider import (
     CommitGuard,
     Inventory,
@@ -165,6 +172,8 @@ def check_registrable(vm: VM, vault: VaultConfig, max_data_disks: int) -> None:
         raise UnsupportedConfiguration(vm.id, ", ".join(unsupported))
     if not vm.agent_version:
         raise VMAgentNotInstalled(vm.id)
+    if vm.agent_version == AGENT_VERSION_UNKNOWN:
+        return  # the install step finds out, waiting for the agent to answer
     if version_tuple(vm.agent_version) < version_tuple(MIN_AGENT_VERSION):
         raise GuestAgentCertificateNotFound(vm.id, vm.agent_version)
 

@@ -87,7 +87,12 @@ GC_MARGIN_RANGE_SECONDS = (0, 24 * 3600)
 # The time limit of a Prune, Verify or GarbageCollect job: each reads the whole vault.
 MAINTENANCE_TIMEOUT_SECONDS = 6 * 3600
 
-PROVIDERS = ("local",)
+PROVIDERS = ("local", "libvirt")
+# The libvirt provider's default connection: the host's system QEMU driver, as root uses it.
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+# libvirt URIs this provider drives: QEMU/KVM, locally or over a remote transport; test:///
+# is libvirt's mock driver.
+LIBVIRT_URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 
 # Accepted ranges (inclusive) of the numeric settings: anything outside is a typo, not a choice.
 # A week bounds every delay and deadline: the seed's retry delay is 15 minutes, its longest
@@ -143,6 +148,9 @@ class Settings:
     region: str = DEFAULT_REGION
     provider: str = DEFAULT_PROVIDER
     fleet_dir: Path = Path(DEFAULT_DATA_DIR) / "fleet"
+    # The libvirt provider: which libvirt to ask, and where VMs a restore creates keep disks.
+    libvirt_uri: str = DEFAULT_LIBVIRT_URI
+    libvirt_images_dir: Path = Path(DEFAULT_DATA_DIR) / "libvirt-images"
     vault_dir: Path = Path(DEFAULT_DATA_DIR) / "vault"
     # Restores write only inside this directory (on the worker that runs them).
     restore_root: Path = Path(DEFAULT_DATA_DIR) / "restores"
@@ -184,6 +192,8 @@ class Settings:
             region=env.name("REGION", DEFAULT_REGION),
             provider=env.choice("PROVIDER", DEFAULT_PROVIDER, PROVIDERS),
             fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
+            libvirt_uri=env.libvirt_uri("LIBVIRT_URI"),
+            libvirt_images_dir=env.path("LIBVIRT_IMAGES_DIR", data_dir / "libvirt-images"),
             vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
             restore_root=env.path("RESTORE_ROOT", data_dir / "restores"),
             retry_delay_seconds=env.number(
@@ -256,6 +266,13 @@ class Settings:
         return settings
 
     @property
+    def fleet_location(self) -> str:
+        """Where the provider finds the fleet: the local fleet directory, or the libvirt URI."""
+        if self.provider == "libvirt":
+            return self.libvirt_uri
+        return str(Path(self.fleet_dir).resolve())
+
+    @property
     def state_file(self) -> Path:
         """Where `backup-jobs up` records the embedded server it started."""
         return self.data_dir / "server.json"
@@ -285,6 +302,15 @@ class _Env:
                     "or unix:///PATH"
                 )
             )
+        return value
+
+    def libvirt_uri(self, name: str) -> str:
+        """A libvirt URI of a driver this provider drives (``qemu:///system``...)."""
+        value = self.text(name, DEFAULT_LIBVIRT_URI)
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme not in LIBVIRT_URI_SCHEMES:
+            accepted = ", ".join(f"{s}://..." for s in LIBVIRT_URI_SCHEMES)
+            raise _bad(name, value, f"a libvirt URI ({accepted}), e.g. {DEFAULT_LIBVIRT_URI}")
         return value
 
     def readable_file(self, name: str) -> Path | None:
