@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from backup_jobs.provider import (
     Unreadable,
 )
 from backup_jobs.providers.libvirt_api import AgentNoAnswer, AgentNotConfigured, Libvirt
-from backup_jobs.providers.libvirt_backup import LibvirtBackups
+from backup_jobs.providers.libvirt_backup import LibvirtBackups, convert
 from backup_jobs.providers.libvirt_domains import (
     DEFAULT_MEMORY_MIB,
     DEFAULT_VCPUS,
@@ -57,7 +56,6 @@ STAGING = ".staging"
 AGENT_QUERY_TIMEOUT_SECONDS = 2
 # How often the install asks the agent again while it waits for an answer.
 AGENT_RETRY_SECONDS = 0.5
-CONVERT_TIMEOUT_SECONDS = 6 * 3600
 
 
 class LibvirtProvider:
@@ -250,7 +248,7 @@ class LibvirtProvider:
         try:
             for disk in (template.os_disk, *template.data_disks):
                 target = folder / f"{disk.name}.qcow2"
-                _convert(staging / f"{disk.name}.img", target)
+                convert(staging / f"{disk.name}.img", "raw", target, "qcow2")
                 disks.append(DomainDisk(disk.name, str(target), "qcow2"))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -263,17 +261,3 @@ class LibvirtProvider:
             view = parse_domain(self.api.inactive_xml(source))
             return view.memory_kib, view.vcpus
         return DEFAULT_MEMORY_MIB * 1024, DEFAULT_VCPUS
-
-
-def _convert(source: Path, target: Path) -> None:
-    try:
-        subprocess.run(
-            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(source), str(target)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=CONVERT_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        raise ProviderStorageError(f"{target}: {detail.strip()}") from exc

@@ -251,9 +251,16 @@ def _raw_view(disk: DomainDisk, folder: Path) -> Path:
     if disk.format == "raw":
         return Path(disk.path)
     target = folder / f"{disk.target}.raw"
+    convert(Path(disk.path), disk.format, target, "raw")
+    return target
+
+
+def convert(source: Path, source_format: str, target: Path, target_format: str) -> None:
+    """``qemu-img convert`` one image into another format; ``ProviderError`` saying why not."""
     try:
+        command = ["qemu-img", "convert", "-f", source_format, "-O", target_format]
         subprocess.run(
-            ["qemu-img", "convert", "-f", disk.format, "-O", "raw", disk.path, str(target)],
+            [*command, str(source), str(target)],
             check=True,
             capture_output=True,
             text=True,
@@ -261,5 +268,4 @@ def _raw_view(disk: DomainDisk, folder: Path) -> Path:
         )
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
-        raise ProviderError(f"reading {disk.path} with qemu-img: {detail.strip()}") from exc
-    return target
+        raise ProviderError(f"qemu-img convert {source} to {target}: {detail.strip()}") from exc

@@ -126,6 +126,9 @@ class Host:
             f'qemu-io -d {backend} "write -P {pattern:#x} {offset} {length}"',
         )
         assert "rror" not in out, out
+        # Flushed, so that qcow2's cached metadata is in the file when a test reads it beside.
+        out = virsh("qemu-monitor-command", domain, "--hmp", f'qemu-io -d {backend} "flush"')
+        assert "rror" not in out, out
 
     def remove(self, name: str) -> None:
         """Destroy and undefine a domain with its checkpoints' metadata."""
