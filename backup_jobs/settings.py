@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from backup_jobs.errors import ConfigurationError
+from backup_jobs.errors import MIN_AGENT_VERSION, ConfigurationError
 
 PREFIX = "BACKUP_JOBS_"
 
@@ -93,6 +93,11 @@ DEFAULT_LIBVIRT_URI = "qemu:///system"
 # libvirt URIs this provider drives: QEMU/KVM, locally or over a remote transport; test:///
 # is libvirt's mock driver.
 LIBVIRT_URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
+# The oldest QEMU guest agent Register accepts on libvirt domains (the seed's version rule; its
+# own minimum is an Azure agent's): 2.5 has guest-fsfreeze-freeze with hooks and guest-exec;
+# Debian 12 ships 7.2.
+DEFAULT_LIBVIRT_MIN_AGENT_VERSION = "2.5"
+AGENT_VERSION_FORM = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}")
 
 # Accepted ranges (inclusive) of the numeric settings: anything outside is a typo, not a choice.
 # A week bounds every delay and deadline: the seed's retry delay is 15 minutes, its longest
@@ -151,6 +156,7 @@ class Settings:
     # The libvirt provider: which libvirt to ask, and where VMs a restore creates keep disks.
     libvirt_uri: str = DEFAULT_LIBVIRT_URI
     libvirt_images_dir: Path = Path(DEFAULT_DATA_DIR) / "libvirt-images"
+    libvirt_min_agent_version: str = DEFAULT_LIBVIRT_MIN_AGENT_VERSION
     vault_dir: Path = Path(DEFAULT_DATA_DIR) / "vault"
     # Restores write only inside this directory (on the worker that runs them).
     restore_root: Path = Path(DEFAULT_DATA_DIR) / "restores"
@@ -194,6 +200,9 @@ class Settings:
             fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
             libvirt_uri=env.libvirt_uri("LIBVIRT_URI"),
             libvirt_images_dir=env.path("LIBVIRT_IMAGES_DIR", data_dir / "libvirt-images"),
+            libvirt_min_agent_version=env.version(
+                "LIBVIRT_MIN_AGENT_VERSION", DEFAULT_LIBVIRT_MIN_AGENT_VERSION
+            ),
             vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
             restore_root=env.path("RESTORE_ROOT", data_dir / "restores"),
             retry_delay_seconds=env.number(
@@ -273,6 +282,13 @@ class Settings:
         return str(Path(self.fleet_dir).resolve())
 
     @property
+    def min_agent_version(self) -> str:
+        """The oldest VM agent Register accepts: the QEMU guest agent's minimum on libvirt."""
+        if self.provider == "libvirt":
+            return self.libvirt_min_agent_version
+        return MIN_AGENT_VERSION
+
+    @property
     def state_file(self) -> Path:
         """Where `backup-jobs up` records the embedded server it started."""
         return self.data_dir / "server.json"
@@ -311,6 +327,13 @@ class _Env:
         if not sep or scheme not in LIBVIRT_URI_SCHEMES:
             accepted = ", ".join(f"{s}://..." for s in LIBVIRT_URI_SCHEMES)
             raise _bad(name, value, f"a libvirt URI ({accepted}), e.g. {DEFAULT_LIBVIRT_URI}")
+        return value
+
+    def version(self, name: str, default: str) -> str:
+        """A dotted version of 1 to 4 numbers (``7.2``, ``2.6.1198.718``)."""
+        value = self.text(name, default)
+        if not AGENT_VERSION_FORM.fullmatch(value):
+            raise _bad(name, value, "1 to 4 dot-separated numbers, e.g. 7.2")
         return value
 
     def readable_file(self, name: str) -> Path | None:

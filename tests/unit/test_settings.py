@@ -132,3 +132,21 @@ def test_a_libvirt_uri_of_another_driver_or_no_uri_is_refused_naming_the_variabl
 
     assert f"BACKUP_JOBS_LIBVIRT_URI={uri!r}" in raised.value.message
     assert "qemu:///system" in raised.value.message
+
+
+def test_the_minimum_agent_version_is_the_seeds_except_on_libvirt_where_it_is_a_setting() -> None:
+    libvirt = {"BACKUP_JOBS_PROVIDER": "libvirt"}
+
+    assert Settings.from_env({}).min_agent_version == "2.6.1198.718"
+    assert Settings.from_env(libvirt).min_agent_version == "2.5"
+    assert (
+        Settings.from_env({**libvirt, "BACKUP_JOBS_LIBVIRT_MIN_AGENT_VERSION": "8.1"})
+    ).min_agent_version == "8.1"
+
+
+@pytest.mark.parametrize("version", ["", "seven", "7.", "1.2.3.4.5", "v7.2"])
+def test_a_minimum_agent_version_that_is_not_dotted_numbers_is_refused(version: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"BACKUP_JOBS_LIBVIRT_MIN_AGENT_VERSION": version or " "})
+
+    assert "BACKUP_JOBS_LIBVIRT_MIN_AGENT_VERSION" in raised.value.message
