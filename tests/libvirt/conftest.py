@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.libvirt import guest
 from tests.libvirt.host import Host, libvirt_host
 
 
@@ -13,3 +14,14 @@ from tests.libvirt.host import Host, libvirt_host
 def host() -> Iterator[Host]:
     with libvirt_host() as found:
         yield found
+
+
+@pytest.fixture(scope="session")
+def agent_guest(host: Host) -> Iterator[guest.Guest]:
+    """The session's small Linux guest with a responding agent (booted once, ≈ 7 s under TCG)."""
+    reason = guest.missing()
+    if reason:
+        pytest.skip(reason)
+    booted = guest.start_agent_guest(host, host.folder / "agent-guest")
+    yield booted
+    host.remove(booted.domain)

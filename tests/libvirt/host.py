@@ -88,8 +88,11 @@ class Host:
         channel: bool = False,
         start: bool = True,
         extra: str = "",
+        boot: str = "<os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>",
+        domain_type: str | None = None,
     ) -> str:
-        """Define (and start) a no-OS domain ``<prefix>.<role>`` over ``disks``."""
+        """Define (and start) a domain ``<prefix>.<role>`` over ``disks``: no OS unless ``boot``
+        (an ``<os>`` element) names a kernel to boot directly."""
         name = f"{self.prefix}.{role}"
         devices = "".join(
             f"<disk type='file' device='disk'><driver name='qemu' type='{p.suffix[1:]}'/>"
@@ -102,15 +105,15 @@ class Host:
                 "</channel>"
             )
         xml = (
-            f"<domain type='{self.domain_type}'><name>{name}</name>"
+            f"<domain type='{domain_type or self.domain_type}'><name>{name}</name>"
             f"<memory unit='MiB'>{NO_OS_MEMORY_MIB}</memory><vcpu>1</vcpu>"
-            "<os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>"
-            f"<devices>{devices}<interface type='user'><model type='virtio'/></interface>"
+            f"{boot}<devices>{devices}<interface type='user'><model type='virtio'/></interface>"
             f"{extra}</devices></domain>"
         )
         path = self.folder / f"{name}.xml"
         path.write_text(xml)
-        self.domains.append(name)
+        if name not in self.domains:
+            self.domains.append(name)
         virsh("define", str(path))
         if start:
             virsh("start", name)
@@ -137,7 +140,7 @@ class Host:
 
 
 def _start_daemons() -> list[str]:
-    started = []
+    started: list[str] = []
     if _answers():
         return started
     for daemon in ("virtlogd", "libvirtd"):
