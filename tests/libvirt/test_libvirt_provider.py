@@ -7,28 +7,20 @@ domains through QEMU's own qemu-io (``Host.write``): there is no guest OS to wri
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from backup_jobs import errors, jobs
+from backup_jobs import errors
 from backup_jobs.backups import run_backup
-from backup_jobs.context import JobContext
 from backup_jobs.inventory import check_registrable, register
-from backup_jobs.items import ProtectedItem, ProtectionState
 from backup_jobs.models import AGENT_VERSION_UNKNOWN, Operation, PowerState, VaultConfig
 from backup_jobs.provider import CommitGuard
-from backup_jobs.providers.libvirt import LibvirtProvider
-from backup_jobs.settings import Settings, Timeouts
-from backup_jobs.testing import FrozenClock, MemoryCatalog
 from backup_jobs.vault import RestoreRequest, Vault, restore
 from tests.libvirt.host import URI, Host, virsh
+from tests.libvirt.usecases import content, context, libvirt_provider, restored
 
-T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 MiB = 1 << 20
 CHUNK = 4 * MiB
 
@@ -50,53 +42,10 @@ def domains(host: Host) -> Iterator[dict[str, str]]:
         host.remove(name)
 
 
-def _provider(tmp_path: Path) -> LibvirtProvider:
-    return LibvirtProvider(URI, "r1", tmp_path / "images")
-
-
-def _context(tmp_path: Path, vm: str, **timeouts: int) -> JobContext:
-    catalog, clock = MemoryCatalog(), FrozenClock(T0)
-    catalog.put_item(ProtectedItem("v", vm, "nightly", ProtectionState.PENDING))
-    job = jobs.new_job("v", Operation.BACKUP, vm, vm, 3, clock)
-    catalog.create_job(job, T0)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
-    assert started is not None
-    settings = Settings(vault_dir=tmp_path / "vault", timeouts=Timeouts(**timeouts))
-    vault = VaultConfig("v", "r1", "libvirt", URI, str(tmp_path / "vault"))
-    return JobContext(
-        started.job,
-        started.fence,
-        vault,
-        catalog,
-        _provider(tmp_path),
-        settings,
-        lambda: None,
-        clock=clock,
-    )
-
-
-def _content(image: Path) -> bytes:
-    """A disk's content now, read beside the running domain (-U: no lock taken)."""
-    raw = image.with_suffix(".now")
-    subprocess.run(
-        ["qemu-img", "convert", "-U", "-O", "raw", str(image), str(raw)], check=True, timeout=60
-    )
-    try:
-        return raw.read_bytes()
-    finally:
-        raw.unlink()
-
-
-def _restored(tmp_path: Path, point: str, disk: str = "vda") -> bytes:
-    out = tmp_path / "out" / point
-    restore(Vault.open(tmp_path / "vault"), RestoreRequest(point, out, tmp_path))
-    return (out / f"{disk}.img").read_bytes()
-
-
 def test_discovery_lists_the_test_domains_in_their_cloud_service(
     host: Host, domains: dict[str, str], tmp_path: Path
 ) -> None:
-    vms = {vm.name: vm for vm in _provider(tmp_path).list_vms().vms}
+    vms = {vm.name: vm for vm in libvirt_provider(tmp_path).list_vms().vms}
 
     bare, silent, stopped = (vms[domains[k]] for k in ("bare", "silent", "stopped"))
     assert {bare.cloud_service, silent.cloud_service, stopped.cloud_service} == {host.prefix}
@@ -111,7 +60,7 @@ def test_discovery_lists_the_test_domains_in_their_cloud_service(
 def test_register_of_a_domain_without_agent_channel_fails_with_vm_agent_not_installed(
     domains: dict[str, str], tmp_path: Path
 ) -> None:
-    vm = _provider(tmp_path).get_vm(f"{domains['bare'].split('.')[0]}/{domains['bare']}")
+    vm = libvirt_provider(tmp_path).get_vm(f"{domains['bare'].split('.')[0]}/{domains['bare']}")
     assert vm is not None
 
     with pytest.raises(errors.VMAgentNotInstalled):
@@ -122,8 +71,7 @@ def test_register_of_a_domain_whose_agent_never_answers_times_out(
     domains: dict[str, str], tmp_path: Path
 ) -> None:
     vm_id = f"{domains['silent'].split('.')[0]}/{domains['silent']}"
-    ctx = _context(tmp_path, vm_id, install_agent_seconds=1)
-    ctx = replace(ctx, job=replace(ctx.job, operation=Operation.REGISTER))
+    ctx = context(tmp_path, vm_id, Operation.REGISTER, install_agent_seconds=1)
 
     with pytest.raises(errors.InstallAgentTimeout):
         register(ctx)
@@ -135,7 +83,7 @@ def test_register_of_a_domain_whose_agent_never_answers_times_out(
 def test_a_running_domain_without_agent_gives_a_crash_consistent_snapshot(
     domains: dict[str, str], tmp_path: Path
 ) -> None:
-    provider = _provider(tmp_path)
+    provider = libvirt_provider(tmp_path)
     vm_id = f"{domains['bare'].split('.')[0]}/{domains['bare']}"
 
     snapshot = provider.take_snapshot(vm_id, 60, lambda: None, CommitGuard(1, lambda: None, "v"))
@@ -156,18 +104,18 @@ def test_full_then_incremental_reads_only_changed_blocks_and_each_point_restores
     image = host.folder / "silent.qcow2"
     host.write(name, 0x5A, 1 * MiB, 3 * MiB)
     host.write(name, 0x33, 40 * MiB, 2 * MiB)
-    first = run_backup(_context(tmp_path, vm_id))
-    at_first = _content(image)
+    first = run_backup(context(tmp_path, vm_id))
+    at_first = content(image)
     host.write(name, 0x61, 20 * MiB, 128 << 10)
-    second = run_backup(_context(tmp_path, vm_id))
-    at_second = _content(image)
+    second = run_backup(context(tmp_path, vm_id))
+    at_second = content(image)
 
     # The agent channel is there but silent: the freeze fails, the point is crash consistent.
     assert first["consistency"] == second["consistency"] == "CrashConsistent"
     assert first["chunks_read"] == 2 and second["chunks_read"] == 1
     assert virsh("domstate", name).strip() == "running"
-    assert _restored(tmp_path, first["recovery_point_id"]) == at_first
-    assert _restored(tmp_path, second["recovery_point_id"]) == at_second != at_first
+    assert restored(tmp_path, first["recovery_point_id"]) == at_first
+    assert restored(tmp_path, second["recovery_point_id"]) == at_second != at_first
 
 
 def test_a_backup_whose_checkpoint_is_gone_reads_the_whole_disk(
@@ -176,15 +124,15 @@ def test_a_backup_whose_checkpoint_is_gone_reads_the_whole_disk(
     name = domains["silent"]
     vm_id = f"{name.split('.')[0]}/{name}"
     host.write(name, 0x44, 8 * MiB, MiB)
-    run_backup(_context(tmp_path, vm_id))
+    run_backup(context(tmp_path, vm_id))
     for checkpoint in virsh("checkpoint-list", name, "--name").split():
         virsh("checkpoint-delete", name, checkpoint)
     host.write(name, 0x45, 12 * MiB, MiB)
 
-    again = run_backup(_context(tmp_path, vm_id))
+    again = run_backup(context(tmp_path, vm_id))
 
     assert again["chunks_read"] >= 2  # both written chunks read again, not just the changed one
-    assert _restored(tmp_path, again["recovery_point_id"]) == _content(host.folder / "silent.qcow2")
+    assert restored(tmp_path, again["recovery_point_id"]) == content(host.folder / "silent.qcow2")
 
 
 def test_a_stopped_domain_is_read_from_its_image_files_crash_consistent(
@@ -195,7 +143,7 @@ def test_a_stopped_domain_is_read_from_its_image_files_crash_consistent(
     with data.open("r+b") as image:
         image.seek(5 * MiB)
         image.write(b"\x7f" * MiB)
-    provider = _provider(tmp_path)
+    provider = libvirt_provider(tmp_path)
     vm_id = f"{name.split('.')[0]}/{name}"
 
     snapshot = provider.take_snapshot(vm_id, 60, lambda: None, CommitGuard(1, lambda: None, "v"))
@@ -215,9 +163,9 @@ def test_restore_as_a_new_vm_defines_a_domain_over_the_restored_disks(
     name = domains["silent"]
     vm_id = f"{name.split('.')[0]}/{name}"
     host.write(name, 0x11, 2 * MiB, MiB)
-    ctx = _context(tmp_path, vm_id)
+    ctx = context(tmp_path, vm_id)
     point = run_backup(ctx)["recovery_point_id"]
-    provider = _provider(tmp_path)
+    provider = libvirt_provider(tmp_path)
     template = provider.get_vm(vm_id)
     assert template is not None
     staging = provider.restore_staging("job-1")
@@ -233,4 +181,4 @@ def test_restore_as_a_new_vm_defines_a_domain_over_the_restored_disks(
     assert created.id == new_id and created.power_state == PowerState.STOPPED
     assert created.agent_version == AGENT_VERSION_UNKNOWN  # the new domain has an agent channel
     image = Path(created.os_disk.path)
-    assert image.suffix == ".qcow2" and _content(image) == _content(host.folder / "silent.qcow2")
+    assert image.suffix == ".qcow2" and content(image) == content(host.folder / "silent.qcow2")
