@@ -9,7 +9,8 @@ Built once per session from Debian's packages that tests/setup-libvirt.sh instal
   fsfreeze hook.
 
 The init mounts proc/sys/dev, loads the modules, mounts the data disk ``/dev/vda`` (ext4, made
-on the host with ``mkfs.ext4`` before the guest starts) on ``/mnt`` and runs ``qemu-ga`` on
+on the host with ``mkfs.ext4`` before the guest starts) on ``/mnt`` (``/dev/vdb`` is a blank
+disk) and runs ``qemu-ga`` on
 the ``org.qemu.guest_agent.0`` port (found through sysfs: no udev, so no
 ``/dev/virtio-ports`` links). qemu-ga runs the hook on every freeze and thaw; the hook logs
 each to ``/run/fsfreeze.log`` and fails a freeze while ``/run/fail-freeze`` exists, which is
@@ -84,6 +85,9 @@ BOOT_TIMEOUT_SECONDS = 120
 KVM_PROBE_SECONDS = 5
 # The ext4 data disk: 16 chunks of the vault's 4 MiB, so an incremental's few are plain to see.
 DATA_DISK_MIB = 64
+# A second disk with no file system (vdb): the guest writes it with dd, and a restore of it is
+# byte-identical to it (the ext4 disk's superblock changes with every thaw).
+BLANK_DISK_MIB = 16
 
 
 def missing() -> str | None:
@@ -195,10 +199,11 @@ def ext4_disk(host: Host, name: str, size_mib: int) -> Path:
 
 @dataclass
 class Guest:
-    """The running agent guest: its domain, its ext4 data disk's image."""
+    """The running agent guest: its domain, its ext4 disk's image (vda), a blank disk's (vdb)."""
 
     domain: str
     image: Path
+    blank: Path
     console: Path
 
     def agent(self, command: str, **arguments: object) -> object:
@@ -268,6 +273,7 @@ def start_agent_guest(host: Host, folder: Path) -> Guest:
     """
     kernel, initrd = build_boot_files(folder)
     image = ext4_disk(host, "agent", DATA_DISK_MIB)
+    blank = host.disk("agent-blank", f"{BLANK_DISK_MIB}M")
     console = host.folder / "agent-console.log"
     serial = f"<serial type='file'><source path='{console}'/><target port='0'/></serial>"
     kinds = ["kvm", "qemu"] if host.domain_type == "kvm" else ["qemu"]
@@ -275,13 +281,13 @@ def start_agent_guest(host: Host, folder: Path) -> Guest:
         console.unlink(missing_ok=True)
         name = host.domain(
             "agent",
-            [image],
+            [image, blank],
             channel=True,
             boot=agent_guest_os(kernel, initrd),
             extra=serial,
             domain_type=kind,
         )
-        guest = Guest(name, image, console)
+        guest = Guest(name, image, blank, console)
         if kind == kinds[-1] or _prints(console, KVM_PROBE_SECONDS):
             break
         host.remove(name)

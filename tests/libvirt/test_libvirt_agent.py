@@ -17,7 +17,7 @@ from backup_jobs import errors
 from backup_jobs.backups import run_backup
 from backup_jobs.inventory import register
 from backup_jobs.models import JobStatus, Operation
-from tests.libvirt.guest import DATA_DISK_MIB, Guest
+from tests.libvirt.guest import BLANK_DISK_MIB, DATA_DISK_MIB, Guest
 from tests.libvirt.host import virsh
 from tests.libvirt.usecases import content, context, libvirt_provider, restored_file
 
@@ -125,8 +125,8 @@ def test_writes_in_the_guest_then_an_incremental_reads_only_changed_chunks_and_p
     second = run_backup(context(tmp_path, vm_id, settings=LIBVIRT))
     at_second = content(agent_guest.image)
 
-    chunks = DATA_DISK_MIB * MiB // CHUNK
-    # 2 MiB of file data, its inode and bitmaps, the journal: a few chunks, not the disk's 16.
+    chunks = (DATA_DISK_MIB + BLANK_DISK_MIB) * MiB // CHUNK
+    # 2 MiB of file data, its inode and bitmaps, the journal: a few chunks, not the disks' 20.
     assert 1 <= second["chunks_read"] <= 5 < chunks == second["chunks"]
     assert second["consistency"] == first["consistency"] == "FileSystemConsistent"
     images = [restored_file(tmp_path, p["recovery_point_id"]) for p in (first, second)]
