@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import REPO
+from tests.libvirt.host import missing as libvirt_missing
 
 TINY = {
     "control_plane": ["--vms", "4", "--runs", "1"],
@@ -22,6 +23,7 @@ TINY = {
     "incremental": ["--size-gib", "0.1", "--fill-percent", "20", "--runs", "1"],
     "vault_throughput": ["--size-gib", "0.125", "--runs", "1"],
     "job_list": ["--jobs", "2000", "--sample", "200", "--runs", "1", "--repeats", "2"],
+    "libvirt_backup": ["--size-gib", "0.05", "--fill-percent", "20", "--runs", "1"],
 }
 # What the last lines of each report say.
 REPORTS = {
@@ -31,6 +33,7 @@ REPORTS = {
     "incremental": "incremental, tracked",
     "vault_throughput": "full backup",
     "job_list": "newest 50, Failed",
+    "libvirt_backup": "incremental, libvirt",
 }
 
 
@@ -38,6 +41,8 @@ REPORTS = {
 def test_a_benchmark_runs_tiny_to_its_report_and_leaves_no_work_directory(
     name: str, tmp_path: Path
 ) -> None:
+    if name == "libvirt_backup" and (reason := libvirt_missing()):
+        pytest.skip(reason)
     # Without a given server each benchmark starts an embedded one of its own.
     env = {k: v for k, v in os.environ.items() if k != "BACKUP_JOBS_REDIS_URL"}
     result = subprocess.run(
