@@ -130,12 +130,18 @@ def report(args: argparse.Namespace, m: dict[str, list[float]]) -> None:
     )
 
 
-def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--size-gib", type=float, default=20.0)
-    parser.add_argument("--fill-percent", type=float, default=10.0)
+def change_arguments(doc: str, size_gib: float, fill_percent: float) -> argparse.Namespace:
+    """``--size-gib``, ``--fill-percent`` and ``--percent`` (rewritten per run), with ``--runs``
+    and ``--dir``: what a benchmark of incrementals after a change takes."""
+    parser = arguments(doc)
+    parser.add_argument("--size-gib", type=float, default=size_gib)
+    parser.add_argument("--fill-percent", type=float, default=fill_percent)
     parser.add_argument("--percent", type=float, default=1.0, help="rewritten per run")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = change_arguments(__doc__, size_gib=20.0, fill_percent=10.0)
     with workspace(args.dir, "bj-incr-bench-") as work:
         m = run(args, work)
     report(args, m)

@@ -32,8 +32,8 @@ from backup_jobs.providers.local import LocalFleet, LocalProvider
 from backup_jobs.providers.local_disks import DiskStore
 from backup_jobs.vault import Vault
 from backup_jobs.vault.source import ImageReader
-from benchmarks.common import arguments, header, row, workspace
-from benchmarks.incremental import REGION, VM, back_up, make_vm
+from benchmarks.common import header, row, workspace
+from benchmarks.incremental import REGION, VM, back_up, change_arguments, make_vm
 from benchmarks.vault_throughput import GIB
 from tests.libvirt.host import URI, Host, libvirt_host
 
@@ -173,11 +173,7 @@ def report(args: argparse.Namespace, m: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--size-gib", type=float, default=4.0)
-    parser.add_argument("--fill-percent", type=float, default=25.0)
-    parser.add_argument("--percent", type=float, default=1.0, help="rewritten per run")
-    args = parser.parse_args()
+    args = change_arguments(__doc__, size_gib=4.0, fill_percent=25.0)
     with workspace(args.dir, "bj-libvirt-bench-") as work, libvirt_host() as host:
         m = run(args, work, host)
     report(args, m)
