@@ -130,9 +130,8 @@ def build_boot_files(folder: Path) -> tuple[Path, Path]:
         files[f"lib/modules/{name}.ko"] = (0o644, (modules / f"{module}.ko").read_bytes())
     for library in _libraries("/usr/sbin/qemu-ga"):
         files[library.lstrip("/")] = (0o755, Path(library).read_bytes())
-    links = {"bin/sh": "busybox"}
+    links = {"bin/sh": "busybox", "var/run": "../run"}
     folders = ["dev", "proc", "sys", "mnt", "run", "tmp", "var", "etc", "usr/sbin"]
-    links["var/run"] = "../run"
     initrd.write_bytes(_cpio(folders, files, links))
     shutil.rmtree(tree)
     return kernel, initrd
