@@ -61,7 +61,9 @@ def run_backup(ctx: JobContext) -> dict[str, Any]:
     ctx.warnings.extend(snapshot.warnings)
     _record(ctx, item, manifest)
     transfer = ctx.subtasks[1]
+    freeze = {} if snapshot.freeze_seconds is None else {"freeze_seconds": snapshot.freeze_seconds}
     return {
+        **freeze,
         "recovery_point_id": manifest.id,
         "consistency": manifest.consistency,
         "backup_size_bytes": manifest.size_bytes,

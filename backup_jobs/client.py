@@ -143,7 +143,7 @@ class Client(MaintenanceVerbs, RestoreVerbs):
             name=settings.vault,
             region=settings.region,
             provider=settings.provider,
-            fleet_dir=str(Path(settings.fleet_dir).resolve()),
+            fleet_dir=settings.fleet_location,
             vault_dir=str(Path(settings.vault_dir).resolve()),
         )
 

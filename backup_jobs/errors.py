@@ -300,11 +300,8 @@ class VMAgentNotInstalled(InvalidInput):
 class GuestAgentCertificateNotFound(InvalidInput):
     """Raised when the VM agent is older than the minimum supported version."""
 
-    template = (
-        "VM Guest Agent Certificate not found (VM agent {detail} is older than "
-        + MIN_AGENT_VERSION
-        + ")."
-    )
+    # The detail says which version is older than which minimum: the minimum is a setting.
+    template = "VM Guest Agent Certificate not found (VM agent {detail})."
     action = f"Install the latest VM agent ({MIN_AGENT_VERSION} or higher)."
 
 

@@ -32,7 +32,14 @@ from backup_jobs.errors import (
     VMNotFoundInInventory,
     VMNotRunning,
 )
-from backup_jobs.models import VM, Job, PowerState, RegistrationState, VaultConfig
+from backup_jobs.models import (
+    AGENT_VERSION_UNKNOWN,
+    VM,
+    Job,
+    PowerState,
+    RegistrationState,
+    VaultConfig,
+)
 from backup_jobs.provider import (
     CommitGuard,
     Inventory,
@@ -158,8 +165,14 @@ def check_submittable(vm: VM, vault: VaultConfig) -> None:
         raise AlreadyRegistered(vm.id)
 
 
-def check_registrable(vm: VM, vault: VaultConfig, max_data_disks: int) -> None:
-    """Raise the seed's error for the first reason ``vm`` cannot take the backup extension."""
+def check_registrable(
+    vm: VM, vault: VaultConfig, max_data_disks: int, min_agent_version: str = MIN_AGENT_VERSION
+) -> None:
+    """Raise the seed's error for the first reason ``vm`` cannot take the backup extension.
+
+    ``min_agent_version`` is the seed's for its VM agent; a provider with another agent (the
+    QEMU guest agent) has its own, from the settings.
+    """
     if vm.region != vault.region:
         raise RegionMismatch(vm.id, f"VM in {vm.region}, vault {vault.name} in {vault.region}")
     if vm.power_state != PowerState.RUNNING:
@@ -184,8 +197,14 @@ def check_registrable(vm: VM, vault: VaultConfig, max_data_disks: int) -> None:
         raise UnsupportedConfiguration(vm.id, ", ".join(unsupported))
     if not vm.agent_version:
         raise VMAgentNotInstalled(vm.id)
-    if version_tuple(vm.agent_version) < version_tuple(MIN_AGENT_VERSION):
-        raise GuestAgentCertificateNotFound(vm.id, vm.agent_version)
+    if vm.agent_version == AGENT_VERSION_UNKNOWN:
+        return  # the install step finds out, waiting for the agent to answer
+    if version_tuple(vm.agent_version) < version_tuple(min_agent_version):
+        raise GuestAgentCertificateNotFound(
+            vm.id,
+            f"{vm.agent_version} is older than {min_agent_version}",
+            f"Install the latest VM agent ({min_agent_version} or higher).",
+        )
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -205,7 +224,7 @@ def register(ctx: JobContext) -> dict[str, Any]:
             # An earlier attempt of this job registered the VM but died before recording it.
             return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
         raise AlreadyRegistered(vm_id)
-    check_registrable(vm, ctx.vault, ctx.settings.max_data_disks)
+    check_registrable(vm, ctx.vault, ctx.settings.max_data_disks, ctx.settings.min_agent_version)
     ctx.catalog.put_vm_state(
         vault,
         replace(vm, registration=RegistrationState.REGISTERING, last_job_id=ctx.job.id),

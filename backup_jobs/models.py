@@ -131,6 +131,12 @@ def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+# A VM agent the provider knows is configured but whose version it could not read yet (the
+# libvirt provider's guest agent channel before the agent answered): registration then waits
+# for the agent itself, up to the install timeout.
+AGENT_VERSION_UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class Disk:
     """One disk of a VM: the OS disk or a data disk."""

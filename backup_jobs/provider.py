@@ -86,13 +86,17 @@ class SnapshotDisk:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A point-in-time view of a VM's disks, and the consistency it was taken with."""
+    """A point-in-time view of a VM's disks, and the consistency it was taken with.
+
+    ``freeze_seconds``: how long the guest was frozen for it, when the provider froze it.
+    """
 
     id: str
     vm_id: str
     consistency: str
     disks: tuple[SnapshotDisk, ...]
     warnings: tuple[str, ...] = ()
+    freeze_seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from backup_jobs.errors import ConfigurationError
+from backup_jobs.errors import MIN_AGENT_VERSION, ConfigurationError
 
 PREFIX = "BACKUP_JOBS_"
 
@@ -87,7 +87,17 @@ GC_MARGIN_RANGE_SECONDS = (0, 24 * 3600)
 # The time limit of a Prune, Verify or GarbageCollect job: each reads the whole vault.
 MAINTENANCE_TIMEOUT_SECONDS = 6 * 3600
 
-PROVIDERS = ("local",)
+PROVIDERS = ("local", "libvirt")
+# The libvirt provider's default connection: the host's system QEMU driver, as root uses it.
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+# libvirt URIs this provider drives: QEMU/KVM, locally or over a remote transport; test:///
+# is libvirt's mock driver.
+LIBVIRT_URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
+# The oldest QEMU guest agent Register accepts on libvirt domains (the seed's version rule; its
+# own minimum is an Azure agent's): 2.5 has guest-fsfreeze-freeze with hooks and guest-exec;
+# Debian 12 ships 7.2.
+DEFAULT_LIBVIRT_MIN_AGENT_VERSION = "2.5"
+AGENT_VERSION_FORM = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}")
 
 # Accepted ranges (inclusive) of the numeric settings: anything outside is a typo, not a choice.
 # A week bounds every delay and deadline: the seed's retry delay is 15 minutes, its longest
@@ -143,6 +153,10 @@ class Settings:
     region: str = DEFAULT_REGION
     provider: str = DEFAULT_PROVIDER
     fleet_dir: Path = Path(DEFAULT_DATA_DIR) / "fleet"
+    # The libvirt provider: which libvirt to ask, and where VMs a restore creates keep disks.
+    libvirt_uri: str = DEFAULT_LIBVIRT_URI
+    libvirt_images_dir: Path = Path(DEFAULT_DATA_DIR) / "libvirt-images"
+    libvirt_min_agent_version: str = DEFAULT_LIBVIRT_MIN_AGENT_VERSION
     vault_dir: Path = Path(DEFAULT_DATA_DIR) / "vault"
     # Restores write only inside this directory (on the worker that runs them).
     restore_root: Path = Path(DEFAULT_DATA_DIR) / "restores"
@@ -184,6 +198,11 @@ class Settings:
             region=env.name("REGION", DEFAULT_REGION),
             provider=env.choice("PROVIDER", DEFAULT_PROVIDER, PROVIDERS),
             fleet_dir=env.path("FLEET_DIR", data_dir / "fleet"),
+            libvirt_uri=env.libvirt_uri("LIBVIRT_URI"),
+            libvirt_images_dir=env.path("LIBVIRT_IMAGES_DIR", data_dir / "libvirt-images"),
+            libvirt_min_agent_version=env.version(
+                "LIBVIRT_MIN_AGENT_VERSION", DEFAULT_LIBVIRT_MIN_AGENT_VERSION
+            ),
             vault_dir=env.path("VAULT_DIR", data_dir / "vault"),
             restore_root=env.path("RESTORE_ROOT", data_dir / "restores"),
             retry_delay_seconds=env.number(
@@ -256,6 +275,20 @@ class Settings:
         return settings
 
     @property
+    def fleet_location(self) -> str:
+        """Where the provider finds the fleet: the local fleet directory, or the libvirt URI."""
+        if self.provider == "libvirt":
+            return self.libvirt_uri
+        return str(Path(self.fleet_dir).resolve())
+
+    @property
+    def min_agent_version(self) -> str:
+        """The oldest VM agent Register accepts: the QEMU guest agent's minimum on libvirt."""
+        if self.provider == "libvirt":
+            return self.libvirt_min_agent_version
+        return MIN_AGENT_VERSION
+
+    @property
     def state_file(self) -> Path:
         """Where `backup-jobs up` records the embedded server it started."""
         return self.data_dir / "server.json"
@@ -285,6 +318,22 @@ class _Env:
                     "or unix:///PATH"
                 )
             )
+        return value
+
+    def libvirt_uri(self, name: str) -> str:
+        """A libvirt URI of a driver this provider drives (``qemu:///system``...)."""
+        value = self.text(name, DEFAULT_LIBVIRT_URI)
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme not in LIBVIRT_URI_SCHEMES:
+            accepted = ", ".join(f"{s}://..." for s in LIBVIRT_URI_SCHEMES)
+            raise _bad(name, value, f"a libvirt URI ({accepted}), e.g. {DEFAULT_LIBVIRT_URI}")
+        return value
+
+    def version(self, name: str, default: str) -> str:
+        """A dotted version of 1 to 4 numbers (``7.2``, ``2.6.1198.718``)."""
+        value = self.text(name, default)
+        if not AGENT_VERSION_FORM.fullmatch(value):
+            raise _bad(name, value, "1 to 4 dot-separated numbers, e.g. 7.2")
         return value
 
     def readable_file(self, name: str) -> Path | None:

@@ -16,11 +16,13 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from backup_jobs.provider import CommitGuard, Snapshot
+from backup_jobs.provider import CommitGuard, Provider, Snapshot
 from backup_jobs.providers.local import LocalFleet, LocalProvider
 from backup_jobs.vault import BackupRequest, DiskSource, Manifest, Vault, backup
+from backup_jobs.vault.source import ImageReader
 from benchmarks.common import arguments, header, row, workspace
 from benchmarks.vault_throughput import GIB
 
@@ -47,18 +49,26 @@ def take_snapshot(provider: LocalProvider) -> Snapshot:
 
 
 def back_up(
-    vault: Vault, provider: LocalProvider, snapshot: Snapshot, since: str | None
+    vault: Vault,
+    provider: Provider,
+    snapshot: Snapshot,
+    since: str | None,
+    disk: str = "os",
+    wrap: Callable[[ImageReader], ImageReader] = lambda reader: reader,
 ) -> Manifest:
-    """Back up the snapshot's disk; with the extents changed since tracking token ``since``."""
-    changed = provider.changed_extents(snapshot, "os", since) if since else None
-    history = vault.manifests(VM)
-    disk = DiskSource(
-        "os",
-        reader=provider.open_disk(snapshot, "os"),
+    """Back up the snapshot's ``disk``; with the extents changed since tracking token ``since``.
+
+    ``wrap`` stands between the provider's reader and the vault (to count what is read).
+    """
+    changed = provider.changed_extents(snapshot, disk, since) if since else None
+    history = vault.manifests(snapshot.vm_id)
+    source = DiskSource(
+        disk,
+        reader=wrap(provider.open_disk(snapshot, disk)),
         changed=tuple(changed) if changed is not None else None,
         changed_since=history[-1].id if history else None,
     )
-    return backup(vault, BackupRequest(VM, [disk]))
+    return backup(vault, BackupRequest(snapshot.vm_id, [source]))
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
@@ -120,12 +130,18 @@ def report(args: argparse.Namespace, m: dict[str, list[float]]) -> None:
     )
 
 
-def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--size-gib", type=float, default=20.0)
-    parser.add_argument("--fill-percent", type=float, default=10.0)
+def change_arguments(doc: str, size_gib: float, fill_percent: float) -> argparse.Namespace:
+    """``--size-gib``, ``--fill-percent`` and ``--percent`` (rewritten per run), with ``--runs``
+    and ``--dir``: what a benchmark of incrementals after a change takes."""
+    parser = arguments(doc)
+    parser.add_argument("--size-gib", type=float, default=size_gib)
+    parser.add_argument("--fill-percent", type=float, default=fill_percent)
     parser.add_argument("--percent", type=float, default=1.0, help="rewritten per run")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = change_arguments(__doc__, size_gib=20.0, fill_percent=10.0)
     with workspace(args.dir, "bj-incr-bench-") as work:
         m = run(args, work)
     report(args, m)

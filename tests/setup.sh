@@ -11,7 +11,12 @@
 # through `sudo -n`. Where it cannot (no apt-get, or neither root nor password-less sudo) it
 # says so and exits 0: the browser test then skips, naming this script (and fails under CI).
 # A failed install exits non-zero.
+#
+# First it runs tests/setup-libvirt.sh: libvirt, QEMU and the agent guest's packages for the
+# libvirt provider's tests (same rules: only what is missing, Debian packages only).
 set -eu
+
+sh "$(dirname "$0")/setup-libvirt.sh"
 
 CHROMIUM=/usr/bin/chromium
 

@@ -14,6 +14,7 @@ from backup_jobs.errors import ConfigurationError
 from backup_jobs.heartbeat import Heartbeats
 from backup_jobs.models import VaultConfig
 from backup_jobs.provider import Provider
+from backup_jobs.providers.libvirt import LibvirtProvider
 from backup_jobs.providers.local import LocalFleet, LocalProvider
 from backup_jobs.settings import Settings
 
@@ -77,7 +78,7 @@ def vault(name: str) -> VaultConfig:
             name,
             s.region,
             s.provider,
-            str(Path(s.fleet_dir).resolve()),
+            s.fleet_location,
             str(Path(s.vault_dir).resolve()),
         )
     _vaults[name] = (time.monotonic() + VAULT_CACHE_SECONDS, found)
@@ -86,8 +87,12 @@ def vault(name: str) -> VaultConfig:
 
 @functools.cache
 def _provider(kind: str, fleet_dir: str) -> Provider:
+    """The provider of a vault; for libvirt, ``fleet_dir`` is the vault's libvirt URI."""
+    if kind == "libvirt":
+        s = settings()
+        return LibvirtProvider(fleet_dir, s.region, Path(s.libvirt_images_dir).resolve())
     if kind != "local":
-        raise ConfigurationError(detail=f"unknown provider {kind!r}; accepted: local")
+        raise ConfigurationError(detail=f"unknown provider {kind!r}; accepted: local, libvirt")
     return LocalProvider(LocalFleet(Path(fleet_dir)))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import REPO
+from tests.libvirt.host import missing as libvirt_missing
 
 TINY = {
     "control_plane": ["--vms", "4", "--runs", "1"],
@@ -23,6 +24,7 @@ TINY = {
     "vault_throughput": ["--size-gib", "0.125", "--runs", "1"],
     "job_list": ["--jobs", "2000", "--sample", "200", "--runs", "1", "--repeats", "2"],
     "submission": ["--vms", "300", "--small", "50", "--calls", "5", "--runs", "1"],
+    "libvirt_backup": ["--size-gib", "0.05", "--fill-percent", "20", "--runs", "1"],
 }
 # What the last lines of each report say.
 REPORTS = {
@@ -33,6 +35,7 @@ REPORTS = {
     "vault_throughput": "full backup",
     "job_list": "newest 50, Failed",
     "submission": "backup_now: 300 VMs / 50 VMs",
+    "libvirt_backup": "incremental, libvirt",
 }
 
 
@@ -40,6 +43,8 @@ REPORTS = {
 def test_a_benchmark_runs_tiny_to_its_report_and_leaves_no_work_directory(
     name: str, tmp_path: Path
 ) -> None:
+    if name == "libvirt_backup" and (reason := libvirt_missing()):
+        pytest.skip(reason)
     # Without a given server each benchmark starts an embedded one of its own.
     env = {k: v for k, v in os.environ.items() if k != "BACKUP_JOBS_REDIS_URL"}
     result = subprocess.run(

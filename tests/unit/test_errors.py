@@ -113,7 +113,9 @@ def test_seed_messages_are_kept_word_for_word() -> None:
     )
     assert (
         "older than 2.6.1198.718"
-        in errors.GuestAgentCertificateNotFound("vm", "2.6.1000.0").message
+        in errors.GuestAgentCertificateNotFound(
+            "vm", "2.6.1000.0 is older than 2.6.1198.718"
+        ).message
     )
 
 

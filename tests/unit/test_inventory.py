@@ -221,3 +221,14 @@ def test_register_maps_a_full_fleet_disk_to_a_retryable_fleet_storage_error() ->
 
     assert raised.value.retryable and "No space left on device" in raised.value.message
     assert "vm.json.tmp" in raised.value.message
+
+
+def test_a_provider_minimum_agent_version_replaces_the_seeds_and_is_named() -> None:
+    qemu_ga = replace(HEALTHY, agent_version="7.2.15")
+
+    inventory.check_registrable(qemu_ga, VAULT, max_data_disks=5, min_agent_version="2.5")
+    with pytest.raises(errors.GuestAgentCertificateNotFound) as raised:
+        inventory.check_registrable(qemu_ga, VAULT, max_data_disks=5, min_agent_version="8.0")
+
+    assert "VM agent 7.2.15 is older than 8.0" in raised.value.message
+    assert "(8.0 or higher)" in raised.value.recommended_action

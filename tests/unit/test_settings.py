@@ -32,7 +32,7 @@ def test_fleet_and_vault_dirs_follow_the_data_dir() -> None:
     [
         ("BACKUP_JOBS_RETRY_DELAY_SECONDS", "soon", "a whole number from 0 to 604800"),
         ("BACKUP_JOBS_MAX_ATTEMPTS", "0", "a whole number from 1 to 100"),
-        ("BACKUP_JOBS_PROVIDER", "vmware", "local"),
+        ("BACKUP_JOBS_PROVIDER", "vmware", "local, libvirt"),
         ("BACKUP_JOBS_VAULT", "my vault", "letters, digits"),
         ("BACKUP_JOBS_SNAPSHOT_TIMEOUT_SECONDS", "-1", "a whole number from 1 to 604800"),
     ],
@@ -110,3 +110,43 @@ def test_every_numeric_setting_takes_the_ends_of_its_range(variable: str) -> Non
 def test_job_history_days_defaults_to_90_and_reads_the_variable() -> None:
     assert Settings.from_env({}).job_history_days == 90
     assert Settings.from_env({"BACKUP_JOBS_JOB_HISTORY_DAYS": "7"}).job_history_days == 7
+
+
+def test_the_libvirt_provider_is_chosen_with_its_uri_and_the_vault_records_the_uri() -> None:
+    settings = Settings.from_env(
+        {"BACKUP_JOBS_PROVIDER": "libvirt", "BACKUP_JOBS_LIBVIRT_URI": "qemu+ssh://kvm1/system"}
+    )
+
+    assert settings.provider == "libvirt"
+    assert settings.fleet_location == "qemu+ssh://kvm1/system"
+    assert Settings.from_env({}).libvirt_uri == "qemu:///system"
+    assert Settings.from_env({}).fleet_location == str(Path(".backup-jobs/fleet").resolve())
+
+
+@pytest.mark.parametrize("uri", ["qemu", "/var/run/libvirt", "xen:///system", "lxc:///"])
+def test_a_libvirt_uri_of_another_driver_or_no_uri_is_refused_naming_the_variable(
+    uri: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"BACKUP_JOBS_LIBVIRT_URI": uri})
+
+    assert f"BACKUP_JOBS_LIBVIRT_URI={uri!r}" in raised.value.message
+    assert "qemu:///system" in raised.value.message
+
+
+def test_the_minimum_agent_version_is_the_seeds_except_on_libvirt_where_it_is_a_setting() -> None:
+    libvirt = {"BACKUP_JOBS_PROVIDER": "libvirt"}
+
+    assert Settings.from_env({}).min_agent_version == "2.6.1198.718"
+    assert Settings.from_env(libvirt).min_agent_version == "2.5"
+    assert (
+        Settings.from_env({**libvirt, "BACKUP_JOBS_LIBVIRT_MIN_AGENT_VERSION": "8.1"})
+    ).min_agent_version == "8.1"
+
+
+@pytest.mark.parametrize("version", ["", "seven", "7.", "1.2.3.4.5", "v7.2"])
+def test_a_minimum_agent_version_that_is_not_dotted_numbers_is_refused(version: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"BACKUP_JOBS_LIBVIRT_MIN_AGENT_VERSION": version or " "})
+
+    assert "BACKUP_JOBS_LIBVIRT_MIN_AGENT_VERSION" in raised.value.message

@@ -42,6 +42,7 @@ DOMAIN_MODULES = [
     "backup_jobs.logs",
     "backup_jobs.providers.local",
     "backup_jobs.providers.local_demo",
+    "backup_jobs.providers.libvirt",
     "backup_jobs",
     "backup_jobs.vault",
 ]
