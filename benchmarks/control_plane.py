@@ -336,7 +336,9 @@ def run(args: argparse.Namespace, work: Path, url: str) -> Figures:
         _worker("benchmarks.noop_app", NOOP_QUEUE, env, conc, work / "noop.log"),
         _worker("benchmarks.worker_app", "control,backup,maintenance", env, conc, work / "w.log"),
     ]
-    r = redis.Redis.from_url(url)
+    # redis-py 8 gives every socket a 5 s read timeout by default: longer than any BLPOP wait
+    # here, so a task that takes long is waited for (and named) instead of a TimeoutError.
+    r = redis.Redis.from_url(url, socket_timeout=TIMEOUT_SECONDS + 30)
     figures = Figures()
     try:
         sender = Celery("bench-sender", set_as_current=False)
