@@ -35,21 +35,8 @@ if [ -z "$missing" ] && [ "$kernel_missing" -eq 0 ]; then
     echo "tests/setup-libvirt.sh: libvirt, QEMU and the guest's packages are installed; nothing to do"
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "tests/setup-libvirt.sh: no apt-get here: install$missing yourself," \
-        "or the libvirt tests will be skipped" >&2
-    exit 0
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    as_root="sudo -n"
-else
-    echo "tests/setup-libvirt.sh: not root and no password-less sudo: run" \
-        "'sudo apt-get install --no-install-recommends$missing' yourself," \
-        "or the libvirt tests will be skipped" >&2
-    exit 0
-fi
+. "$(dirname "$0")/setup-apt.sh"
+apt_as_root tests/setup-libvirt.sh "${missing# }" "the libvirt tests" || exit 0
 
 started=$(date +%s)
 if [ -n "$missing" ]; then

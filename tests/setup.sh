@@ -17,6 +17,7 @@
 set -eu
 
 sh "$(dirname "$0")/setup-libvirt.sh"
+. "$(dirname "$0")/setup-apt.sh"
 
 CHROMIUM=/usr/bin/chromium
 
@@ -24,21 +25,7 @@ if [ -x "$CHROMIUM" ]; then
     echo "tests/setup.sh: $CHROMIUM is installed; nothing to do"
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "tests/setup.sh: no apt-get here: install Chromium as $CHROMIUM yourself," \
-        "or the browser test will be skipped" >&2
-    exit 0
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    as_root="sudo -n"
-else
-    echo "tests/setup.sh: not root and no password-less sudo: run" \
-        "'sudo apt-get install --no-install-recommends chromium' yourself," \
-        "or the browser test will be skipped" >&2
-    exit 0
-fi
+apt_as_root tests/setup.sh chromium "the browser test" || exit 0
 
 echo "tests/setup.sh: installing Debian's chromium package (apt-get update; apt-get install" \
     "-y --no-install-recommends chromium) for the Flower browser test"
