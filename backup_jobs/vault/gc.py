@@ -66,7 +66,10 @@ def collect_garbage(
             "nothing was condemned or deleted. Run verify, then GC again."
         )
         return GcReport(cutoff, len(live), rescued, 0, 0, 0, 0, unreadable, reason)
-    orphans = _remove_orphan_indexes(vault, committed, cutoff)
+    # Leases read again: a backup that started since the first look has an index folder
+    # without a manifest yet, and a cutoff taken from a clock ahead would pass its start.
+    fresh = [start - margin_seconds for start in vault.live_writer_starts(time.time())]
+    orphans = _remove_orphan_indexes(vault, committed, min([cutoff, *fresh]))
     purged = freed = 0
     for digest, condemned_at in list(vault.store.garbage()):
         if digest not in live and condemned_at < cutoff:
