@@ -22,7 +22,8 @@ def run(operation: str, root: str, path: str) -> None:
     if operation == "backup":
         backup(vault, BackupRequest("bench/vm", [DiskSource("os", Path(path))]))
     else:
-        [manifest] = vault.manifests()[-1:]
+        # The newest by creation time: two backups in one second may sort either way by id.
+        manifest = max(vault.manifests(), key=lambda m: m.created_at)
         target = Path(path)
         restore(vault, RestoreRequest(manifest.id, target, target.parent, overwrite=True))
     print(time.perf_counter() - start, peak_rss_bytes())
