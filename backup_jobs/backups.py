@@ -99,16 +99,17 @@ def backup_failed(catalog: Catalog, job: Job, fence: Fence, error: BackupJobsErr
 
 
 def open_vault(path: Path) -> Vault:
-    """The vault at ``path``, created at the first backup."""
-    try:
-        return Vault.open(path)
-    except ConfigurationError:
-        if (path / "config.json").exists():
-            raise
-    try:
-        return Vault.create(path)
-    except ConfigurationError:
-        return Vault.open(path)  # another worker created it first
+    """The vault at ``path``, created at the first backup by whichever worker comes first.
+
+    Two first backups race to create it: the loser's create is refused (the vault exists) and
+    it opens the winner's. An open that fails is never followed by a second look at the
+    config, which another worker may have written in between (that made a first backup fail
+    with a ``ConfigurationError`` saying the vault that was there held none).
+    """
+    if not Vault.exists(path):
+        with contextlib.suppress(ConfigurationError):  # another worker created it first
+            return Vault.create(path)
+    return Vault.open(path)
 
 
 def vault_path(ctx: JobContext) -> Path:

@@ -67,6 +67,11 @@ class Vault:
         self.store: ChunkStore = store or FilesystemChunkStore(root, fault)
         self.fault = fault
 
+    @staticmethod
+    def exists(root: Path) -> bool:
+        """Whether ``root`` holds a vault (its config, the last thing ``create`` writes)."""
+        return (root / CONFIG_FILE).exists()
+
     @classmethod
     def create(
         cls,
@@ -76,7 +81,7 @@ class Vault:
         keys: Keys | None = None,
     ) -> Vault:
         """Make a new vault at ``root`` (which must not hold one)."""
-        if (root / CONFIG_FILE).exists():
+        if cls.exists(root):
             raise ConfigurationError(detail=f"{root} already holds a vault")
         if chunk_size <= 0 or chunk_size > (1 << 30):
             raise ConfigurationError(detail=f"chunk size {chunk_size} must be 1 B..1 GiB")

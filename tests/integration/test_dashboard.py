@@ -33,7 +33,7 @@ def test_the_dashboard_s_figures_equal_the_listings_they_drill_into(
     client.create_policy(POLICY)
     for handle in client.protect(vms[:2], POLICY.name, backup_now=True):
         initial = client.handle(handle.wait(30).properties["initial_backup_job"]).wait(60)
-        assert initial.status == JobStatus.COMPLETED, initial
+        assert initial.status == JobStatus.COMPLETED, (initial.error, initial.subtasks)
     assert client.protect(vms[2:3], POLICY.name)[0].wait(30).status == JobStatus.COMPLETED
     fleet.delete_vm("cs-web/web01")
     failed = client.backup_now("cs-web/web01").wait(60)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backup_jobs import errors, jobs
-from backup_jobs.backups import backup_failed, run_backup
+from backup_jobs.backups import backup_failed, open_vault, run_backup
 from backup_jobs.context import JobContext
 from backup_jobs.items import ProtectedItem, ProtectionState
 from backup_jobs.models import JobStatus, Operation, VaultConfig
@@ -190,3 +190,44 @@ def test_an_unprotected_vm_cannot_be_backed_up(tmp_path: Path, fleet: LocalFleet
 
     with pytest.raises(errors.NotProtected):
         run_backup(ctx)
+
+
+# Two first backups of a new vault run at once; the other worker's create lands at each point
+# where this one looks at the vault directory.
+
+
+def test_a_first_backup_opens_the_vault_another_worker_created_after_its_first_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open, real_create, looked = Vault.open, Vault.create, []
+
+    def open_then_the_other_creates(root: Path, **options: object) -> Vault:
+        if looked:
+            return real_open(root, **options)  # type: ignore[arg-type]
+        looked.append(root)
+        try:
+            return real_open(root, **options)  # type: ignore[arg-type]
+        finally:
+            real_create(root)  # the other worker, right after this look found no config
+
+    monkeypatch.setattr(Vault, "open", open_then_the_other_creates)
+
+    vault = open_vault(tmp_path / "vault")
+
+    assert vault.root == tmp_path / "vault" and Vault.exists(vault.root)
+
+
+def test_a_first_backup_whose_create_loses_the_race_opens_the_winner_s_vault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_create = Vault.create
+
+    def the_other_creates_first(root: Path, **options: object) -> Vault:
+        real_create(root)  # the other worker's
+        return real_create(root, **options)  # type: ignore[arg-type]  # refused: it exists
+
+    monkeypatch.setattr(Vault, "create", the_other_creates_first)
+
+    vault = open_vault(tmp_path / "vault")
+
+    assert vault.root == tmp_path / "vault" and vault.manifests() == []
