@@ -223,18 +223,22 @@ def test_the_jobs_page_pages_with_cursors_and_refuses_garbage_in_one_line(
     }
     refused = {args: run_cli("job", "list", *args, env=env) for args in refusals}
     unknown = run_cli("job", "list", "--item", "nope01", env=env)
-    watching = subprocess.Popen(
-        [sys.executable, "-m", "backup_jobs", "job", "list", "--watch", "0.5"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # Ctrl-C as in a terminal, even when the suite runs where SIGINT is ignored (nohup &).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-    )
-    time.sleep(2)
-    watching.send_signal(signal.SIGINT)
-    watched, stopped = watching.communicate(timeout=10)
+    screen = tmp_path / "watch.out"
+    with screen.open("w") as out:
+        watching = subprocess.Popen(
+            [sys.executable, "-m", "backup_jobs", "job", "list", "--watch", "0.5"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            # Ctrl-C as in a terminal, even when the suite runs where SIGINT is ignored (nohup &).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        )
+        # Ctrl-C once the page is on the screen, not after a guess at the start-up time.
+        eventually(lambda: ids[0] in screen.read_text(), 30, 0.05)
+        watching.send_signal(signal.SIGINT)
+        _, stopped = watching.communicate(timeout=10)
+    watched = screen.read_text()
 
     assert seen == ids
     for args, option in refusals.items():
@@ -422,6 +426,7 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     run_cli(
         "fleet", "fault", "set", "install-slow", "--vm", "cs-app/app01", "--seconds", "2", env=env
     )
+    client = cluster.client(tmp_path / "fleet", vault=env["BACKUP_JOBS_VAULT"])
     waiting = subprocess.Popen(
         [sys.executable, "-m", "backup_jobs", "vm", "register", "cs-app/app01", "--wait"],
         env=env,
@@ -429,7 +434,8 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
+    # Ctrl-C while the job runs (the slow install holds it 2 s), however long start-up took.
+    eventually(lambda: client.jobs(operation="Register", status="InProgress"), 30, 0.02)
     waiting.send_signal(signal.SIGINT)
     _, err = waiting.communicate(timeout=30)
 
