@@ -139,16 +139,20 @@ class Vault:
         return self.root / "manifests" / f"{rp_id}.json"
 
     def manifests(self, vm: str | None = None) -> list[Manifest]:
-        """Committed recovery points (of one VM), oldest first."""
+        """Committed recovery points (of one VM), oldest first.
+
+        Ordered by creation time, not by id: ids carry whole seconds, and two points of a VM
+        made in one second would otherwise put either last (the next incremental's base).
+        """
         found = []
-        for path in sorted((self.root / "manifests").glob("*.json")):
+        for path in (self.root / "manifests").glob("*.json"):
             try:
                 manifest = self.manifest(path.stem)
             except RecoveryPointNotFound:
                 continue  # pruned between the listing and the read
             if vm is None or manifest.vm == vm:
                 found.append(manifest)
-        return found
+        return sorted(found, key=lambda m: (m.created_at, m.id))
 
     def manifest(self, rp_id: str) -> Manifest:
         """One committed recovery point."""

@@ -6,11 +6,13 @@ import json
 import os
 import zlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from backup_jobs.vault.codec import ChunkCodec
 from backup_jobs.vault.crypto import Keys
+from backup_jobs.vault import Vault
 from backup_jobs.vault.format import (
     ZERO_DIGEST,
     DiskIndex,
@@ -169,3 +171,17 @@ def test_recovery_point_ids_sort_by_time_and_are_unique() -> None:
 
     assert early < late
     assert len({new_recovery_point_id() for _ in range(100)}) == 100
+
+
+def test_a_vm_s_points_list_by_creation_time_also_within_one_second(tmp_path: Path) -> None:
+    vault = Vault.create(tmp_path / "vault")
+    second = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    # Made in one second: their ids share it, and the random part sorts the newer one first.
+    older = Manifest("20260101T120000Z-ffffff", "cs/vm", second.replace(microsecond=1), "C", ())
+    newer = Manifest("20260101T120000Z-000000", "cs/vm", second.replace(microsecond=2), "C", ())
+    other = Manifest("20260101T115959Z-aaaaaa", "cs/other", second, "C", ())
+    for manifest in (newer, other, older):
+        vault.commit(manifest)
+
+    assert [m.id for m in vault.manifests("cs/vm")] == [older.id, newer.id]
+    assert [m.id for m in vault.manifests()] == [other.id, older.id, newer.id]
