@@ -82,12 +82,15 @@ end
 return 0
 """
 
-# Every script that writes a job's indexes checks their types first, before it writes anything,
-# so that it never stops half-way: an index is derived data, and one of the wrong Redis type
-# (``SET bj:queued garbage``) is deleted (the write that follows makes it anew, of the right
-# type). The script then asks for a repair pass, which puts back the entries the key lost, by
-# deleting the field named by its last ARGV from the hash named by its last KEYS (the ticks
-# hash), and returns each replaced key with its type and the type wanted, for a problem.
+# Every script that writes a job's indexes writes each through ``index``, so that it never stops
+# half-way: an index is derived data, and one of the wrong Redis type (``SET bj:queued
+# garbage``) makes the write fail with WRONGTYPE (caught: ``redis.pcall``), is deleted by
+# ``fix_index`` and written again (made anew, of the right type). Types are asked only then, not
+# before every write: a save touches 15 indexes, and their TYPE calls were a third of a job's
+# Redis commands. The script then asks for a repair pass, which puts back the entries the key
+# lost, by deleting the field named by its last ARGV from the hash named by its last KEYS (the
+# ticks hash), and returns each replaced key with its type and the type wanted, for a problem.
+# An error other than WRONGTYPE is raised as before (the second write meets it again).
 _FIX_INDEX = """
 local replaced = {}
 local function fix_index(key, want)
@@ -99,6 +102,14 @@ local function fix_index(key, want)
     replaced[#replaced + 1] = kind
     replaced[#replaced + 1] = want
   end
+end
+local function index(command, want, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply['err'] then
+    fix_index(key, want)
+    reply = redis.call(command, key, ...)
+  end
+  return reply
 end
 """
 
@@ -118,39 +129,37 @@ if ARGV[5] ~= '' then
   local ok, stored = pcall(cjson.decode, raw)
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
-fix_index(KEYS[3], 'set')
-for i = 5, #KEYS - 1 do fix_index(KEYS[i], 'zset') end
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[3], ARGV[3])
+  index('SADD', 'set', KEYS[3], ARGV[3])
 else
-  redis.call('SREM', KEYS[3], ARGV[3])
+  index('SREM', 'set', KEYS[3], ARGV[3])
   -- A lease of the wrong type is no job's: ACQUIRE replaces it.
   if redis.pcall('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 end
 if ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+  index('ZADD', 'zset', KEYS[5], ARGV[6], ARGV[3])
 else
-  redis.call('ZREM', KEYS[5], ARGV[3])
+  index('ZREM', 'zset', KEYS[5], ARGV[3])
 end
 if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
+  index('ZADD', 'zset', KEYS[6], ARGV[7], ARGV[3])
 else
-  redis.call('ZREM', KEYS[6], ARGV[3])
+  index('ZREM', 'zset', KEYS[6], ARGV[3])
 end
-for i = 7, 9 do redis.call('ZADD', KEYS[i], ARGV[8], ARGV[3]) end
+for i = 7, 9 do index('ZADD', 'zset', KEYS[i], ARGV[8], ARGV[3]) end
 if ARGV[9] ~= '' then
-  redis.call('ZADD', KEYS[10], ARGV[9], ARGV[3])
+  index('ZADD', 'zset', KEYS[10], ARGV[9], ARGV[3])
 else
-  redis.call('ZREM', KEYS[10], ARGV[3])
+  index('ZREM', 'zset', KEYS[10], ARGV[3])
 end
 -- The job leaves every other status index in the write that puts it into its own.
 local current = tonumber(ARGV[10])
 for i = 11, #KEYS - 1 do
   if i == current then
-    redis.call('ZADD', KEYS[i], ARGV[8], ARGV[3])
+    index('ZADD', 'zset', KEYS[i], ARGV[8], ARGV[3])
   else
-    redis.call('ZREM', KEYS[i], ARGV[3])
+    index('ZREM', 'zset', KEYS[i], ARGV[3])
   end
 end
 return {1, token, unpack(replaced)}
@@ -193,10 +202,9 @@ ARGV[2] = string.gsub(ARGV[2], '"fencing_token":null', '"fencing_token":' .. tok
 CREATE_JOB = (
     _FIX_INDEX
     + """
-for i = 2, #KEYS - 1 do fix_index(KEYS[i], 'zset') end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, unpack(replaced)} end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-for i = 3, #KEYS - 1 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0} end
+index('ZADD', 'zset', KEYS[2], ARGV[4], ARGV[3])
+for i = 3, #KEYS - 1 do index('ZADD', 'zset', KEYS[i], ARGV[2], ARGV[3]) end
 return {1, unpack(replaced)}
 """
 )
