@@ -108,7 +108,12 @@ def run_job(
             raise error
         properties, ctx = outcome
         done = jobs.complete(
-            catalog, jobs.Started(now, started.fence), properties, clock, tuple(ctx.warnings)
+            catalog,
+            jobs.Started(now, started.fence),
+            properties,
+            clock,
+            tuple(ctx.warnings),
+            next(iter(ctx.settled), None),
         )
     events.info("job_completed", status=done.status.value)
     _send_followups(ctx, events)

@@ -115,12 +115,14 @@ end
 
 # KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress set, KEYS[4] item lease,
 # KEYS[5] retry set, KEYS[6] queued set, KEYS[7] the vault's job index, KEYS[8] its operation
-# index, KEYS[9] its item index, KEYS[10] the retention index, KEYS[11..#KEYS-1] every status
+# index, KEYS[9] its item index, KEYS[10] the retention index, KEYS[11] a VM state record
+# written with the job (the job record's key again when none), KEYS[12..#KEYS-1] every status
 # index of the vault, KEYS[#KEYS] ticks hash; ARGV[1] token ('' = unfenced), ARGV[2] JSON,
 # ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
 # ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued),
 # ARGV[8] queue time, ARGV[9] end time ('' = not final), ARGV[10] the KEYS number of the job's
-# status index, ARGV[11] the ticks hash's index-repair field.
+# status index, ARGV[11] the ticks hash's index-repair field, ARGV[12] the VM state's JSON
+# ('' = none): written only with the job, under the same fence.
 # Returns {1, 0, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
 _SAVE_JOB_BODY = """
 if ARGV[5] ~= '' then
@@ -130,6 +132,7 @@ if ARGV[5] ~= '' then
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[12] ~= '' then redis.call('SET', KEYS[11], ARGV[12]) end
 if ARGV[4] == '1' then
   index('SADD', 'set', KEYS[3], ARGV[3])
 else
@@ -155,7 +158,7 @@ else
 end
 -- The job leaves every other status index in the write that puts it into its own.
 local current = tonumber(ARGV[10])
-for i = 11, #KEYS - 1 do
+for i = 12, #KEYS - 1 do
   if i == current then
     index('ZADD', 'zset', KEYS[i], ARGV[8], ARGV[3])
   else
@@ -170,8 +173,8 @@ SAVE_JOB = _FENCE_CHECK + "local token = 0\n" + _FIX_INDEX + _SAVE_JOB_BODY
 # free (or not a string: no job's), bumps the fencing counter (KEYS[1]), writes the new token
 # into the job's JSON (ARGV[2] says ``"fencing_token":null``) and saves it as SAVE_JOB does.
 # KEYS as SAVE_JOB's; ARGV as SAVE_JOB's (ARGV[1] unused: the token is the one issued here,
-# ARGV[5] the status the stored job must have) followed by ARGV[12] the counter to restart from
-# if it is corrupt and ARGV[13] the lease's TTL in ms. Nothing is taken or written unless the
+# ARGV[5] the status the stored job must have) followed by ARGV[13] the counter to restart from
+# if it is corrupt and ARGV[14] the lease's TTL in ms. Nothing is taken or written unless the
 # stored job has that status. Returns {1, token, replaced indexes...} started, {0, holder} the
 # lease is held ('' = it expired meanwhile), {-1, 0} the job is not in the expected status.
 START_JOB = (
