@@ -254,11 +254,15 @@ class Catalog(ProtectionRecords, Protocol):
         *,
         expect: JobStatus | None = None,
         check_at: datetime | None = None,
+        vm_state: VM | None = None,
     ) -> bool:
         """Replace a job and its index entries; ``LeaseLost`` if fenced out.
 
         With ``expect``, only if the stored job has that status now (False otherwise).
-        ``check_at`` is required for a ``Queued`` job (see ``create_job``).
+        ``check_at`` is required for a ``Queued`` job (see ``create_job``). ``vm_state`` (a VM
+        of the job's vault) is written in the same atomic step as ``put_vm_state`` would,
+        under the same fence and only if the job is written: a job whose last step settles its
+        VM (Register) ends in one write, and the two never disagree.
         """
         ...
 

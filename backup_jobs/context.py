@@ -11,6 +11,9 @@ the job's steps as they go, and ``progress`` publishes them (the job record, Flo
 Verify that finds broken points fails, and still says what it checked). ``followups`` are jobs
 the attempt created (stored, not sent): the task base sends them once
 this job has ended and freed its item, so that a follow-up on the same VM never finds it busy.
+``settled`` is the VM state the job's success leaves (``settle_vm``): the task base writes it
+with the job's Completed record, in one fenced write, so a short job ends in one round trip and
+the VM never shows the end of a job that is not recorded as ended.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
-from backup_jobs.models import Job, SubTask, VaultConfig
+from backup_jobs.models import VM, Job, SubTask, VaultConfig
 from backup_jobs.provider import Provider
 from backup_jobs.settings import Settings
 
@@ -56,3 +59,9 @@ class JobContext:
     followups: list[Job] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     should_cancel: Callable[[], bool] = _never
+    settled: list[VM] = field(default_factory=list)
+
+    def settle_vm(self, vm: VM) -> None:
+        """Leave ``vm``'s state (registration, last job, last error) to be written with the
+        job's success; a failed attempt drops it (its roll-back writes the VM's state)."""
+        self.settled[:] = [vm]

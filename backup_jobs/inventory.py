@@ -213,7 +213,11 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def register(ctx: JobContext) -> dict[str, Any]:
-    """Check the VM, install the backup extension through its agent, mark it Registered."""
+    """Check the VM, install the backup extension through its agent, mark it Registered.
+
+    Registered is settled (``JobContext.settle_vm``), not written here: the task base writes
+    it with the job's Completed record, one fenced write for both.
+    """
     vault, vm_id = ctx.vault.name, ctx.job.item
     vm = ctx.provider.get_vm(vm_id)
     if vm is None:
@@ -231,10 +235,11 @@ def register(ctx: JobContext) -> dict[str, Any]:
         ctx.fence,
     )
     _install(ctx, vm_id)
-    registered = replace(
-        vm, registration=RegistrationState.REGISTERED, last_job_id=ctx.job.id, last_error=None
+    ctx.settle_vm(
+        replace(
+            vm, registration=RegistrationState.REGISTERED, last_job_id=ctx.job.id, last_error=None
+        )
     )
-    ctx.catalog.put_vm_state(vault, registered, ctx.fence)
     return {"vm": vm_id, "registration": RegistrationState.REGISTERED.value}
 
 

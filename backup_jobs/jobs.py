@@ -35,7 +35,7 @@ from backup_jobs.errors import (
     OperationInProgress,
     Transient,
 )
-from backup_jobs.models import Attempt, Job, JobStatus, Operation
+from backup_jobs.models import VM, Attempt, Job, JobStatus, Operation
 
 VAULT_ITEM = "vault"
 
@@ -227,8 +227,10 @@ def complete(
     properties: dict[str, object],
     clock: Clock,
     warnings: tuple[str, ...] = (),
+    vm_state: VM | None = None,
 ) -> Job:
-    """End the job successfully and free its item."""
+    """End the job successfully and free its item; ``vm_state`` is the VM state its success
+    leaves (``JobContext.settle_vm``), written in the same fenced write."""
     status = JobStatus.COMPLETED_WITH_WARNINGS if warnings else JobStatus.COMPLETED
     job = end_attempt(started.job, status, None, clock).evolve(
         status=status,
@@ -237,7 +239,7 @@ def complete(
         warnings=started.job.warnings + warnings,
         properties={**started.job.properties, **properties},
     )
-    return save_ended(catalog, job, started.fence)
+    return save_ended(catalog, job, started.fence, vm_state=vm_state)
 
 
 def fail_attempt(
@@ -339,12 +341,17 @@ def _fail_conflict(
 
 
 def save_ended(
-    catalog: Catalog, job: Job, fence: Fence | None, expect: JobStatus | None = None
+    catalog: Catalog,
+    job: Job,
+    fence: Fence | None,
+    expect: JobStatus | None = None,
+    *,
+    vm_state: VM | None = None,
 ) -> Job:
-    """Save the ended attempt (which frees the item's lease); the stored job if fenced out,
-    or if it is not in ``expect`` (when given)."""
+    """Save the ended attempt (which frees the item's lease) and ``vm_state`` with it; the
+    stored job if fenced out, or if it is not in ``expect`` (when given)."""
     try:
-        if catalog.save_job(job, fence, expect=expect):
+        if catalog.save_job(job, fence, expect=expect, vm_state=vm_state):
             return job
         with contextlib.suppress(BackupJobsError):
             return catalog.get_job(job.id) or job

@@ -108,7 +108,12 @@ def run_job(
             raise error
         properties, ctx = outcome
         done = jobs.complete(
-            catalog, jobs.Started(now, started.fence), properties, clock, tuple(ctx.warnings)
+            catalog,
+            jobs.Started(now, started.fence),
+            properties,
+            clock,
+            tuple(ctx.warnings),
+            next(iter(ctx.settled), None),
         )
     events.info("job_completed", status=done.status.value)
     _send_followups(ctx, events)
@@ -225,8 +230,9 @@ def _publisher(
             return  # progress is shown, not needed: the next step publishes it again
         fields = progress_fields(subtasks)
         with contextlib.suppress(Exception):  # Flower's view is a convenience, never a failure
+            # An event only: Flower's state comes from events, and a PROGRESS result in the
+            # backend would never be replaced (job tasks store no result: ``workers.tasks``).
             task.send_event("task-progress", **fields)
-            task.update_state(state="PROGRESS", meta=fields)
 
     return publish
 

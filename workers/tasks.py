@@ -1,8 +1,12 @@
 """The tasks: thin, by name, ids in and a small dict out (names pinned in ``backup_jobs.wire``).
 
 Job tasks list ``BackupJobsError`` in ``throws``: a failed attempt shows as FAILURE in Flower
-but is logged as an expected outcome, without a traceback. Tick tasks send no events and store
-no result, so they never crowd Flower's task list.
+but is logged as an expected outcome, without a traceback. Job tasks store no Celery result
+(``ignore_result``): the job record is what is kept (DESIGN §5), nothing reads a job task's
+result, and Flower shows states and results from the task events, which are still sent; the
+result backend's writes (STARTED, then the outcome: four round trips) were a fifth of a short
+job's worker time. Tick tasks send no events and store no result either, so they never crowd
+Flower's task list.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def _job_task(operation: Operation) -> Task[Any, Any]:
         soft_time_limit=soft,
         time_limit=soft + CLEANUP_MARGIN_SECONDS,
         throws=(BackupJobsError,),
+        ignore_result=True,
     )(run)
     return task
 

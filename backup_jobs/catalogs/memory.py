@@ -158,8 +158,10 @@ class MemoryCatalog(MemoryProtection):
         *,
         expect: JobStatus | None = None,
         check_at: datetime | None = None,
+        vm_state: VM | None = None,
     ) -> bool:
-        """Replace a job and its index entries atomically; ``LeaseLost`` if fenced out."""
+        """Replace a job and its index entries (and ``vm_state``) atomically; ``LeaseLost``
+        if fenced out."""
         if job.status == JobStatus.QUEUED and check_at is None:
             raise ValueError("saving a Queued job needs check_at")
         with self._mutex:
@@ -168,6 +170,10 @@ class MemoryCatalog(MemoryProtection):
             if expect is not None and not self._has_status(job.id, expect):
                 return False
             self.records[wire.job_key(job.id)] = dump(job.to_dict())
+            if vm_state is not None:
+                self.records[wire.vm_state_key(job.vault, vm_state.id)] = dump(
+                    vm_state.state_dict()
+                )
             self._index(job, check_at)
             return True
 

@@ -12,11 +12,13 @@ from typing import Any, TypeVar
 
 import redis
 
+from backup_jobs.catalogs import scripts
 from backup_jobs.models import Problem
 
 T = TypeVar("T")
-# Up to this many records are read with their types in the same round trip (a lookup of one
-# VM reads two, and a missing one is the usual case: a VM's state before its registration).
+# Up to this many records are read with their types in the same round trip, by one read-only
+# script (a lookup of one VM reads two, and a missing one is the usual case: a VM's state
+# before its registration).
 TYPED_READ_MAX = 4
 
 
@@ -36,29 +38,35 @@ class RedisBase:
     ) -> tuple[list[str | None], dict[str, Problem]]:
         """MGET of record keys; a nil whose key exists with another Redis type is a problem.
 
-        The types of the nils are asked in a second round trip, or in the same one for a few
-        keys (``TYPED_READ_MAX``).
+        The types of the nils are asked in a second round trip, or in the same one, by a
+        script, for a few keys (``TYPED_READ_MAX``).
         """
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.mget(keys)
         if len(keys) <= TYPED_READ_MAX:
-            for key in keys:
-                pipe.type(key)
-        raws, *kinds = self._call(pipe.execute)
+            return self._read_few(keys, by)
+        raws = self._call(lambda: self._redis.mget(keys))
         missing = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
-        if missing and not kinds:
+        kinds: list[Any] = []
+        if missing:
             pipe = self._redis.pipeline(transaction=False)
             for key in missing:
                 pipe.type(key)
             kinds = self._call(pipe.execute)
-        elif missing:
-            kinds = [kind for raw, kind in zip(raws, kinds, strict=True) if raw is None]
-        wrong: dict[str, Problem] = {}
-        if missing:
-            for key, kind in zip(missing, kinds, strict=True):
-                if text(kind) != "none":
-                    reason = f"it is a Redis {text(kind)}, not a string holding a JSON record"
-                    wrong[key] = Problem(key, reason, by)
+        wrong = {
+            key: _wrong_type(key, text(kind), by)
+            for key, kind in zip(missing, kinds, strict=True)
+            if text(kind) != "none"
+        }
+        return [text(raw) if raw is not None else None for raw in raws], wrong
+
+    def _read_few(self, keys: list[str], by: str) -> tuple[list[str | None], dict[str, Problem]]:
+        """``_read_records`` of a few keys in one command (``scripts.READ_RECORDS``)."""
+        reply = self._call(lambda: self._script(scripts.READ_RECORDS)(keys=keys))
+        raws, kinds = reply[: len(keys)], reply[len(keys) :]
+        wrong = {
+            key: _wrong_type(key, text(kind), by)
+            for key, kind in zip(keys, kinds, strict=True)
+            if kind
+        }
         return [text(raw) if raw is not None else None for raw in raws], wrong
 
     def _script(self, source: str) -> Any:
@@ -67,6 +75,11 @@ class RedisBase:
         if source not in cache:
             cache[source] = self._redis.register_script(source)
         return cache[source]
+
+
+def _wrong_type(key: str, kind: str, by: str) -> Problem:
+    """The problem of a record key that holds another Redis type than a string."""
+    return Problem(key, f"it is a Redis {kind}, not a string holding a JSON record", by)
 
 
 def text(raw: str | bytes) -> str:

@@ -6,7 +6,8 @@ rebuilt from the job records, so trouble in one is repaired and never strands a 
 
 - **An index key of the wrong Redis type** (``SET bj:queued garbage``) is replaced by an empty
   one of the right type by whichever script or read meets it first. The scripts that save and
-  create jobs check the types before they write anything, so such a save never fails half-way.
+  create jobs catch a write's WRONGTYPE, replace the key and write again, so such a save never
+  fails half-way (and asks no type while every index is fine).
   A problem names the key (``backup-jobs problem list``), and a repair pass is asked for at once.
 - **The repair pass** (``restore_job_indexes``, run by the index-repair tick) SCANs every job
   record and puts back each entry its status implies that its index lacks

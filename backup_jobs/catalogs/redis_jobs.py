@@ -35,11 +35,11 @@ from backup_jobs.joblist import (
     listing_keys,
     status_keys,
 )
-from backup_jobs.models import Job, JobPage, JobStatus, Listing, Operation, Problem
+from backup_jobs.models import VM, Job, JobPage, JobStatus, Listing, Operation, Problem
 
 _STATUSES = list(JobStatus)
 # The KEYS number (Lua, from 1) of the first status index in SAVE_JOB.
-_FIRST_STATUS_KEY = 11
+_FIRST_STATUS_KEY = 12
 
 
 class RedisJobs(RedisIndexes):
@@ -72,11 +72,13 @@ class RedisJobs(RedisIndexes):
         *,
         expect: JobStatus | None = None,
         check_at: datetime | None = None,
+        vm_state: VM | None = None,
     ) -> bool:
-        """Replace a job and its index entries in one script; ``LeaseLost`` if fenced out."""
+        """Replace a job and its index entries (and ``vm_state``) in one script; ``LeaseLost``
+        if fenced out."""
         if job.status == JobStatus.QUEUED and check_at is None:
             raise ValueError("saving a Queued job needs check_at")
-        keys, args = _save_job_call(job, fence, expect, check_at)
+        keys, args = _save_job_call(job, fence, expect, check_at, vm_state)
         run = partial(self._script(scripts.SAVE_JOB), keys=keys, args=args)
         written = self._scripted(self._call(run, keys[1]), "save job", extra=1)
         if written == 0:
@@ -86,7 +88,7 @@ class RedisJobs(RedisIndexes):
     def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
         """Take the item's lease and save the started job with its new token, in one script."""
         fence = Fence(job.vault, job.item, 0)  # the counter's key; the token is issued there
-        keys, args = _save_job_call(job, fence, expect, None)
+        keys, args = _save_job_call(job, fence, expect, None, None)
         args[0] = ""
         args += [int(time.time() * 1000), max(1, int(ttl_seconds * 1000))]
         run = partial(self._script(scripts.START_JOB), keys=keys, args=args)
@@ -259,7 +261,11 @@ def _utf8(member: bytes) -> bool:
 
 
 def _save_job_call(
-    job: Job, fence: Fence | None, expect: JobStatus | None, check_at: datetime | None
+    job: Job,
+    fence: Fence | None,
+    expect: JobStatus | None,
+    check_at: datetime | None,
+    vm_state: VM | None,
 ) -> tuple[list[str], list[str | int]]:
     """The KEYS and ARGV of SAVE_JOB (and, but for two more arguments, of START_JOB)."""
     key = wire.job_key(job.id)
@@ -274,6 +280,7 @@ def _save_job_call(
         wire.jobs_by_operation_key(job.vault, job.operation.value),
         wire.jobs_by_item_key(job.vault, job.item),
         wire.ENDED_KEY,
+        wire.vm_state_key(job.vault, vm_state.id) if vm_state else key,
         *status_keys(job.vault),
         wire.TICKS_KEY,
     ]
@@ -290,6 +297,7 @@ def _save_job_call(
         _score(ended_score(job)),
         str(_FIRST_STATUS_KEY + _STATUSES.index(job.status)),
         wire.INDEX_REPAIR_STARTED,
+        dump(vm_state.state_dict()) if vm_state else "",
     ]
     return keys, args
 

@@ -82,12 +82,15 @@ end
 return 0
 """
 
-# Every script that writes a job's indexes checks their types first, before it writes anything,
-# so that it never stops half-way: an index is derived data, and one of the wrong Redis type
-# (``SET bj:queued garbage``) is deleted (the write that follows makes it anew, of the right
-# type). The script then asks for a repair pass, which puts back the entries the key lost, by
-# deleting the field named by its last ARGV from the hash named by its last KEYS (the ticks
-# hash), and returns each replaced key with its type and the type wanted, for a problem.
+# Every script that writes a job's indexes writes each through ``index``, so that it never stops
+# half-way: an index is derived data, and one of the wrong Redis type (``SET bj:queued
+# garbage``) makes the write fail with WRONGTYPE (caught: ``redis.pcall``), is deleted by
+# ``fix_index`` and written again (made anew, of the right type). Types are asked only then, not
+# before every write: a save touches 15 indexes, and their TYPE calls were a third of a job's
+# Redis commands. The script then asks for a repair pass, which puts back the entries the key
+# lost, by deleting the field named by its last ARGV from the hash named by its last KEYS (the
+# ticks hash), and returns each replaced key with its type and the type wanted, for a problem.
+# An error other than WRONGTYPE is raised as before (the second write meets it again).
 _FIX_INDEX = """
 local replaced = {}
 local function fix_index(key, want)
@@ -100,16 +103,26 @@ local function fix_index(key, want)
     replaced[#replaced + 1] = want
   end
 end
+local function index(command, want, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply['err'] then
+    fix_index(key, want)
+    reply = redis.call(command, key, ...)
+  end
+  return reply
+end
 """
 
 # KEYS[1] fence counter, KEYS[2] job record, KEYS[3] in-progress set, KEYS[4] item lease,
 # KEYS[5] retry set, KEYS[6] queued set, KEYS[7] the vault's job index, KEYS[8] its operation
-# index, KEYS[9] its item index, KEYS[10] the retention index, KEYS[11..#KEYS-1] every status
+# index, KEYS[9] its item index, KEYS[10] the retention index, KEYS[11] a VM state record
+# written with the job (the job record's key again when none), KEYS[12..#KEYS-1] every status
 # index of the vault, KEYS[#KEYS] ticks hash; ARGV[1] token ('' = unfenced), ARGV[2] JSON,
 # ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
 # ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued),
 # ARGV[8] queue time, ARGV[9] end time ('' = not final), ARGV[10] the KEYS number of the job's
-# status index, ARGV[11] the ticks hash's index-repair field.
+# status index, ARGV[11] the ticks hash's index-repair field, ARGV[12] the VM state's JSON
+# ('' = none): written only with the job, under the same fence.
 # Returns {1, 0, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
 _SAVE_JOB_BODY = """
 if ARGV[5] ~= '' then
@@ -118,39 +131,38 @@ if ARGV[5] ~= '' then
   local ok, stored = pcall(cjson.decode, raw)
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
-fix_index(KEYS[3], 'set')
-for i = 5, #KEYS - 1 do fix_index(KEYS[i], 'zset') end
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[12] ~= '' then redis.call('SET', KEYS[11], ARGV[12]) end
 if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[3], ARGV[3])
+  index('SADD', 'set', KEYS[3], ARGV[3])
 else
-  redis.call('SREM', KEYS[3], ARGV[3])
+  index('SREM', 'set', KEYS[3], ARGV[3])
   -- A lease of the wrong type is no job's: ACQUIRE replaces it.
   if redis.pcall('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 end
 if ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+  index('ZADD', 'zset', KEYS[5], ARGV[6], ARGV[3])
 else
-  redis.call('ZREM', KEYS[5], ARGV[3])
+  index('ZREM', 'zset', KEYS[5], ARGV[3])
 end
 if ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
+  index('ZADD', 'zset', KEYS[6], ARGV[7], ARGV[3])
 else
-  redis.call('ZREM', KEYS[6], ARGV[3])
+  index('ZREM', 'zset', KEYS[6], ARGV[3])
 end
-for i = 7, 9 do redis.call('ZADD', KEYS[i], ARGV[8], ARGV[3]) end
+for i = 7, 9 do index('ZADD', 'zset', KEYS[i], ARGV[8], ARGV[3]) end
 if ARGV[9] ~= '' then
-  redis.call('ZADD', KEYS[10], ARGV[9], ARGV[3])
+  index('ZADD', 'zset', KEYS[10], ARGV[9], ARGV[3])
 else
-  redis.call('ZREM', KEYS[10], ARGV[3])
+  index('ZREM', 'zset', KEYS[10], ARGV[3])
 end
 -- The job leaves every other status index in the write that puts it into its own.
 local current = tonumber(ARGV[10])
-for i = 11, #KEYS - 1 do
+for i = 12, #KEYS - 1 do
   if i == current then
-    redis.call('ZADD', KEYS[i], ARGV[8], ARGV[3])
+    index('ZADD', 'zset', KEYS[i], ARGV[8], ARGV[3])
   else
-    redis.call('ZREM', KEYS[i], ARGV[3])
+    index('ZREM', 'zset', KEYS[i], ARGV[3])
   end
 end
 return {1, token, unpack(replaced)}
@@ -161,8 +173,8 @@ SAVE_JOB = _FENCE_CHECK + "local token = 0\n" + _FIX_INDEX + _SAVE_JOB_BODY
 # free (or not a string: no job's), bumps the fencing counter (KEYS[1]), writes the new token
 # into the job's JSON (ARGV[2] says ``"fencing_token":null``) and saves it as SAVE_JOB does.
 # KEYS as SAVE_JOB's; ARGV as SAVE_JOB's (ARGV[1] unused: the token is the one issued here,
-# ARGV[5] the status the stored job must have) followed by ARGV[12] the counter to restart from
-# if it is corrupt and ARGV[13] the lease's TTL in ms. Nothing is taken or written unless the
+# ARGV[5] the status the stored job must have) followed by ARGV[13] the counter to restart from
+# if it is corrupt and ARGV[14] the lease's TTL in ms. Nothing is taken or written unless the
 # stored job has that status. Returns {1, token, replaced indexes...} started, {0, holder} the
 # lease is held ('' = it expired meanwhile), {-1, 0} the job is not in the expected status.
 START_JOB = (
@@ -193,10 +205,9 @@ ARGV[2] = string.gsub(ARGV[2], '"fencing_token":null', '"fencing_token":' .. tok
 CREATE_JOB = (
     _FIX_INDEX
     + """
-for i = 2, #KEYS - 1 do fix_index(KEYS[i], 'zset') end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, unpack(replaced)} end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-for i = 3, #KEYS - 1 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0} end
+index('ZADD', 'zset', KEYS[2], ARGV[4], ARGV[3])
+for i = 3, #KEYS - 1 do index('ZADD', 'zset', KEYS[i], ARGV[2], ARGV[3]) end
 return {1, unpack(replaced)}
 """
 )
@@ -302,6 +313,23 @@ end
 return count
 """
 )
+
+# KEYS a few records to read. Returns each one's value (nil if absent or not a string), then
+# for each its Redis type if it exists but is not a string ('' otherwise): one command where a
+# pipeline of an MGET and a TYPE per key cost a VM lookup three.
+READ_RECORDS = """#!lua flags=no-writes
+local reply = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'string' then
+    reply[i], reply[#KEYS + i] = value, ''
+  else
+    reply[i] = false
+    reply[#KEYS + i] = type(value) == 'table' and redis.call('TYPE', key)['ok'] or ''
+  end
+end
+return reply
+"""
 
 # KEYS[1] an index a read found of the wrong type, KEYS[2] ticks hash; ARGV[1] the type it
 # should have, ARGV[2] the index-repair field. Returns {key, its type, wanted} if it replaced it.

@@ -168,6 +168,33 @@ def test_save_with_an_expected_status_writes_only_if_the_stored_job_has_it(
     assert not catalog.save_job(_job("gone"), expect=JobStatus.QUEUED, check_at=T0)
 
 
+def test_a_vm_state_saved_with_a_job_is_written_only_with_it_and_under_its_fence(
+    catalog: Catalog,
+) -> None:
+    vm = VM("web01", "cs1", "r1")
+    catalog.put_vm("v", vm)
+    lock = catalog.acquire_lock("v", vm.id, "a", 30)
+    fence = Fence("v", vm.id, lock.token)
+    _create(catalog, _job("a"))
+    registered = replace(vm, registration=RegistrationState.REGISTERED, last_job_id="a")
+    running = _job("a").evolve(status=JobStatus.IN_PROGRESS)
+    done = _job("a").evolve(status=JobStatus.COMPLETED, ended_at=T0)
+
+    refused = catalog.save_job(done, fence, expect=JobStatus.IN_PROGRESS, vm_state=registered)
+    catalog.save_job(running, fence)
+    catalog.invalidate_fence("v", vm.id)
+    with pytest.raises(LeaseLost):
+        catalog.save_job(done, fence, vm_state=registered)
+    untouched = catalog.get_vm("v", vm.id)
+    fresh = Fence("v", vm.id, catalog.invalidate_fence("v", vm.id))
+    written = catalog.save_job(done, fresh, vm_state=registered)
+
+    assert not refused
+    assert untouched is not None and untouched.registration == RegistrationState.NOT_REGISTERED
+    assert written and catalog.get_vm("v", vm.id) == registered
+    assert catalog.get_job("a").status == JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
 def test_a_stale_holder_s_lease_is_taken_over_with_a_new_token(catalog: Catalog) -> None:
     first = catalog.acquire_lock("v", "vm", "dead-job", 30)
 

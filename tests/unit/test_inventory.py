@@ -118,14 +118,37 @@ def test_provider_failure_during_discovery_is_a_discovery_internal_error() -> No
         inventory.discover(_context(MemoryCatalog(), provider, Operation.DISCOVERY, "vault"))
 
 
-def test_register_installs_the_extension_and_marks_the_vm_registered() -> None:
+def test_register_installs_the_extension_and_the_vm_is_registered_with_the_job_s_end() -> None:
     catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
     catalog.put_vm("v", HEALTHY)
+    ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
 
-    inventory.register(_context(catalog, provider, Operation.REGISTER, HEALTHY.id))
+    result = inventory.register(ctx)
+    running = catalog.get_vm("v", HEALTHY.id)
+    done = jobs.complete(
+        catalog, jobs.Started(ctx.job, ctx.fence), result, ctx.clock, (), ctx.settled[0]
+    )
 
     assert provider.installed == [HEALTHY.id]
-    assert catalog.get_vm("v", HEALTHY.id).registration == RegistrationState.REGISTERED  # type: ignore[union-attr]
+    assert running is not None and running.registration == RegistrationState.REGISTERING
+    assert done.status == JobStatus.COMPLETED
+    registered = catalog.get_vm("v", HEALTHY.id)
+    assert registered is not None and registered.registration == RegistrationState.REGISTERED
+    assert registered.last_job_id == ctx.job.id
+
+
+def test_a_register_fenced_out_at_its_end_leaves_the_vm_state_to_the_reaper() -> None:
+    catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", HEALTHY)
+    ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
+    result = inventory.register(ctx)
+    catalog.invalidate_fence("v", HEALTHY.id)  # the reaper took the attempt over
+
+    jobs.complete(catalog, jobs.Started(ctx.job, ctx.fence), result, ctx.clock, (), ctx.settled[0])
+
+    record = catalog.get_vm("v", HEALTHY.id)
+    assert record is not None and record.registration == RegistrationState.REGISTERING
+    assert catalog.get_job(ctx.job.id).status == JobStatus.IN_PROGRESS  # type: ignore[union-attr]
 
 
 def test_register_timeout_is_install_agent_timeout_and_rolls_the_vm_back() -> None:
@@ -148,7 +171,10 @@ def test_retry_of_a_register_that_already_succeeded_completes_instead_of_failing
     catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
     catalog.put_vm("v", HEALTHY)
     ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
-    inventory.register(ctx)  # the attempt's worker dies before the job is recorded Completed
+    inventory.register(ctx)
+    # Recorded Registered by this job, which is not recorded Completed (as an older version,
+    # which wrote the two apart, left a worker that died between them).
+    catalog.put_vm_state("v", ctx.settled[0], ctx.fence)
 
     again = inventory.register(ctx)
 

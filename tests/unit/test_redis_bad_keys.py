@@ -327,3 +327,18 @@ def test_one_item_s_unreadable_point_index_never_blocks_the_protection_listing(
     assert [v.item.vm_id for v in views] == ["cs/a", "cs/b"]
     assert [p.key for p in views.problems] == [wire.recovery_points_key("v", "cs/a")]
     assert board.storage.points == 1 and board.problems
+
+
+def test_saving_and_creating_jobs_asks_no_index_type_while_every_index_is_fine(
+    catalog: RedisCatalog, raw: redis.Redis
+) -> None:
+    def types_asked() -> int:
+        return int(raw.info("commandstats").get("cmdstat_type", {}).get("calls", 0))
+
+    before = types_asked()
+    catalog.create_job(_job("a"), T0)
+    catalog.save_job(_job("a", JobStatus.IN_PROGRESS))
+    catalog.save_job(_job("a", JobStatus.FAILED).evolve(ended_at=T0))
+
+    assert types_asked() == before
+    assert catalog.problems() == []
