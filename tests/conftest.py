@@ -28,9 +28,7 @@ LOG_TAIL_LINES = 60
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A failed test that used the session cluster reports the tail of its processes' logs:
     CI shows only the report, and a flaky failure must say what the worker saw."""
     report = yield

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from backup_jobs.vault import Vault
 from backup_jobs.vault.codec import ChunkCodec
 from backup_jobs.vault.crypto import Keys
-from backup_jobs.vault import Vault
 from backup_jobs.vault.format import (
     ZERO_DIGEST,
     DiskIndex,
