@@ -2,7 +2,12 @@
 
 Blobs are written to a temp name in their final directory, fsynced, then ``link``ed to the
 final name: ``link`` fails if the name exists, so a blob is never rewritten, and two writers of
-the same chunk (on one machine or several) both succeed. Directories are fsynced by ``sync``.
+the same chunk (on one machine or several) both succeed. ``put`` fsyncs the blob's directory
+itself, on the writer's thread: a backup's write pool does it beside the hashing, where one
+``fsync`` per touched directory at the end of a backup was ~1 s of a 2 GiB image's backup,
+serial, with every core idle. ``sync`` then fsyncs the chunks directory (fan-out directories
+made since) and the directories of blobs found rather than written (another writer's, whose
+own directory fsync may still be on its way).
 """
 
 from __future__ import annotations
@@ -42,34 +47,33 @@ class FilesystemChunkStore:
         return os.path.exists(self.path(digest))
 
     def put(self, digest: str, blob: Sequence[bytes]) -> bool:
-        """Write temp, fsync, link to the final name; False if it already existed."""
+        """Write temp, fsync, link, fsync the directory; False if it already existed.
+
+        A blob written here is durable, name and all, when this returns (its fan-out
+        directory's own entry waits for ``sync``, which every backup runs before its commit).
+        """
         final = self.path(digest)
         folder = final.parent
         if folder not in self._made:
             folder.mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
         temp = folder / f".{digest}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            try:
-                _write_all(fd, blob)
-                os.fsync(fd)
-                # Written once, read rarely: give the pages back now rather than evict others.
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+            _write_durably(temp, blob)
             self._fault("chunk_temp_written")
             try:
                 os.link(temp, final)
             except FileExistsError:
+                # Another writer's blob, linked but perhaps not yet under a durable name.
+                with self._dirty_lock:
+                    self._dirty.add(folder)
                 return False
-            self._fault("chunk_linked")
-            with self._dirty_lock:
-                self._dirty.add(folder)
-            return True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
+        self._fault("chunk_linked")
+        fsync_dir(folder)  # the new name, and the temp name's removal
+        return True
 
     def get(self, digest: str) -> bytes:
         """From the store, else from garbage."""
@@ -81,9 +85,13 @@ class FilesystemChunkStore:
         raise ChunkMissing(digest)
 
     def touch(self, digest: str) -> None:
-        """Set the blob's mtime to now (GC's cutoff then keeps it)."""
+        """Set the blob's mtime to now (GC's cutoff then keeps it); ``sync`` makes its name
+        durable, should the writer that just linked it not have fsynced its directory yet."""
+        path = self.path(digest)
         with contextlib.suppress(FileNotFoundError):
-            os.utime(self.path(digest))
+            os.utime(path)
+            with self._dirty_lock:
+                self._dirty.add(path.parent)
 
     def chunks(self) -> Iterator[tuple[str, float]]:
         """Every stored blob and its mtime; temp files are skipped."""
@@ -152,7 +160,10 @@ class FilesystemChunkStore:
         return removed
 
     def sync(self) -> None:
-        """fsync every fan-out directory that got a new blob, and the chunks directory."""
+        """fsync the directories of blobs found (``touch``), then the chunks directory.
+
+        Blobs this store wrote are durable already: ``put`` fsynced their directories.
+        """
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
         for folder in (*dirty, self.root):
@@ -161,6 +172,18 @@ class FilesystemChunkStore:
 
     def _garbage_path(self, digest: str) -> Path:
         return self.garbage_root / digest[:FANOUT_HEX] / digest
+
+
+def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
+    """Create ``path`` (it must not exist) with ``parts``, fsynced, its pages dropped."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, parts)
+        os.fsync(fd)
+        # Written once, read rarely: give the pages back now rather than evict others.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, parts: Sequence[bytes]) -> None:

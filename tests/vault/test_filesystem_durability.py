@@ -1,0 +1,66 @@
+"""The filesystem chunk store's fsyncs: a blob's name is durable before anything builds on it.
+
+Which directory is fsynced when is not visible in the store's contents, so these tests record
+the calls to ``fsync_dir``; the crash tests (test_crash_gc_corruption) cover what a crash leaves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backup_jobs.vault.chunkstores import filesystem
+from backup_jobs.vault.chunkstores.filesystem import FilesystemChunkStore
+
+A = "ab" * 32
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    calls: list[Path] = []
+    real = filesystem.fsync_dir
+
+    def record(path: Path) -> None:
+        calls.append(path)
+        real(path)
+
+    monkeypatch.setattr(filesystem, "fsync_dir", record)
+    return calls
+
+
+def test_put_fsyncs_the_blobs_directory_before_it_returns(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    store = FilesystemChunkStore(tmp_path)
+
+    assert store.put(A, [b"blob"])
+
+    assert synced == [store.path(A).parent]
+    assert [p.name for p in store.path(A).parent.iterdir()] == [A]  # the temp name is gone
+
+
+def test_sync_after_puts_only_fsyncs_the_chunks_directory(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    store = FilesystemChunkStore(tmp_path)
+    store.put(A, [b"blob"])
+    synced.clear()
+
+    store.sync()
+
+    assert synced == [store.root]
+
+
+def test_a_blob_found_or_linked_by_another_writer_gets_its_directory_fsynced_by_sync(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    writer, other = FilesystemChunkStore(tmp_path), FilesystemChunkStore(tmp_path)
+    writer.put(A, [b"blob"])
+    synced.clear()
+
+    other.touch(A)  # found existing: the writer's directory fsync may still be on its way
+    assert not other.put(A, [b"blob"])  # lost the race to link it
+    other.sync()
+
+    assert synced == [other.path(A).parent, other.root]
