@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from backup_jobs.vault.chunkstore import ChunkMissing
-from backup_jobs.vault.chunkstores.durable import DurableFiles
 from backup_jobs.vault.pipeline import FaultHook, no_fault
 
 FANOUT_HEX = 4
@@ -38,7 +37,6 @@ class FilesystemChunkStore:
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
         self._made: set[Path] = set()
-        self._files = DurableFiles()
 
     def path(self, digest: str) -> Path:
         """Where a blob lives."""
@@ -61,7 +59,7 @@ class FilesystemChunkStore:
             self._made.add(folder)
         temp = folder / f".{digest}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
-            self._files.create(temp, blob)
+            _write_durably(temp, blob)
             self._fault("chunk_temp_written")
             try:
                 os.link(temp, final)
@@ -174,6 +172,30 @@ class FilesystemChunkStore:
 
     def _garbage_path(self, digest: str) -> Path:
         return self.garbage_root / digest[:FANOUT_HEX] / digest
+
+
+def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
+    """Create ``path`` (it must not exist) with ``parts``, fsynced, its pages dropped."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, parts)
+        os.fsync(fd)
+        # Written once, read rarely: give the pages back now rather than evict others.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, parts: Sequence[bytes]) -> None:
+    """``writev`` until every byte of ``parts`` is written."""
+    views = [memoryview(p) for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _walk(root: Path, *, size: bool = False) -> Iterator[tuple[str, float]]:
