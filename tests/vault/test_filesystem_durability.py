@@ -1,4 +1,4 @@
-"""The filesystem chunk store's fsyncs: a blob's name is durable before anything builds on it.
+"""The filesystem chunk store's fsyncs: a blob's name is durable before a commit builds on it.
 
 Which directory is fsynced when is not visible in the store's contents, so these tests record
 the calls to ``fsync_dir``; the crash tests (test_crash_gc_corruption) cover what a crash leaves.
@@ -29,27 +29,22 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return calls
 
 
-def test_put_fsyncs_the_blobs_directory_before_it_returns(
+def test_sync_fsyncs_the_directory_of_every_blob_written_and_the_chunks_directory(
     tmp_path: Path, synced: list[Path]
 ) -> None:
     store = FilesystemChunkStore(tmp_path)
-
-    assert store.put(A, [b"blob"])
-
-    assert synced == [store.path(A).parent]
-    assert [p.name for p in store.path(A).parent.iterdir()] == [A]  # the temp name is gone
-
-
-def test_sync_after_puts_only_fsyncs_the_chunks_directory(
-    tmp_path: Path, synced: list[Path]
-) -> None:
-    store = FilesystemChunkStore(tmp_path)
-    store.put(A, [b"blob"])
-    synced.clear()
+    digests = [f"{n:02x}" * 32 for n in range(20)]
+    for digest in digests:
+        store.put(digest, [b"blob"])
+    assert synced == []
 
     store.sync()
 
-    assert synced == [store.root]
+    assert sorted(synced[:-1]) == sorted({store.path(d).parent for d in digests})
+    assert synced[-1] == store.root
+    synced.clear()
+    store.sync()
+    assert synced == [store.root]  # each directory once
 
 
 def test_a_blob_found_or_linked_by_another_writer_gets_its_directory_fsynced_by_sync(
@@ -57,9 +52,8 @@ def test_a_blob_found_or_linked_by_another_writer_gets_its_directory_fsynced_by_
 ) -> None:
     writer, other = FilesystemChunkStore(tmp_path), FilesystemChunkStore(tmp_path)
     writer.put(A, [b"blob"])
-    synced.clear()
 
-    other.touch(A)  # found existing: the writer's directory fsync may still be on its way
+    other.touch(A)  # found existing: its writer may not have fsynced its directory yet
     assert not other.put(A, [b"blob"])  # lost the race to link it
     other.sync()
 
