@@ -58,7 +58,9 @@ class ChunkCodec:
         sealed = self._aead.encrypt(nonce, payload, digest)
         return pack_blob(flags | FLAG_ENCRYPTED, len(data), [nonce, sealed])
 
-    def decode(self, blob: bytes, digest: bytes, check_crc: bool = True) -> bytes | memoryview:
+    def decode(
+        self, blob: bytes | memoryview, digest: bytes, check_crc: bool = True
+    ) -> bytes | memoryview:
         """The verified chunk of a blob (a view into it when stored raw); ``FormatError`` if bad.
 
         ``check_crc=False`` skips the CRC: the digest, checked always, covers every byte too.
@@ -76,7 +78,7 @@ class ChunkCodec:
         return data
 
     def decode_into(
-        self, blob: bytes, digest: bytes, out: memoryview, check_crc: bool = True
+        self, blob: bytes | memoryview, digest: bytes, out: memoryview, check_crc: bool = True
     ) -> int:
         """Decode a blob into ``out`` and verify it there; the chunk's length.
 
@@ -100,7 +102,9 @@ class ChunkCodec:
         self._check_digest(target, digest)
         return length
 
-    def _open(self, blob: bytes, digest: bytes, check_crc: bool) -> tuple[BlobHeader, memoryview]:
+    def _open(
+        self, blob: bytes | memoryview, digest: bytes, check_crc: bool
+    ) -> tuple[BlobHeader, memoryview]:
         """The header and the plaintext payload (still compressed if it was) of a blob."""
         header, payload = unpack_blob(blob, check_crc)
         if header.flags & FLAG_ENCRYPTED:

@@ -106,7 +106,7 @@ def _restore_disk(
         try:
             # The digest, checked on every chunk, covers every byte: the blob's CRC (for
             # checks without the key) would be a second pass over it for nothing.
-            blob = vault.store.get(digest.hex())
+            blob = vault.store.get_view(digest.hex())
             length = vault.codec.decode_into(blob, digest, buffer, check_crc=False)
         except ChunkMissing as exc:
             raise _integrity(manifest, digest, "is missing") from exc
