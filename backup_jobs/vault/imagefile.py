@@ -3,8 +3,9 @@
 A restore writes gigabytes once and never reads them back; going around the page cache keeps
 it from evicting everything else on the machine and from paying for page-cache allocation,
 and lets several threads keep the disk's queue full. Direct I/O needs aligned buffers, offsets
-and lengths: each thread copies its chunk into its own page-aligned buffer; an unaligned tail
-goes through the ordinary descriptor.
+and lengths: each thread builds its chunk in a page-aligned buffer of its own
+(``chunk_buffer``) and writes from there; an unaligned tail goes through the ordinary
+descriptor.
 """
 
 from __future__ import annotations
@@ -30,27 +31,11 @@ class ImageWriter:
         self._direct = _open_direct(path)
         self._local = threading.local()
 
-    def write(self, data: bytes | memoryview, offset: int) -> None:
-        """Write ``data`` at ``offset`` (thread-safe: positional writes)."""
-        length = len(data)
-        if self._direct is not None and length % ALIGNMENT == 0 and offset % ALIGNMENT == 0:
-            buffer = self._buffer(length)
-            buffer[:length] = data
-            try:
-                _pwrite_all(self._direct, memoryview(buffer)[:length], offset)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._direct = None  # the file system refused after all: stay buffered
-        _pwrite_all(self._fd, memoryview(data), offset)
-
     def chunk_buffer(self, length: int) -> memoryview:
         """This thread's page-aligned buffer of ``length`` bytes, to build a chunk in.
 
         ``write_from_buffer`` writes slices of it with no copy: a restore decompresses each
-        chunk straight into it, then writes from it. (``write`` uses the same buffer: a
-        thread uses one way or the other.)
+        chunk straight into it, then writes from it.
         """
         return memoryview(self._buffer(length))[:length]
 
@@ -64,7 +49,7 @@ class ImageWriter:
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                self._direct = None
+                self._direct = None  # the file system refused after all: stay buffered
         _pwrite_all(self._fd, view, offset)
 
     def finish(self) -> None:
