@@ -29,6 +29,11 @@ class ChunkStore(Protocol):
         """A blob, from the store or else from garbage; ``ChunkMissing`` if neither has it."""
         ...
 
+    def get_view(self, digest: str) -> memoryview:
+        """As ``get``, but a view that stays valid only until the calling thread's next
+        ``get_view``: a restore reads each blob once, and no buffer is allocated per blob."""
+        ...
+
     def touch(self, digest: str) -> None:
         """Mark a blob as just used (its mtime), so GC's cutoff keeps it."""
         ...

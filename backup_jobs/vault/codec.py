@@ -18,6 +18,7 @@ from backup_jobs.vault.crypto import Keys, plain_digest
 from backup_jobs.vault.format import (
     FLAG_COMPRESSED,
     FLAG_ENCRYPTED,
+    BlobHeader,
     FormatError,
     pack_blob,
     unpack_blob,
@@ -57,11 +58,54 @@ class ChunkCodec:
         sealed = self._aead.encrypt(nonce, payload, digest)
         return pack_blob(flags | FLAG_ENCRYPTED, len(data), [nonce, sealed])
 
-    def decode(self, blob: bytes, digest: bytes, check_crc: bool = True) -> bytes | memoryview:
+    def decode(
+        self, blob: bytes | memoryview, digest: bytes, check_crc: bool = True
+    ) -> bytes | memoryview:
         """The verified chunk of a blob (a view into it when stored raw); ``FormatError`` if bad.
 
         ``check_crc=False`` skips the CRC: the digest, checked always, covers every byte too.
         """
+        header, payload = self._open(blob, digest, check_crc)
+        data: bytes | memoryview = payload
+        if header.flags & FLAG_COMPRESSED:
+            try:
+                data = self._decompressor().decompress(payload, max_output_size=header.raw_length)
+            except zstandard.ZstdError as exc:
+                raise FormatError(f"blob does not decompress: {exc}") from exc
+        if len(data) != header.raw_length:
+            raise FormatError(f"chunk is {len(data)} bytes, its header says {header.raw_length}")
+        self._check_digest(data, digest)
+        return data
+
+    def decode_into(
+        self, blob: bytes | memoryview, digest: bytes, out: memoryview, check_crc: bool = True
+    ) -> int:
+        """Decode a blob into ``out`` and verify it there; the chunk's length.
+
+        A restore decompresses each chunk straight into the buffer it writes from: no chunk
+        sized allocation (fresh pages, faulted in and zeroed by the kernel) and no copy per
+        chunk. ``FormatError`` as ``decode``; ``out`` then holds nothing of use.
+        """
+        header, payload = self._open(blob, digest, check_crc)
+        length = header.raw_length
+        if length > len(out):
+            raise FormatError(f"chunk of {length} bytes is longer than the index's chunk size")
+        target = out[:length]
+        if header.flags & FLAG_COMPRESSED:
+            filled = self._decompress_into(payload, target)
+        else:
+            filled = len(payload)
+            if filled == length:
+                target[:] = payload
+        if filled != length:
+            raise FormatError(f"chunk does not have the {length} bytes its header says")
+        self._check_digest(target, digest)
+        return length
+
+    def _open(
+        self, blob: bytes | memoryview, digest: bytes, check_crc: bool
+    ) -> tuple[BlobHeader, memoryview]:
+        """The header and the plaintext payload (still compressed if it was) of a blob."""
         header, payload = unpack_blob(blob, check_crc)
         if header.flags & FLAG_ENCRYPTED:
             if self._aead is None:
@@ -74,17 +118,26 @@ class ChunkCodec:
                 )
             except InvalidTag as exc:
                 raise FormatError("blob does not decrypt (wrong key or altered data)") from exc
-        data: bytes | memoryview = payload
-        if header.flags & FLAG_COMPRESSED:
-            try:
-                data = self._decompressor().decompress(payload, max_output_size=header.raw_length)
-            except zstandard.ZstdError as exc:
-                raise FormatError(f"blob does not decompress: {exc}") from exc
-        if len(data) != header.raw_length:
-            raise FormatError(f"chunk is {len(data)} bytes, its header says {header.raw_length}")
+        return header, payload
+
+    def _decompress_into(self, payload: memoryview, target: memoryview) -> int:
+        """Decompress one zstd frame into ``target``: the bytes it holds (one more if the frame
+        is longer than ``target``)."""
+        try:
+            reader = self._decompressor().stream_reader(payload, read_size=max(len(payload), 1))
+            filled = 0
+            while filled < len(target):
+                got = reader.readinto(target[filled:])
+                if not got:
+                    return filled
+                filled += got
+            return filled + reader.readinto(bytearray(1))
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"blob does not decompress: {exc}") from exc
+
+    def _check_digest(self, data: bytes | memoryview, digest: bytes) -> None:
         if not hmac.compare_digest(self.digest(data), digest):
             raise FormatError("chunk content does not match its digest")
-        return data
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         compressor = getattr(self._local, "compressor", None)

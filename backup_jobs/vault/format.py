@@ -61,7 +61,7 @@ def pack_blob(flags: int, raw_length: int, payload: Sequence[bytes]) -> list[byt
     return [BlobHeader(flags, raw_length, crc).pack(), *payload]
 
 
-def unpack_blob(blob: bytes, check_crc: bool = True) -> tuple[BlobHeader, memoryview]:
+def unpack_blob(blob: bytes | memoryview, check_crc: bool = True) -> tuple[BlobHeader, memoryview]:
     """The header and payload of a blob; ``FormatError`` if the header or CRC is wrong."""
     if len(blob) < BLOB_HEADER.size:
         raise FormatError(f"blob is {len(blob)} bytes, shorter than its header")

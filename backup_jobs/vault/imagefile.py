@@ -3,8 +3,9 @@
 A restore writes gigabytes once and never reads them back; going around the page cache keeps
 it from evicting everything else on the machine and from paying for page-cache allocation,
 and lets several threads keep the disk's queue full. Direct I/O needs aligned buffers, offsets
-and lengths: each thread copies its chunk into its own page-aligned buffer; an unaligned tail
-goes through the ordinary descriptor.
+and lengths: each thread builds its chunk in a page-aligned buffer of its own
+(``chunk_buffer``) and writes from there; an unaligned tail goes through the ordinary
+descriptor.
 """
 
 from __future__ import annotations
@@ -30,20 +31,26 @@ class ImageWriter:
         self._direct = _open_direct(path)
         self._local = threading.local()
 
-    def write(self, data: bytes | memoryview, offset: int) -> None:
-        """Write ``data`` at ``offset`` (thread-safe: positional writes)."""
-        length = len(data)
-        if self._direct is not None and length % ALIGNMENT == 0 and offset % ALIGNMENT == 0:
-            buffer = self._buffer(length)
-            buffer[:length] = data
+    def chunk_buffer(self, length: int) -> memoryview:
+        """This thread's page-aligned buffer of ``length`` bytes, to build a chunk in.
+
+        ``write_from_buffer`` writes slices of it with no copy: a restore decompresses each
+        chunk straight into it, then writes from it.
+        """
+        return memoryview(self._buffer(length))[:length]
+
+    def write_from_buffer(self, start: int, end: int, offset: int) -> None:
+        """Write bytes ``[start, end)`` of this thread's ``chunk_buffer`` at ``offset``."""
+        view = memoryview(self._local.buffer)[start:end]
+        if self._direct is not None and _aligned(start, end - start, offset):
             try:
-                os.pwrite(self._direct, memoryview(buffer)[:length], offset)
+                _pwrite_all(self._direct, view, offset)
                 return
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 self._direct = None  # the file system refused after all: stay buffered
-        os.pwrite(self._fd, data, offset)
+        _pwrite_all(self._fd, view, offset)
 
     def finish(self) -> None:
         """Make everything durable and close."""
@@ -64,6 +71,17 @@ class ImageWriter:
         if buffer is None or len(buffer) < length:
             buffer = self._local.buffer = mmap.mmap(-1, length)  # page-aligned
         return buffer
+
+
+def _aligned(*numbers: int) -> bool:
+    return all(n % ALIGNMENT == 0 for n in numbers)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """``pwrite`` until every byte is written (a short write is rare, not impossible)."""
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _open_direct(path: Path) -> int | None:

@@ -9,21 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backup_jobs.errors import Cancelled, InvalidRestoreTarget, VaultIntegrityError
-from backup_jobs.vault.backup import DEFAULT_THREADS, WRITE_THREADS, WRITES_PENDING
+from backup_jobs.vault.backup import DEFAULT_THREADS, WRITE_THREADS
 from backup_jobs.vault.chunkstore import ChunkMissing
 from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest, ManifestDisk
 from backup_jobs.vault.imagefile import ImageWriter
-from backup_jobs.vault.pipeline import (
-    Progress,
-    WritePool,
-    bounded_map,
-    ignore_progress,
-    never,
-)
+from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
 from backup_jobs.vault.sparse import nonzero_runs
 
 PARTIAL_SUFFIX = ".partial"
+# Each thread decodes a chunk into its own buffer and writes it from there (no copy, no
+# allocation per chunk), so it also waits for its writes: the hashing threads of a backup plus
+# the threads that would have written for them keep the cores busy and the disk's queue full.
+RESTORE_THREADS = DEFAULT_THREADS + WRITE_THREADS
 
 
 @dataclass
@@ -34,7 +32,7 @@ class RestoreRequest:
     target_dir: Path
     allowed_root: Path
     overwrite: bool = False
-    threads: int = DEFAULT_THREADS
+    threads: int = RESTORE_THREADS
     progress: Progress = ignore_progress
     should_cancel: Callable[[], bool] = never
 
@@ -104,19 +102,20 @@ def _restore_disk(
 
     def restore_chunk(i: int) -> int:
         digest = index.digests[i]
+        buffer = image.chunk_buffer(index.chunk_size)
         try:
             # The digest, checked on every chunk, covers every byte: the blob's CRC (for
             # checks without the key) would be a second pass over it for nothing.
-            data = vault.codec.decode(vault.store.get(digest.hex()), digest, check_crc=False)
+            blob = vault.store.get_view(digest.hex())
+            length = vault.codec.decode_into(blob, digest, buffer, check_crc=False)
         except ChunkMissing as exc:
             raise _integrity(manifest, digest, "is missing") from exc
         except FormatError as exc:
             raise _integrity(manifest, digest, str(exc)) from exc
-        view = memoryview(data)
-        runs = nonzero_runs(view)  # zeros inside a chunk stay holes too
         offset = i * index.chunk_size
-        writes.submit(lambda: _write_runs(image, view, runs, offset))
-        return len(data)
+        for start, end in nonzero_runs(buffer[:length]):  # zeros inside a chunk stay holes too
+            image.write_from_buffer(start, end, offset + start)
+        return length
 
     def check_cancel() -> None:
         if request.should_cancel():
@@ -127,14 +126,11 @@ def _restore_disk(
             min(index.chunk_size, index.image_size - i * index.chunk_size) for i in wanted
         )
         request.progress(done[0], total)
-        with WritePool[None](WRITE_THREADS, WRITES_PENDING) as writes:
-            for _, nbytes in bounded_map(
-                restore_chunk, wanted, request.threads, before_each=check_cancel
-            ):
-                writes.finished()  # a failed write stops the restore now
-                done[0] += nbytes
-                request.progress(done[0], total)
-            writes.finished(wait_all=True)
+        for _, nbytes in bounded_map(
+            restore_chunk, wanted, request.threads, before_each=check_cancel
+        ):
+            done[0] += nbytes
+            request.progress(done[0], total)
     except OSError as exc:
         _discard(image, partial)
         if exc.filename is None:  # a write refused (no space, I/O error): name the file
@@ -150,13 +146,6 @@ def _restore_disk(
             partial.unlink()
         raise OSError(exc.errno, exc.strerror, str(partial)) from exc
     return partial
-
-
-def _write_runs(
-    image: ImageWriter, view: memoryview, runs: list[tuple[int, int]], offset: int
-) -> None:
-    for start, end in runs:
-        image.write(view[start:end], offset + start)
 
 
 def _discard(image: ImageWriter, partial: Path) -> None:

@@ -53,7 +53,9 @@ def nonzero_runs(data: bytes | memoryview, block: int = ZERO_BLOCK) -> list[tupl
     runs: list[tuple[int, int]] = []
     for start in range(0, len(view), block):
         end = min(start + block, len(view))
-        if view[start:end] == zeros[: end - start]:
+        # A memoryview compares with bytes element by element (~0.4 ms per 64 KiB of
+        # zeros); its first and last byte settle most blocks, a copy and memcmp the rest.
+        if not (view[start] or view[end - 1]) and view[start:end].tobytes() == zeros[: end - start]:
             continue
         if runs and runs[-1][1] == start:
             runs[-1] = (runs[-1][0], end)

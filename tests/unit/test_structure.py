@@ -261,3 +261,30 @@ def test_every_tick_beat_sends_is_one_the_tick_consumer_runs_under_the_same_name
     assert isinstance(ast_ticks, ast.Dict)
     names = [key.value for key in ast_ticks.keys if isinstance(key, ast.Constant)]
     assert names == list(wire.BEAT_TICKS)
+
+
+def test_importing_the_vault_loads_no_client_catalog_or_models() -> None:
+    # A vault backup runs in a process of its own; the front door imports lazily so that it
+    # does not pay for the client side (~0.2 s of every such process).
+    code = (
+        "import sys\n"
+        "import backup_jobs.vault\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('backup_jobs')"
+        " and not m.startswith(('backup_jobs.vault', 'backup_jobs.errors')))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+
+    assert result.stdout.strip() == "backup_jobs"
+
+
+def test_front_door_names_come_from_their_modules() -> None:
+    from backup_jobs import client, errors, models, settings
+
+    assert backup_jobs.Client is client.Client
+    assert backup_jobs.WorkerLost is errors.WorkerLost
+    assert backup_jobs.VM is models.VM
+    assert backup_jobs.Settings is settings.Settings
+    with pytest.raises(AttributeError):
+        _ = backup_jobs.NoSuchName  # type: ignore[attr-defined]

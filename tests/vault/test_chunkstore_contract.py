@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,16 @@ def test_a_blob_given_in_parts_is_stored_whole(store: ChunkStore) -> None:
     store.put(A, [b"he", b"", b"llo" * 1000])
 
     assert store.get(A) == b"he" + b"llo" * 1000
+
+
+def test_get_view_reads_what_get_reads_from_the_store_or_its_garbage(store: ChunkStore) -> None:
+    big = os.urandom(3 * 4096 + 5)  # not whole blocks: the direct read asks for more
+    store.put(A, [big[:16], big[16:]])
+    store.put(B, [b"small"])
+    store.condemn(B)
+
+    assert bytes(store.get_view(A)) == big
+    assert bytes(store.get_view(B)) == b"small"  # the thread's buffer, reused
+    store.purge(B)
+    with pytest.raises(ChunkMissing):
+        store.get_view(B)

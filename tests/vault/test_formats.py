@@ -41,6 +41,62 @@ def test_codec_round_trips(keys: Keys | None, data: bytes) -> None:
     assert bytes(codec.decode(blob, digest)) == data
 
 
+@pytest.mark.parametrize("keys", [None, Keys.generate()], ids=["plain", "encrypted"])
+@pytest.mark.parametrize(
+    "data", [COMPRESSIBLE, RANDOM, b"x"], ids=["compressible", "random", "tiny"]
+)
+def test_codec_decodes_into_a_buffer_and_says_how_long_the_chunk_is(
+    keys: Keys | None, data: bytes
+) -> None:
+    codec = ChunkCodec(keys)
+    digest = codec.digest(data)
+    out = memoryview(bytearray(len(data) + 100))
+
+    length = codec.decode_into(b"".join(codec.encode(data, digest)), digest, out)
+
+    assert length == len(data)
+    assert bytes(out[:length]) == data
+
+
+def _with_raw_length(blob: bytes, length: int) -> bytes:
+    """The blob with its header's plaintext length changed (the CRC covers the payload only)."""
+    return blob[:8] + length.to_bytes(4, "little") + blob[12:]
+
+
+@pytest.mark.parametrize("data", [COMPRESSIBLE, RANDOM], ids=["compressed", "raw"])
+@pytest.mark.parametrize("lie", [-1, +1], ids=["header-too-short", "header-too-long"])
+def test_decode_into_refuses_a_chunk_whose_length_is_not_what_its_header_says(
+    data: bytes, lie: int
+) -> None:
+    codec = ChunkCodec()
+    digest = codec.digest(data)
+    blob = _with_raw_length(b"".join(codec.encode(data, digest)), len(data) + lie)
+
+    with pytest.raises(FormatError, match="bytes its header says"):
+        codec.decode_into(blob, digest, memoryview(bytearray(len(data) + 10)))
+
+
+def test_decode_into_refuses_a_chunk_longer_than_the_buffer() -> None:
+    codec = ChunkCodec()
+    digest = codec.digest(COMPRESSIBLE)
+    blob = b"".join(codec.encode(COMPRESSIBLE, digest))
+
+    with pytest.raises(FormatError, match="longer than the index's chunk size"):
+        codec.decode_into(blob, digest, memoryview(bytearray(len(COMPRESSIBLE) - 1)))
+
+
+def test_decode_into_refuses_a_damaged_frame_or_the_wrong_digest() -> None:
+    codec = ChunkCodec()
+    digest = codec.digest(COMPRESSIBLE)
+    blob = b"".join(codec.encode(COMPRESSIBLE, digest))
+    out = memoryview(bytearray(len(COMPRESSIBLE)))
+
+    with pytest.raises(FormatError, match=r"decompress|bytes its header says"):
+        codec.decode_into(blob[:-20], digest, out, check_crc=False)
+    with pytest.raises(FormatError, match="does not match its digest"):
+        codec.decode_into(blob, codec.digest(b"something else"), out)
+
+
 def test_compression_is_used_only_when_it_shrinks_the_chunk() -> None:
     codec = ChunkCodec()
 

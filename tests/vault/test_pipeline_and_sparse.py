@@ -159,3 +159,10 @@ def test_nonzero_runs_skip_whole_zero_blocks_and_merge_neighbours() -> None:
     assert nonzero_runs(data, block=16) == [(0, 16), (48, 65)]
     assert nonzero_runs(bytes(64), block=16) == []
     assert nonzero_runs(b"", block=16) == []
+
+
+def test_a_block_with_zeros_at_both_ends_and_data_inside_is_a_run() -> None:
+    data = bytes(16) + bytes(7) + b"q" + bytes(8) + bytes(16)
+
+    assert nonzero_runs(data, block=16) == [(16, 32)]
+    assert nonzero_runs(memoryview(bytearray(data)), block=16) == [(16, 32)]

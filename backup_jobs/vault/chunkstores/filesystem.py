@@ -2,7 +2,10 @@
 
 Blobs are written to a temp name in their final directory, fsynced, then ``link``ed to the
 final name: ``link`` fails if the name exists, so a blob is never rewritten, and two writers of
-the same chunk (on one machine or several) both succeed. Directories are fsynced by ``sync``.
+the same chunk (on one machine or several) both succeed. ``sync`` fsyncs the directories of
+the blobs written or found since (another writer's blob may be linked under a name whose
+directory it has not fsynced yet), several at once: one after another, the ~350 directory
+fsyncs of a 2 GiB image's backup took up to a second on a busy machine, every core idle.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backup_jobs.vault.chunkstore import ChunkMissing
+from backup_jobs.vault.chunkstores.blobreader import BlobReader
 from backup_jobs.vault.pipeline import FaultHook, no_fault
 
 FANOUT_HEX = 4
 TEMP_SUFFIX = ".tmp"
+# Directory fsyncs wait on the journal, not the CPU: enough at once to share its commits.
+SYNC_THREADS = 16
 
 
 class FilesystemChunkStore:
@@ -32,6 +39,7 @@ class FilesystemChunkStore:
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
         self._made: set[Path] = set()
+        self._reader = BlobReader()
 
     def path(self, digest: str) -> Path:
         """Where a blob lives."""
@@ -49,27 +57,23 @@ class FilesystemChunkStore:
             folder.mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
         temp = folder / f".{digest}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            try:
-                _write_all(fd, blob)
-                os.fsync(fd)
-                # Written once, read rarely: give the pages back now rather than evict others.
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+            _write_durably(temp, blob)
             self._fault("chunk_temp_written")
             try:
                 os.link(temp, final)
             except FileExistsError:
+                # Another writer's blob, linked but perhaps not yet under a durable name.
+                with self._dirty_lock:
+                    self._dirty.add(folder)
                 return False
-            self._fault("chunk_linked")
-            with self._dirty_lock:
-                self._dirty.add(folder)
-            return True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
+        self._fault("chunk_linked")
+        with self._dirty_lock:
+            self._dirty.add(folder)
+        return True
 
     def get(self, digest: str) -> bytes:
         """From the store, else from garbage."""
@@ -80,10 +84,23 @@ class FilesystemChunkStore:
                 continue
         raise ChunkMissing(digest)
 
+    def get_view(self, digest: str) -> memoryview:
+        """As ``get``, into this thread's buffer (valid until its next ``get_view``)."""
+        for path in (self.path(digest), self._garbage_path(digest)):
+            try:
+                return self._reader.read(str(path))
+            except FileNotFoundError:
+                continue
+        raise ChunkMissing(digest)
+
     def touch(self, digest: str) -> None:
-        """Set the blob's mtime to now (GC's cutoff then keeps it)."""
+        """Set the blob's mtime to now (GC's cutoff then keeps it); ``sync`` makes its name
+        durable, should the writer that just linked it not have fsynced its directory yet."""
+        path = self.path(digest)
         with contextlib.suppress(FileNotFoundError):
-            os.utime(self.path(digest))
+            os.utime(path)
+            with self._dirty_lock:
+                self._dirty.add(path.parent)
 
     def chunks(self) -> Iterator[tuple[str, float]]:
         """Every stored blob and its mtime; temp files are skipped."""
@@ -152,15 +169,31 @@ class FilesystemChunkStore:
         return removed
 
     def sync(self) -> None:
-        """fsync every fan-out directory that got a new blob, and the chunks directory."""
+        """fsync every fan-out directory with a blob written or found since, then ``chunks/``.
+
+        Several at once: a journaling file system commits them together.
+        """
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
-        for folder in (*dirty, self.root):
-            if folder.exists():
-                fsync_dir(folder)
+        if dirty:
+            with ThreadPoolExecutor(min(SYNC_THREADS, len(dirty))) as pool:
+                list(pool.map(_fsync_if_there, dirty))
+        _fsync_if_there(self.root)
 
     def _garbage_path(self, digest: str) -> Path:
         return self.garbage_root / digest[:FANOUT_HEX] / digest
+
+
+def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
+    """Create ``path`` (it must not exist) with ``parts``, fsynced, its pages dropped."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, parts)
+        os.fsync(fd)
+        # Written once, read rarely: give the pages back now rather than evict others.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, parts: Sequence[bytes]) -> None:
@@ -190,6 +223,11 @@ def _walk(root: Path, *, size: bool = False) -> Iterator[tuple[str, float]]:
                 yield entry.name, found.st_size if size else found.st_mtime
             except FileNotFoundError:
                 continue
+
+
+def _fsync_if_there(folder: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fsync_dir(folder)
 
 
 def fsync_dir(path: Path) -> None:
