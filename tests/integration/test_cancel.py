@@ -175,7 +175,11 @@ def _hold_on_a_chunk(vault_dir: Path, point: str) -> tuple[Path, bytes]:
 
 
 def _feed(fifo: Path, blob: bytes, handle: JobHandle) -> None:
-    """Write the chunk into the FIFO once the restore reads it (or stop: the job ended)."""
+    """Write the chunk into the FIFO each time the restore opens it, until the job has ended.
+
+    A reader may open it more than once: the vault's blob reader first tries ``O_DIRECT``,
+    which a FIFO refuses only once a writer has come, and then opens it again.
+    """
     while not handle.job().status.is_final:
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
@@ -188,7 +192,6 @@ def _feed(fifo: Path, blob: bytes, handle: JobHandle) -> None:
         with contextlib.suppress(BrokenPipeError):
             os.write(fd, blob)
         os.close(fd)
-        return
 
 
 def test_a_restore_cancelled_mid_transfer_leaves_no_image_and_no_partial_file(
