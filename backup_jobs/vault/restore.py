@@ -112,6 +112,10 @@ def _restore_disk(
             raise _integrity(manifest, digest, "is missing") from exc
         except FormatError as exc:
             raise _integrity(manifest, digest, str(exc)) from exc
+        except OSError as exc:
+            # The blob, not the image: a read error must not pass for the target's (a
+            # directory where the blob should be, an I/O error of the vault's disk).
+            raise _integrity(manifest, digest, f"cannot be read: {exc}") from exc
         offset = i * index.chunk_size
         for start, end in nonzero_runs(buffer[:length]):  # zeros inside a chunk stay holes too
             image.write_from_buffer(start, end, offset + start)

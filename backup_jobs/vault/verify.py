@@ -69,6 +69,8 @@ def verify(
             blob = vault.store.get_view(digest)
         except ChunkMissing:
             return 0, None  # removed meanwhile (GC); the point check below decides
+        except OSError as exc:
+            return 0, f"cannot be read: {exc}"  # a directory in its place, an I/O error
         try:
             vault.codec.decode(blob, bytes.fromhex(digest))
         except (FormatError, ValueError) as exc:

@@ -193,6 +193,29 @@ def test_deleted_chunk_is_reported_missing_by_verify_and_restore(
         restored_bytes(vault, manifest.id, tmp_path)
 
 
+def test_a_blob_replaced_by_a_directory_fails_restore_naming_the_chunk_and_verify_breaks_it(
+    vault: Vault, tmp_path: Path
+) -> None:
+    # The blob reader's preadv names no file: the restore blamed its own partial image (which
+    # the Restore job turns into InvalidRestoreTarget, "fix the target storage"), and verify
+    # stopped with IsADirectoryError instead of marking the point.
+    manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    chunk = _one_chunk_path(vault)
+    chunk.unlink()
+    chunk.mkdir()
+
+    with pytest.raises(VaultIntegrityError) as raised:
+        restored_bytes(vault, manifest.id, tmp_path)
+    report = verify(vault)
+
+    assert f"{chunk.name} of recovery point {manifest.id} cannot be read" in raised.value.message
+    assert not isinstance(raised.value.__cause__, VaultIntegrityError)
+    assert list(report.bad_chunks) == [chunk.name]
+    assert report.missing_chunks == {chunk.name: [manifest.id]}
+    assert (vault.root / "quarantine" / chunk.name).exists()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
 def test_truncated_index_is_found_by_verify_and_restore(vault: Vault, tmp_path: Path) -> None:
     manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
     index = vault.root / manifest.disks[0].index
