@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -213,6 +214,26 @@ def test_a_blob_replaced_by_a_directory_fails_restore_naming_the_chunk_and_verif
     assert list(report.bad_chunks) == [chunk.name]
     assert report.missing_chunks == {chunk.name: [manifest.id]}
     assert (vault.root / "quarantine" / chunk.name).exists()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_a_read_error_of_the_process_not_the_blob_quarantines_nothing_and_breaks_no_point(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    chunk = _one_chunk_path(vault)
+
+    def out_of_files(digest: str) -> memoryview:
+        raise OSError(errno.EMFILE, "Too many open files", str(vault.store.path(digest)))
+
+    monkeypatch.setattr(vault.store, "get_view", out_of_files)
+    with pytest.raises(OSError, match="Too many open files") as raised:
+        restored_bytes(vault, manifest.id, tmp_path)
+    with pytest.raises(OSError, match="Too many open files"):
+        verify(vault)
+
+    assert not isinstance(raised.value, VaultIntegrityError)
+    assert chunk.exists() and not (vault.root / "quarantine").exists()
     assert not list(tmp_path.rglob("*.partial"))
 
 
