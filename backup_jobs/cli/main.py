@@ -65,6 +65,7 @@ for command in (
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors print their message and recommended action, not a traceback."""
     try:
+        _refuse_undecodable(sys.argv[1:] if argv is None else argv)
         cli.main(args=argv, standalone_mode=False)
     except BackupJobsError as exc:
         _fail(exc)
@@ -80,6 +81,18 @@ def main(argv: list[str] | None = None) -> None:
         _fail(FleetStorageError(detail=str(exc), action=ADMIN_STORAGE_ACTION))
     except Exception as exc:  # a bug: one line for the user, the traceback kept in a file
         _fail(InternalError(detail=f"{type(exc).__name__}: {exc}", action=_report(exc)))
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    """A usage error for an argument that is not UTF-8 (Python keeps its bad bytes as lone
+    surrogates): every name, id and path goes to Redis or into JSON, which would refuse it
+    deep inside a command, as an internal error."""
+    for arg in args:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            shown = arg.encode(errors="surrogateescape").decode(errors="backslashreplace")
+            raise click.UsageError(f"argument '{shown}' is not valid UTF-8") from None
 
 
 def _fail(error: BackupJobsError) -> None:

@@ -6,12 +6,24 @@ Implementations: ``chunkstores.filesystem`` (a local or shared file system) and
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 from typing import Protocol
+
+# Errors of reading a blob that say the blob is damaged, not the reading process: something
+# else where it should be (a directory; a file where its fan-out directory should be), or the
+# disk failing to read it. Too many open files, no memory and the like are not: no verify may
+# quarantine a good blob for them, nor a restore call its point damaged.
+DAMAGED_BLOB_ERRNOS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.EIO})
 
 
 class ChunkMissing(LookupError):
     """Raised when a blob is neither in the store nor in its garbage."""
+
+
+def damaged_blob(exc: OSError) -> bool:
+    """Whether an error of reading a blob means that the blob is damaged."""
+    return exc.errno in DAMAGED_BLOB_ERRNOS
 
 
 class ChunkStore(Protocol):

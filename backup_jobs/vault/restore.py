@@ -10,7 +10,7 @@ from pathlib import Path
 
 from backup_jobs.errors import Cancelled, InvalidRestoreTarget, VaultIntegrityError
 from backup_jobs.vault.backup import DEFAULT_THREADS, WRITE_THREADS
-from backup_jobs.vault.chunkstore import ChunkMissing
+from backup_jobs.vault.chunkstore import ChunkMissing, damaged_blob
 from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest, ManifestDisk
 from backup_jobs.vault.imagefile import ImageWriter
 from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
@@ -112,6 +112,12 @@ def _restore_disk(
             raise _integrity(manifest, digest, "is missing") from exc
         except FormatError as exc:
             raise _integrity(manifest, digest, str(exc)) from exc
+        except OSError as exc:
+            # The blob, not the image: a read error must not pass for the target's (a
+            # directory where the blob should be, an I/O error of the vault's disk).
+            if not damaged_blob(exc):
+                raise  # as it is, naming the blob's path (out of the target)
+            raise _integrity(manifest, digest, f"cannot be read: {exc}") from exc
         offset = i * index.chunk_size
         for start, end in nonzero_runs(buffer[:length]):  # zeros inside a chunk stay holes too
             image.write_from_buffer(start, end, offset + start)

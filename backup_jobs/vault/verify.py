@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from backup_jobs.errors import RecoveryPointNotFound, VaultIntegrityError
 from backup_jobs.vault.backup import DEFAULT_THREADS
-from backup_jobs.vault.chunkstore import ChunkMissing
+from backup_jobs.vault.chunkstore import ChunkMissing, damaged_blob
 from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest
 from backup_jobs.vault.pipeline import bounded_map
 from backup_jobs.vault.repository import Vault
@@ -69,6 +69,10 @@ def verify(
             blob = vault.store.get_view(digest)
         except ChunkMissing:
             return 0, None  # removed meanwhile (GC); the point check below decides
+        except OSError as exc:
+            if not damaged_blob(exc):
+                raise  # the process's trouble (too many open files), not the blob's
+            return 0, f"cannot be read: {exc}"  # a directory in its place, an I/O error
         try:
             vault.codec.decode(blob, bytes.fromhex(digest))
         except (FormatError, ValueError) as exc:

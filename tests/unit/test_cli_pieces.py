@@ -172,3 +172,20 @@ def test_an_unexpected_error_is_one_line_with_its_traceback_kept_in_a_file(
     saved = Path(err.split("traceback saved in ")[1].split(".txt")[0] + ".txt")
     assert "RuntimeError: a bug in a command" in saved.read_text()
     saved.unlink()
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error_not_an_internal_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A name with a byte that is not UTF-8 (argv keeps it as a lone surrogate) reached Redis's
+    # command packer: UnicodeEncodeError, "This is a bug", exit 1, from vm register, job show,
+    # backup now, restore and every other command that looks a name or an id up.
+    from backup_jobs.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["vm", "register", "cs/app\udcff"])
+    err = capsys.readouterr().err
+
+    assert exited.value.code == 2
+    assert "argument 'cs/app\\xff' is not valid UTF-8" in err
+    assert "InternalError" not in err

@@ -69,3 +69,14 @@ def test_a_file_system_that_refuses_direct_io_is_read_the_ordinary_way(
 def test_a_missing_file_raises_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         BlobReader().read(str(tmp_path / "nothing"))
+
+
+def test_a_read_that_fails_names_the_file(tmp_path: Path) -> None:
+    # open() names its file but preadv does not: a directory (or an I/O error) in the middle
+    # of a restore must not read as an error of whatever file the caller names instead.
+    (tmp_path / "blob").mkdir()
+
+    with pytest.raises(IsADirectoryError) as raised:
+        BlobReader().read(str(tmp_path / "blob"))
+
+    assert raised.value.filename == str(tmp_path / "blob")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -191,6 +192,49 @@ def test_deleted_chunk_is_reported_missing_by_verify_and_restore(
         VaultIntegrityError, match=f"{chunk.name} of recovery point {manifest.id} is missing"
     ):
         restored_bytes(vault, manifest.id, tmp_path)
+
+
+def test_a_blob_replaced_by_a_directory_fails_restore_naming_the_chunk_and_verify_breaks_it(
+    vault: Vault, tmp_path: Path
+) -> None:
+    # The blob reader's preadv names no file: the restore blamed its own partial image (which
+    # the Restore job turns into InvalidRestoreTarget, "fix the target storage"), and verify
+    # stopped with IsADirectoryError instead of marking the point.
+    manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    chunk = _one_chunk_path(vault)
+    chunk.unlink()
+    chunk.mkdir()
+
+    with pytest.raises(VaultIntegrityError) as raised:
+        restored_bytes(vault, manifest.id, tmp_path)
+    report = verify(vault)
+
+    assert f"{chunk.name} of recovery point {manifest.id} cannot be read" in raised.value.message
+    assert not isinstance(raised.value.__cause__, VaultIntegrityError)
+    assert list(report.bad_chunks) == [chunk.name]
+    assert report.missing_chunks == {chunk.name: [manifest.id]}
+    assert (vault.root / "quarantine" / chunk.name).exists()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_a_read_error_of_the_process_not_the_blob_quarantines_nothing_and_breaks_no_point(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = back_up(vault, write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)]))
+    chunk = _one_chunk_path(vault)
+
+    def out_of_files(digest: str) -> memoryview:
+        raise OSError(errno.EMFILE, "Too many open files", str(vault.store.path(digest)))
+
+    monkeypatch.setattr(vault.store, "get_view", out_of_files)
+    with pytest.raises(OSError, match="Too many open files") as raised:
+        restored_bytes(vault, manifest.id, tmp_path)
+    with pytest.raises(OSError, match="Too many open files"):
+        verify(vault)
+
+    assert not isinstance(raised.value, VaultIntegrityError)
+    assert chunk.exists() and not (vault.root / "quarantine").exists()
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_truncated_index_is_found_by_verify_and_restore(vault: Vault, tmp_path: Path) -> None:

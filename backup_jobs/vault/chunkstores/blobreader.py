@@ -28,15 +28,21 @@ class BlobReader:
         self._local = threading.local()
 
     def read(self, path: str) -> memoryview:
-        """The file's bytes, valid until this thread's next ``read``; ``OSError`` as ``open``."""
-        if self._direct:
-            try:
-                return self._read(path, _DIRECT)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._direct = False
-        return self._read(path, 0)
+        """The file's bytes, valid until this thread's next ``read``; ``OSError`` as ``open``,
+        naming ``path`` also when the read fails (``preadv`` names no file: a directory, EIO)."""
+        try:
+            if self._direct:
+                try:
+                    return self._read(path, _DIRECT)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self._direct = False
+            return self._read(path, 0)
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise type(exc)(exc.errno, exc.strerror, path) from exc
 
     def _read(self, path: str, flags: int) -> memoryview:
         fd = os.open(path, os.O_RDONLY | flags)
