@@ -29,6 +29,9 @@ class ImageWriter:
         self._fd = os.open(path, flags, 0o600)
         os.ftruncate(self._fd, size)
         self._direct = _open_direct(path)
+        # False once the file system refused a direct write; the descriptor stays open until
+        # ``close``: other threads may be writing through it right now.
+        self._use_direct = self._direct is not None
         self._local = threading.local()
 
     def chunk_buffer(self, length: int) -> memoryview:
@@ -42,14 +45,14 @@ class ImageWriter:
     def write_from_buffer(self, start: int, end: int, offset: int) -> None:
         """Write bytes ``[start, end)`` of this thread's ``chunk_buffer`` at ``offset``."""
         view = memoryview(self._local.buffer)[start:end]
-        if self._direct is not None and _aligned(start, end - start, offset):
+        if self._use_direct and self._direct is not None and _aligned(start, end - start, offset):
             try:
                 _pwrite_all(self._direct, view, offset)
                 return
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                self._direct = None  # the file system refused after all: stay buffered
+                self._use_direct = False  # the file system refused after all: stay buffered
         _pwrite_all(self._fd, view, offset)
 
     def finish(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -50,3 +51,28 @@ def test_chunks_written_from_threads_read_back_exactly_and_holes_stay_holes(
         path.unlink(missing_ok=True)
         if where == "shm":
             folder.rmdir()
+
+
+def test_a_direct_write_refused_midway_goes_buffered_and_close_frees_both_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = ImageWriter(tmp_path / "disk.img", CHUNK)
+    direct = image._direct  # the descriptor whose release is the point
+    if direct is None:
+        pytest.skip("this file system refuses O_DIRECT at open")
+    real_pwrite = os.pwrite
+
+    def refuse_direct(fd: int, data: memoryview, offset: int) -> int:
+        if fd == direct:
+            raise OSError(errno.EINVAL, "direct I/O refused")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", refuse_direct)
+    data = os.urandom(CHUNK)
+    _write_from_buffer(image, data, 0)
+    image.finish()
+
+    assert (tmp_path / "disk.img").read_bytes() == data
+    with pytest.raises(OSError) as closed:
+        os.fstat(direct)
+    assert closed.value.errno == errno.EBADF
