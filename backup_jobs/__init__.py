@@ -131,5 +131,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    """The front door's names, imported or not (for completion and help())."""
-    return sorted({*globals(), *__all__})
+    """The front door's names, imported or not (for completion and help()), without this
+    module's own imports."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -180,6 +180,9 @@ def test_front_door_all_is_sorted_and_complete() -> None:
     assert backup_jobs.__all__ == sorted(backup_jobs.__all__)
     assert all(hasattr(backup_jobs, name) for name in backup_jobs.__all__)
     assert "Client" in backup_jobs.__all__
+    assert set(backup_jobs._MODULE_OF) == set(backup_jobs.__all__)  # each lazy name has a home
+    assert set(dir(backup_jobs)) >= set(backup_jobs.__all__)
+    assert not {"Any", "importlib", "TYPE_CHECKING"} & set(dir(backup_jobs))
 
 
 def test_procfile_runs_the_same_processes_as_backup_jobs_up() -> None:
