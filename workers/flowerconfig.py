@@ -10,6 +10,7 @@ import sys
 
 from backup_jobs.errors import BackupJobsError, ConfigurationError
 from backup_jobs.settings import Settings, flower_exposure_problem
+from workers import flowerstop
 
 try:
     _settings = Settings.from_env()
@@ -20,6 +21,8 @@ except BackupJobsError as _error:
     print(f"error: {_error.code}: {_error.message}", file=sys.stderr)
     sys.exit(_error.exit_code)
 _settings.data_dir.mkdir(parents=True, exist_ok=True)
+# Stop on SIGTERM every time, saving the history (see the module).
+flowerstop.install()
 
 port = _settings.flower_port
 address = _settings.flower_address
