@@ -56,7 +56,12 @@ def running_flower(cluster: Cluster, data_dir: Path, port: int | None = None) ->
         yield base
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()  # fail, but leave no Flower behind
+            process.wait()
+            raise
 
 
 def progress_of(base: str, task_id: str) -> dict[str, Any] | None:
