@@ -14,13 +14,16 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from backup_jobs.vault.chunkstore import ChunkMissing
 from backup_jobs.vault.chunkstores.blobreader import BlobReader
 from backup_jobs.vault.pipeline import FaultHook, no_fault
+
+T = TypeVar("T")
 
 FANOUT_HEX = 4
 TEMP_SUFFIX = ".tmp"
@@ -77,18 +80,17 @@ class FilesystemChunkStore:
 
     def get(self, digest: str) -> bytes:
         """From the store, else from garbage."""
-        for path in (self.path(digest), self._garbage_path(digest)):
-            try:
-                return path.read_bytes()
-            except FileNotFoundError:
-                continue
-        raise ChunkMissing(digest)
+        return self._read(digest, Path.read_bytes)
 
     def get_view(self, digest: str) -> memoryview:
         """As ``get``, into this thread's buffer (valid until its next ``get_view``)."""
+        return self._read(digest, lambda path: self._reader.read(str(path)))
+
+    def _read(self, digest: str, read: Callable[[Path], T]) -> T:
+        """``read`` of the blob in the store, else in garbage; ``ChunkMissing`` if neither."""
         for path in (self.path(digest), self._garbage_path(digest)):
             try:
-                return self._reader.read(str(path))
+                return read(path)
             except FileNotFoundError:
                 continue
         raise ChunkMissing(digest)
