@@ -340,7 +340,7 @@ class RedisCatalog(RedisProtection, RedisJobs):
 
 
 def _wrong_type(error: Exception) -> bool:
-    return isinstance(error, redis.ResponseError) and str(error).startswith("WRONGTYPE")
+    return isinstance(error, redis.ResponseError) and reply_code(error) == "WRONGTYPE"
 
 
 def _get_bytes(client: redis.Redis, key: str) -> bytes | None:
