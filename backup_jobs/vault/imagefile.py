@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
-import threading
 from pathlib import Path
 
-ALIGNMENT = 4096
+from backup_jobs.vault.buffers import ALIGNMENT, ThreadBuffers
 
 
 class ImageWriter:
@@ -32,7 +30,7 @@ class ImageWriter:
         # False once the file system refused a direct write; the descriptor stays open until
         # ``close``: other threads may be writing through it right now.
         self._use_direct = self._direct is not None
-        self._local = threading.local()
+        self._buffers = ThreadBuffers()
 
     def chunk_buffer(self, length: int) -> memoryview:
         """This thread's page-aligned buffer of ``length`` bytes, to build a chunk in.
@@ -40,11 +38,11 @@ class ImageWriter:
         ``write_from_buffer`` writes slices of it with no copy: a restore decompresses each
         chunk straight into it, then writes from it.
         """
-        return memoryview(self._buffer(length))[:length]
+        return memoryview(self._buffers.get(length))[:length]
 
     def write_from_buffer(self, start: int, end: int, offset: int) -> None:
         """Write bytes ``[start, end)`` of this thread's ``chunk_buffer`` at ``offset``."""
-        view = memoryview(self._local.buffer)[start:end]
+        view = memoryview(self._buffers.get(end))[start:end]
         if self._use_direct and self._direct is not None and _aligned(start, end - start, offset):
             try:
                 _pwrite_all(self._direct, view, offset)
@@ -68,12 +66,6 @@ class ImageWriter:
             os.close(self._direct)
             self._direct = None
         os.close(self._fd)
-
-    def _buffer(self, length: int) -> mmap.mmap:
-        buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
-        if buffer is None or len(buffer) < length:
-            buffer = self._local.buffer = mmap.mmap(-1, length)  # page-aligned
-        return buffer
 
 
 def _aligned(*numbers: int) -> bool:

@@ -12,11 +12,10 @@ read the ordinary way, into the same buffer.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
-import threading
 
-ALIGNMENT = 4096
+from backup_jobs.vault.buffers import ALIGNMENT, ThreadBuffers
+
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
 
@@ -25,7 +24,7 @@ class BlobReader:
 
     def __init__(self) -> None:
         self._direct = bool(_DIRECT)  # until the file system says otherwise
-        self._local = threading.local()
+        self._buffers = ThreadBuffers()
 
     def read(self, path: str) -> memoryview:
         """The file's bytes, valid until this thread's next ``read``; ``OSError`` as ``open``,
@@ -48,7 +47,7 @@ class BlobReader:
         fd = os.open(path, os.O_RDONLY | flags)
         try:
             size = os.fstat(fd).st_size
-            view = memoryview(self._buffer(-(-size // ALIGNMENT) * ALIGNMENT))
+            view = memoryview(self._buffers.get(-(-size // ALIGNMENT) * ALIGNMENT))
             done = 0
             while done < size:
                 got = os.preadv(fd, [view[done:]], done)
@@ -58,9 +57,3 @@ class BlobReader:
             return view[:done]
         finally:
             os.close(fd)
-
-    def _buffer(self, size: int) -> mmap.mmap:
-        buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
-        if buffer is None or len(buffer) < size:
-            buffer = self._local.buffer = mmap.mmap(-1, max(size, ALIGNMENT))  # page-aligned
-        return buffer
