@@ -85,7 +85,8 @@ class CeleryDispatcher:
 
         It has no result backend: a client follows the job record, never a Celery result, and
         with one Celery would subscribe to each sent task's result channel (two more round
-        trips per job). The workers still store results, for Flower.
+        trips per job). Job tasks store no result either (``workers.tasks``): Flower shows
+        theirs from the task events.
         """
         app = Celery("backup_jobs-client", set_as_current=False)
         app.conf.update({**client_config(settings, redis_url), "result_backend": None})
