@@ -26,6 +26,18 @@ from backup_jobs.vault.format import (
 
 ZSTD_LEVEL = 1
 NONCE_SIZE = 12
+# Incompressible chunks (compressed or encrypted files, media) are stored raw without a whole
+# compression pass: zstd takes ~1 ms per 4 MiB to find that out, ~5 % of a backup's CPU on a
+# disk that is one third such data. Probes of 4 KiB spread evenly over the chunk decide; one
+# that compresses at all (below 99 %: zstd adds ~0.1 % to random data) sends the whole chunk
+# through zstd, so compressible chunks stop at their first probe. The cost: a compressible
+# stretch shorter than the probes' spacing (~270 KiB in a 4 MiB chunk) in a chunk otherwise
+# incompressible may be missed, and that chunk stored raw. Chunks under PROBE_MIN are not
+# probed.
+PROBES = 16
+PROBE_BYTES = 4 << 10
+PROBE_MIN = 256 << 10
+PROBE_RATIO = 0.99
 
 
 class ChunkCodec:
@@ -48,15 +60,34 @@ class ChunkCodec:
         return hmac.digest(self._keys.id_key, data, "sha256")
 
     def encode(self, data: bytes, digest: bytes) -> list[bytes]:
-        """The blob for a chunk, in parts: zstd if smaller, then AES-GCM when encrypted."""
-        compressed = self._compressor().compress(data)
-        flags, payload = (FLAG_COMPRESSED, compressed) if len(compressed) < len(data) else (0, data)
-        del compressed
+        """The blob for a chunk, in parts: zstd if smaller, then AES-GCM when encrypted.
+
+        A chunk whose every probe is incompressible is stored raw without trying the whole.
+        """
+        flags, payload = 0, data
+        if self._may_compress(data):
+            compressed = self._compressor().compress(data)
+            if len(compressed) < len(data):
+                flags, payload = FLAG_COMPRESSED, compressed
+            del compressed
         if self._aead is None:
             return pack_blob(flags, len(data), [payload])
         nonce = os.urandom(NONCE_SIZE)
         sealed = self._aead.encrypt(nonce, payload, digest)
         return pack_blob(flags | FLAG_ENCRYPTED, len(data), [nonce, sealed])
+
+    def _may_compress(self, data: bytes) -> bool:
+        """False if every probe of a large chunk is incompressible (random-looking data)."""
+        if len(data) < PROBE_MIN:
+            return True
+        compress = self._compressor().compress
+        view = memoryview(data)
+        step = (len(data) - PROBE_BYTES) // (PROBES - 1)
+        for n in range(PROBES):
+            probe = view[n * step : n * step + PROBE_BYTES]
+            if len(compress(probe)) < PROBE_RATIO * PROBE_BYTES:
+                return True
+        return False
 
     def decode(
         self, blob: bytes | memoryview, digest: bytes, check_crc: bool = True

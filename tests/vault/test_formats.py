@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backup_jobs.vault import Vault
-from backup_jobs.vault.codec import ChunkCodec
+from backup_jobs.vault.codec import PROBE_BYTES, PROBES, ChunkCodec
 from backup_jobs.vault.crypto import Keys
 from backup_jobs.vault.format import (
     ZERO_DIGEST,
@@ -106,6 +106,57 @@ def test_compression_is_used_only_when_it_shrinks_the_chunk() -> None:
     assert len(compressed) < len(COMPRESSIBLE) / 10
     assert len(raw) == len(RANDOM) + 16
     assert unpack_blob(compressed)[0].flags == 1 and unpack_blob(raw)[0].flags == 0
+
+
+class CountingCompressor:
+    """A zstd compressor that records the length of everything it is asked to compress."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.lengths: list[int] = []
+
+    def compress(self, data: bytes | memoryview) -> bytes:
+        self.lengths.append(len(data))
+        return self._inner.compress(data)  # type: ignore[attr-defined, no-any-return]
+
+
+def _counting(codec: ChunkCodec) -> CountingCompressor:
+    counting = CountingCompressor(codec._compressor())
+    codec._local.compressor = counting
+    return counting
+
+
+def test_a_large_incompressible_chunk_is_stored_raw_without_a_whole_compression_pass() -> None:
+    codec = ChunkCodec()
+    counting = _counting(codec)
+    chunk = os.urandom(4 << 20)
+
+    blob = b"".join(codec.encode(chunk, codec.digest(chunk)))
+
+    assert (
+        unpack_blob(blob)[0].flags == 0 and bytes(codec.decode(blob, codec.digest(chunk))) == chunk
+    )
+    assert counting.lengths and max(counting.lengths) <= PROBE_BYTES  # only the probes
+    assert sum(counting.lengths) <= PROBES * PROBE_BYTES
+
+
+def test_a_compressible_stretch_as_long_as_the_probes_spacing_is_found_wherever_it_lies() -> None:
+    # Text among random data (a file's worth in a chunk of media): wherever it lies, a probe
+    # meets it, and the whole chunk is compressed, and comes out smaller.
+    size = 4 << 20
+    part = (size - PROBE_BYTES) // (PROBES - 1) + PROBE_BYTES
+    noise = os.urandom(size)
+    text = (b"backup-jobs " * (part // 12 + 1))[:part]
+    codec = ChunkCodec()
+    counting = _counting(codec)
+    for start in [*range(0, size - part, 37 << 10), size - part]:
+        chunk = noise[:start] + text + noise[start + part :]
+        counting.lengths.clear()
+
+        blob = b"".join(codec.encode(chunk, codec.digest(chunk)))
+
+        assert unpack_blob(blob)[0].flags == 1, start
+        assert size in counting.lengths and len(blob) < size - part // 2
 
 
 def test_encrypted_digests_are_keyed_and_blobs_hide_the_content() -> None:
