@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from backup_jobs.vault import Vault, verify
+from backup_jobs.vault.chunkstores import filesystem
 from tests.vault.conftest import SMALL_CHUNK, back_up, restored_bytes, write_image
 
 
@@ -70,3 +71,23 @@ def test_a_failed_blob_write_that_finishes_last_fails_the_backup_and_commits_not
     assert verify(vault).ok
     manifest = back_up(vault, image)
     assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
+
+
+def test_a_full_vault_disk_names_the_blob_it_could_not_write(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # writev and fsync name no file: a library caller would see only "No space left on device".
+    image = write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)])
+
+    def full(fd: int, buffers: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filesystem.os, "writev", full)
+    with pytest.raises(OSError, match="No space") as raised:
+        back_up(vault, image)
+
+    assert raised.value.errno == errno.ENOSPC
+    assert str(tmp_path / "vault" / "chunks") in str(raised.value.filename)
+    assert str(raised.value.filename).endswith(".tmp")
+    monkeypatch.undo()
+    assert not [p for p in (tmp_path / "vault" / "chunks").rglob("*") if p.is_file()]

@@ -187,13 +187,21 @@ class FilesystemChunkStore:
 
 
 def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
-    """Create ``path`` (it must not exist) with ``parts``, fsynced, its pages dropped."""
+    """Create ``path`` (it must not exist) with ``parts``, fsynced, its pages dropped.
+
+    ``OSError`` names ``path`` also when the write or fsync fails (a full disk): theirs name
+    no file.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, parts)
         os.fsync(fd)
         # Written once, read rarely: give the pages back now rather than evict others.
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     finally:
         os.close(fd)
 
