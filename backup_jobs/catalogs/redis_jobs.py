@@ -296,8 +296,8 @@ def _save_job_call(
         _score(job.queued_at.timestamp()),
         _score(ended_score(job)),
         str(_FIRST_STATUS_KEY + _STATUSES.index(job.status)),
-        wire.INDEX_REPAIR_STARTED,
         dump(vm_state.state_dict()) if vm_state else "",
+        wire.INDEX_REPAIR_STARTED,
     ]
     return keys, args
 

@@ -121,8 +121,8 @@ end
 # ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
 # ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued),
 # ARGV[8] queue time, ARGV[9] end time ('' = not final), ARGV[10] the KEYS number of the job's
-# status index, ARGV[11] the ticks hash's index-repair field, ARGV[12] the VM state's JSON
-# ('' = none): written only with the job, under the same fence.
+# status index, ARGV[11] the VM state's JSON ('' = none): written only with the job, under the
+# same fence, ARGV[12] the ticks hash's index-repair field (last: ``fix_index`` reads it so).
 # Returns {1, 0, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
 _SAVE_JOB_BODY = """
 if ARGV[5] ~= '' then
@@ -132,7 +132,7 @@ if ARGV[5] ~= '' then
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
 redis.call('SET', KEYS[2], ARGV[2])
-if ARGV[12] ~= '' then redis.call('SET', KEYS[11], ARGV[12]) end
+if ARGV[11] ~= '' then redis.call('SET', KEYS[11], ARGV[11]) end
 if ARGV[4] == '1' then
   index('SADD', 'set', KEYS[3], ARGV[3])
 else
