@@ -238,6 +238,13 @@ class Catalog(ProtectionRecords, Protocol):
         """
         ...
 
+    def get_vms(self, vault: str, ids: list[str]) -> Listing[VM]:
+        """The VMs with these ids (``cloud_service/name``), in their order, deleted ones
+        included and unknown ones left out: ``find_vms`` of each id, for a few hundred ids per
+        round trip (a batch submission). Records that cannot be read are the problems.
+        """
+        ...
+
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties (discovery); its state is kept.
 

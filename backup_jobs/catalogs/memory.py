@@ -99,6 +99,13 @@ class MemoryCatalog(MemoryProtection):
                 matches = sorted(self._vm_names.get((vault, name), set()))
         return self._vms(vault, matches)
 
+    def get_vms(self, vault: str, ids: list[str]) -> Listing[VM]:
+        """The VMs with these ids, in their order; unknown ones left out."""
+        with self._mutex:
+            known = self._vm_ids.get(vault, set())
+            matches = [vm_id for vm_id in ids if vm_id in known]
+        return self._vms(vault, matches)
+
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties."""
         with self._mutex:
