@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from backup_jobs.errors import CorruptRecord
 from backup_jobs.items import ProtectedItem, RecoveryPointRecord, ScheduleEvent
 from backup_jobs.joblist import JobQuery
 from backup_jobs.models import VM, Job, JobPage, JobStatus, Listing, Operation, Problem, VaultConfig
@@ -50,12 +51,29 @@ class Fence:
 
 
 @dataclass(frozen=True)
+class VMRead:
+    """A VM's catalog record as one read found it: the VM, None if it has none, or the problem
+    of a record that cannot be read."""
+
+    vm: VM | None = None
+    problem: Problem | None = None
+
+    def get(self) -> VM | None:
+        """The VM or None, as ``Catalog.get_vm`` returns it; ``CorruptRecord`` if unreadable."""
+        if self.problem is not None:
+            raise CorruptRecord(self.problem.key, self.problem.reason)
+        return self.vm
+
+
+@dataclass(frozen=True)
 class LockResult:
-    """The outcome of a lease acquire: the token if acquired, else who holds it."""
+    """The outcome of a lease acquire: the token if acquired, else who holds it; and the
+    item's VM record, if the acquire was asked to read it (``start_attempt``)."""
 
     acquired: bool
     token: int = 0
     holder: str | None = None
+    vm: VMRead | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +238,13 @@ class Catalog(ProtectionRecords, Protocol):
         """
         ...
 
+    def get_vms(self, vault: str, ids: list[str]) -> Listing[VM]:
+        """The VMs with these ids (``cloud_service/name``), in their order, deleted ones
+        included and unknown ones left out: ``find_vms`` of each id, for a few hundred ids per
+        round trip (a batch submission). Records that cannot be read are the problems.
+        """
+        ...
+
     def put_vm(self, vault: str, vm: VM) -> None:
         """Create or replace a VM's provider properties (discovery); its state is kept.
 
@@ -316,13 +341,17 @@ class Catalog(ProtectionRecords, Protocol):
         """
         ...
 
-    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
+    def start_attempt(
+        self, job: Job, ttl_seconds: float, *, expect: JobStatus, read_vm: bool = False
+    ) -> LockResult:
         """Take ``job``'s item lease for it and save ``job`` (its attempt begun, its
         ``fencing_token`` None) with the new token, in one atomic step: a job's usual start.
 
         Only if the lease is free (nobody's) and the stored job has the status ``expect`` now;
         otherwise nothing is taken or written and the result says who holds the lease (the
         job's own id if its status changed meanwhile, as if it held it: nothing to do).
+        With ``read_vm`` (the item is a VM), a start also reads the VM's record in the same
+        step (``LockResult.vm``): the operations that begin with it need no read of their own.
         """
         ...
 

@@ -13,7 +13,9 @@ the attempt created (stored, not sent): the task base sends them once
 this job has ended and freed its item, so that a follow-up on the same VM never finds it busy.
 ``settled`` is the VM state the job's success leaves (``settle_vm``): the task base writes it
 with the job's Completed record, in one fenced write, so a short job ends in one round trip and
-the VM never shows the end of a job that is not recorded as ended.
+the VM never shows the end of a job that is not recorded as ended. ``started_vm`` is the VM's
+catalog record as the attempt's start read it (``Catalog.start_attempt``); ``catalog_vm`` returns
+it, so an operation that begins by reading its VM costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backup_jobs.catalog import Catalog, Fence
+from backup_jobs.catalog import Catalog, Fence, VMRead
 from backup_jobs.clock import Clock, SystemClock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.models import VM, Job, SubTask, VaultConfig
@@ -60,6 +62,14 @@ class JobContext:
     results: dict[str, Any] = field(default_factory=dict)
     should_cancel: Callable[[], bool] = _never
     settled: list[VM] = field(default_factory=list)
+    started_vm: VMRead | None = None
+
+    def catalog_vm(self) -> VM | None:
+        """The catalog's record of the job's VM (None if it has none): as the attempt's start
+        read it, else read now. ``CorruptRecord`` if it cannot be read."""
+        if self.started_vm is not None:
+            return self.started_vm.get()
+        return self.catalog.get_vm(self.vault.name, self.job.item)
 
     def settle_vm(self, vm: VM) -> None:
         """Leave ``vm``'s state (registration, last job, last error) to be written with the

@@ -222,7 +222,7 @@ def register(ctx: JobContext) -> dict[str, Any]:
     vm = ctx.provider.get_vm(vm_id)
     if vm is None:
         raise VMNotFoundInInventory(vm_id, " to the fleet any more; run discovery.")
-    record = ctx.catalog.get_vm(vault, vm_id)
+    record = ctx.catalog_vm()
     if record is not None and record.registration == RegistrationState.REGISTERED:
         if record.last_job_id == ctx.job.id:
             # An earlier attempt of this job registered the VM but died before recording it.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from backup_jobs.catalog import Catalog, Fence, LockResult
+from backup_jobs.catalog import Catalog, Fence, LockResult, VMRead
 from backup_jobs.clock import Clock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import (
@@ -64,10 +64,12 @@ Rollback = Callable[[Catalog, Job, Fence, BackupJobsError], None]
 
 @dataclass(frozen=True)
 class Started:
-    """An attempt that holds its item's lease: the job as saved and its fence."""
+    """An attempt that holds its item's lease: the job as saved and its fence; and its VM's
+    catalog record as read by the start, if it did (``Catalog.start_attempt``)."""
 
     job: Job
     fence: Fence
+    vm: VMRead | None = None
 
 
 def new_job(
@@ -198,10 +200,13 @@ def begin_attempt(
         attempts=(*job.attempts, Attempt(attempt, now, task_id)),
     )
     # The usual case, one write: the item is free, and only from the status read (a cancel
-    # saved since then wins, and this message does nothing).
-    lock = catalog.start_attempt(started, lease_ttl_seconds, expect=job.status)
+    # saved since then wins, and this message does nothing). It reads the VM too, which most
+    # operations on one begin with.
+    lock = catalog.start_attempt(
+        started, lease_ttl_seconds, expect=job.status, read_vm=not is_vault_item(job.item)
+    )
     if lock.acquired:
-        return Started(started.evolve(fencing_token=lock.token), _fence(job, lock))
+        return Started(started.evolve(fencing_token=lock.token), _fence(job, lock), lock.vm)
     if lock.holder not in (None, job.id) and _stale(catalog, lock.holder):
         lock = catalog.acquire_lock(
             job.vault, job.item, job.id, lease_ttl_seconds, stale_holder=lock.holder

@@ -42,7 +42,7 @@ def configure_protection(ctx: JobContext) -> dict[str, Any]:
     """Put the VM under the job's policy and schedule its next run."""
     vault, vm_id = ctx.vault.name, ctx.job.item
     policy = load_policy(ctx, str(ctx.job.properties[POLICY]))
-    vm = ctx.catalog.get_vm(vault, vm_id)
+    vm = ctx.catalog_vm()
     if vm is None or vm.deleted:
         raise VMNotFoundInInventory(vm_id, " to the vault. Run discovery, then protect it again.")
     check_protectable(vm, ctx.vault)

@@ -197,6 +197,7 @@ def _attempt(
             progress=_publisher(task, catalog, started, subtasks),
             results=results,
             should_cancel=watch,
+            started_vm=started.vm,
         )
         return spec.run(ctx), ctx
     except SoftTimeLimitExceeded:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from backup_jobs import wire
-from backup_jobs.catalog import ALL_JOBS, Fence, LockResult
+from backup_jobs.catalog import ALL_JOBS, Fence, LockResult, VMRead
 from backup_jobs.catalogs.memory_jobs import JobIndexes
 from backup_jobs.catalogs.memory_protection import MemoryProtection
 from backup_jobs.catalogs.records import (
@@ -96,6 +97,13 @@ class MemoryCatalog(MemoryProtection):
                 matches = [name] if name in ids else []
             else:
                 matches = sorted(self._vm_names.get((vault, name), set()))
+        return self._vms(vault, matches)
+
+    def get_vms(self, vault: str, ids: list[str]) -> Listing[VM]:
+        """The VMs with these ids, in their order; unknown ones left out."""
+        with self._mutex:
+            known = self._vm_ids.get(vault, set())
+            matches = [vm_id for vm_id in ids if vm_id in known]
         return self._vms(vault, matches)
 
     def put_vm(self, vault: str, vm: VM) -> None:
@@ -269,8 +277,11 @@ class MemoryCatalog(MemoryProtection):
             token = self._bump(wire.fence_key(vault, item))
             return LockResult(True, token=token, holder=holder)
 
-    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
-        """Take the lease and save the started job with its new token, atomically."""
+    def start_attempt(
+        self, job: Job, ttl_seconds: float, *, expect: JobStatus, read_vm: bool = False
+    ) -> LockResult:
+        """Take the lease and save the started job with its new token (and read its VM, if
+        asked), atomically."""
         with self._mutex:
             if not self._has_status(job.id, expect):
                 return LockResult(False, holder=job.id)
@@ -281,7 +292,15 @@ class MemoryCatalog(MemoryProtection):
             ):
                 self.release_lock(job.vault, job.item, job.id)
                 return LockResult(False, holder=job.id)
+            if lock.acquired and read_vm:
+                return replace(lock, vm=self._read_vm(job.vault, job.item))
             return lock
+
+    def _read_vm(self, vault: str, vm_id: str) -> VMRead:
+        found = self._vms(vault, [vm_id])
+        if found.problems:
+            return VMRead(problem=found.problems[0])
+        return VMRead(next(iter(found), None))
 
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
         """Extend the lease if ``holder`` still holds it."""

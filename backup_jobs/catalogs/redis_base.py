@@ -61,13 +61,7 @@ class RedisBase:
     def _read_few(self, keys: list[str], by: str) -> tuple[list[str | None], dict[str, Problem]]:
         """``_read_records`` of a few keys in one command (``scripts.READ_RECORDS``)."""
         reply = self._call(lambda: self._script(scripts.READ_RECORDS)(keys=keys))
-        raws, kinds = reply[: len(keys)], reply[len(keys) :]
-        wrong = {
-            key: _wrong_type(key, text(kind), by)
-            for key, kind in zip(keys, kinds, strict=True)
-            if kind
-        }
-        return [text(raw) if raw is not None else None for raw in raws], wrong
+        return typed_records(keys, reply, by)
 
     def _script(self, source: str) -> Any:
         """A Lua script registered once per catalog."""
@@ -75,6 +69,18 @@ class RedisBase:
         if source not in cache:
             cache[source] = self._redis.register_script(source)
         return cache[source]
+
+
+def typed_records(
+    keys: list[str], reply: list[Any], by: str
+) -> tuple[list[str | None], dict[str, Problem]]:
+    """The records of ``keys`` as ``scripts.READ_RECORDS`` replies (each value, then each
+    Redis type of a key that is not a string), and the problems of those of the wrong type."""
+    raws, kinds = reply[: len(keys)], reply[len(keys) :]
+    wrong = {
+        key: _wrong_type(key, text(kind), by) for key, kind in zip(keys, kinds, strict=True) if kind
+    }
+    return [text(raw) if raw is not None else None for raw in raws], wrong
 
 
 def _wrong_type(key: str, kind: str, by: str) -> Problem:

@@ -19,10 +19,10 @@ from typing import Any
 import redis
 
 from backup_jobs import wire
-from backup_jobs.catalog import ALL_JOBS, Fence, LockResult
+from backup_jobs.catalog import ALL_JOBS, Fence, LockResult, VMRead
 from backup_jobs.catalogs import scripts
-from backup_jobs.catalogs.records import collect, decode_record, dump
-from backup_jobs.catalogs.redis_base import text
+from backup_jobs.catalogs.records import collect, decode_record, dump, vms_listing
+from backup_jobs.catalogs.redis_base import text, typed_records
 from backup_jobs.catalogs.redis_indexes import RedisIndexes
 from backup_jobs.errors import CorruptRecord, LeaseLost
 from backup_jobs.joblist import (
@@ -85,17 +85,24 @@ class RedisJobs(RedisIndexes):
             raise LeaseLost(job.item_name)
         return bool(written == 1)
 
-    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
-        """Take the item's lease and save the started job with its new token, in one script."""
+    def start_attempt(
+        self, job: Job, ttl_seconds: float, *, expect: JobStatus, read_vm: bool = False
+    ) -> LockResult:
+        """Take the item's lease and save the started job with its new token (and read the
+        VM's two records, if asked), in one script."""
         fence = Fence(job.vault, job.item, 0)  # the counter's key; the token is issued there
         keys, args = _save_job_call(job, fence, expect, None, None)
+        reads = [wire.vm_key(job.vault, job.item), wire.vm_state_key(job.vault, job.item)]
+        reads = reads if read_vm else []
         args[0] = ""
-        args += [int(time.time() * 1000), max(1, int(ttl_seconds * 1000))]
-        run = partial(self._script(scripts.START_JOB), keys=keys, args=args)
+        args += [int(time.time() * 1000), max(1, int(ttl_seconds * 1000)), len(reads)]
+        run = partial(self._script(scripts.START_JOB), keys=keys + reads, args=args)
         reply = self._call(run, keys[1])
         if int(reply[0]) == 1:
-            self._replaced(reply[2:], "start job")
-            return LockResult(True, int(reply[1]), job.id)
+            end = 2 + 2 * len(reads)
+            self._replaced(reply[end:], "start job")
+            vm = _vm_read(job, *typed_records(reads, reply[2:end], "start job"))
+            return LockResult(True, int(reply[1]), job.id, vm if read_vm else None)
         if int(reply[0]) == -1:  # its status changed meanwhile: nothing taken
             return LockResult(False, holder=job.id)
         return LockResult(False, holder=text(reply[1]) or None)
@@ -252,6 +259,14 @@ class _RedisPage(JobPage):
     position: Position | None = None
 
 
+def _vm_read(job: Job, raws: list[str | None], wrong: dict[str, Problem]) -> VMRead:
+    """The job's VM from its two records (properties, state) as a start read them."""
+    if wrong:
+        return VMRead(problem=next(iter(wrong.values())))
+    found = vms_listing(job.vault, [(job.item, raws[0], raws[1])] if raws else [])
+    return VMRead(problem=found.problems[0]) if found.problems else VMRead(next(iter(found), None))
+
+
 def _utf8(member: bytes) -> bool:
     try:
         member.decode("utf-8")
@@ -296,8 +311,8 @@ def _save_job_call(
         _score(job.queued_at.timestamp()),
         _score(ended_score(job)),
         str(_FIRST_STATUS_KEY + _STATUSES.index(job.status)),
-        wire.INDEX_REPAIR_STARTED,
         dump(vm_state.state_dict()) if vm_state else "",
+        wire.INDEX_REPAIR_STARTED,
     ]
     return keys, args
 

@@ -19,6 +19,24 @@ local function bump(counter, restart)
 end
 """
 
+# read_records(keys): each key's value (false if absent or not a string), then for each its
+# Redis type if it exists but is not a string ('' otherwise).
+_READ = """
+local function read_records(keys)
+  local reply = {}
+  for i, key in ipairs(keys) do
+    local value = redis.pcall('GET', key)
+    if type(value) == 'string' then
+      reply[i], reply[#keys + i] = value, ''
+    else
+      reply[i] = false
+      reply[#keys + i] = type(value) == 'table' and redis.call('TYPE', key)['ok'] or ''
+    end
+  end
+  return reply
+end
+"""
+
 # KEYS[1] lease, KEYS[2] fencing counter; ARGV[1] holder, ARGV[2] TTL in ms, ARGV[3] a stale
 # holder to take over from ('' = none), ARGV[4] the counter to restart from if it is corrupt.
 # Returns {acquired, token, holder}.
@@ -121,9 +139,10 @@ end
 # ARGV[3] job id, ARGV[4] '1' if running, ARGV[5] the status the stored job must have now
 # ('' = any), ARGV[6] retry score ('' = not waiting), ARGV[7] sweep score ('' = not queued),
 # ARGV[8] queue time, ARGV[9] end time ('' = not final), ARGV[10] the KEYS number of the job's
-# status index, ARGV[11] the ticks hash's index-repair field, ARGV[12] the VM state's JSON
-# ('' = none): written only with the job, under the same fence.
+# status index, ARGV[11] the VM state's JSON ('' = none): written only with the job, under the
+# same fence, ARGV[12] the ticks hash's index-repair field (last: ``fix_index`` reads it so).
 # Returns {1, 0, replaced indexes...} written, 0 fenced out, -1 not in the expected status.
+# (``extra``: what START_JOB read, returned before the replaced indexes.)
 _SAVE_JOB_BODY = """
 if ARGV[5] ~= '' then
   local raw = redis.call('GET', KEYS[2])
@@ -132,7 +151,7 @@ if ARGV[5] ~= '' then
   if not ok or type(stored) ~= 'table' or stored['status'] ~= ARGV[5] then return -1 end
 end
 redis.call('SET', KEYS[2], ARGV[2])
-if ARGV[12] ~= '' then redis.call('SET', KEYS[11], ARGV[12]) end
+if ARGV[11] ~= '' then redis.call('SET', KEYS[11], ARGV[11]) end
 if ARGV[4] == '1' then
   index('SADD', 'set', KEYS[3], ARGV[3])
 else
@@ -165,21 +184,30 @@ for i = 12, #KEYS - 1 do
     index('ZREM', 'zset', KEYS[i], ARGV[3])
   end
 end
-return {1, token, unpack(replaced)}
+local reply = {1, token}
+for _, value in ipairs(extra) do reply[#reply + 1] = value end
+for _, value in ipairs(replaced) do reply[#reply + 1] = value end
+return reply
 """
-SAVE_JOB = _FENCE_CHECK + "local token = 0\n" + _FIX_INDEX + _SAVE_JOB_BODY
+SAVE_JOB = _FENCE_CHECK + "local token, extra = 0, {}\n" + _FIX_INDEX + _SAVE_JOB_BODY
 
 # Starts an attempt in one step: takes the item's lease (KEYS[4]) for the job (ARGV[3]) if it is
 # free (or not a string: no job's), bumps the fencing counter (KEYS[1]), writes the new token
 # into the job's JSON (ARGV[2] says ``"fencing_token":null``) and saves it as SAVE_JOB does.
-# KEYS as SAVE_JOB's; ARGV as SAVE_JOB's (ARGV[1] unused: the token is the one issued here,
-# ARGV[5] the status the stored job must have) followed by ARGV[13] the counter to restart from
-# if it is corrupt and ARGV[14] the lease's TTL in ms. Nothing is taken or written unless the
-# stored job has that status. Returns {1, token, replaced indexes...} started, {0, holder} the
-# lease is held ('' = it expired meanwhile), {-1, 0} the job is not in the expected status.
+# KEYS as SAVE_JOB's followed by records to read as it starts (the job's VM, for the operations
+# that begin by reading it); ARGV as SAVE_JOB's (ARGV[1] unused: the token is the one issued
+# here, ARGV[5] the status the stored job must have) followed by ARGV[13] the counter to
+# restart from if it is corrupt, ARGV[14] the lease's TTL in ms and ARGV[15] how many records
+# to read. Nothing is taken or written unless the stored job has that status. Returns {1,
+# token, the records read as READ_RECORDS returns them, replaced indexes...} started, {0,
+# holder} the lease is held ('' = it expired meanwhile), {-1, 0} the job is not in the
+# expected status.
 START_JOB = (
     _BUMP
+    + _READ
     + """
+local reads = {}
+for i = tonumber(table.remove(ARGV)), 1, -1 do reads[i] = table.remove(KEYS) end
 local ttl = table.remove(ARGV)
 local restart = table.remove(ARGV)
 local raw = redis.pcall('GET', KEYS[2])
@@ -193,6 +221,7 @@ if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ttl) then
 end
 local token = bump(KEYS[1], restart)
 ARGV[2] = string.gsub(ARGV[2], '"fencing_token":null', '"fencing_token":' .. token, 1)
+local extra = read_records(reads)
 """
     + _FIX_INDEX
     + _SAVE_JOB_BODY
@@ -317,19 +346,7 @@ return count
 # KEYS a few records to read. Returns each one's value (nil if absent or not a string), then
 # for each its Redis type if it exists but is not a string ('' otherwise): one command where a
 # pipeline of an MGET and a TYPE per key cost a VM lookup three.
-READ_RECORDS = """#!lua flags=no-writes
-local reply = {}
-for i, key in ipairs(KEYS) do
-  local value = redis.pcall('GET', key)
-  if type(value) == 'string' then
-    reply[i], reply[#KEYS + i] = value, ''
-  else
-    reply[i] = false
-    reply[#KEYS + i] = type(value) == 'table' and redis.call('TYPE', key)['ok'] or ''
-  end
-end
-return reply
-"""
+READ_RECORDS = "#!lua flags=no-writes\n" + _READ + "return read_records(KEYS)\n"
 
 # KEYS[1] an index a read found of the wrong type, KEYS[2] ticks hash; ARGV[1] the type it
 # should have, ARGV[2] the index-repair field. Returns {key, its type, wanted} if it replaced it.

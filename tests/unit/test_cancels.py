@@ -175,10 +175,12 @@ class _CancelWhileAcquiring(MemoryCatalog):
     the one step that starts it, or (taking a stale lease over) between the acquire and the
     save."""
 
-    def start_attempt(self, job: Job, ttl_seconds: float, *, expect: JobStatus) -> LockResult:
+    def start_attempt(
+        self, job: Job, ttl_seconds: float, *, expect: JobStatus, read_vm: bool = False
+    ) -> LockResult:
         if self.lock_holder(job.vault, job.item) is None:
             cancels.request_cancel(self, job.id, FrozenClock(T0))
-        return super().start_attempt(job, ttl_seconds, expect=expect)
+        return super().start_attempt(job, ttl_seconds, expect=expect, read_vm=read_vm)
 
     def acquire_lock(
         self,

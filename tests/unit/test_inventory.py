@@ -92,7 +92,14 @@ def _context(
     started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
     assert started is not None
     return JobContext(
-        started.job, started.fence, VAULT, catalog, provider, Settings(), lambda: None
+        started.job,
+        started.fence,
+        VAULT,
+        catalog,
+        provider,
+        Settings(),
+        lambda: None,
+        started_vm=started.vm,
     )
 
 
@@ -137,6 +144,38 @@ def test_register_installs_the_extension_and_the_vm_is_registered_with_the_job_s
     assert registered.last_job_id == ctx.job.id
 
 
+class _CountingCatalog(MemoryCatalog):
+    """Counts the VM reads made outside an attempt's start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vm_reads = 0
+
+    def get_vm(self, vault: str, vm_id: str) -> VM | None:
+        self.vm_reads += 1
+        return super().get_vm(vault, vm_id)
+
+
+def test_register_uses_the_vm_record_its_start_read_and_reads_none_of_its_own() -> None:
+    catalog, provider = _CountingCatalog(), MemoryProvider([HEALTHY])
+    catalog.put_vm("v", HEALTHY)
+    catalog.put_vm_state("v", replace(HEALTHY, registration=RegistrationState.REGISTERED))
+    ctx = _context(catalog, provider, Operation.REGISTER, HEALTHY.id)
+    reads = catalog.vm_reads
+
+    with pytest.raises(errors.AlreadyRegistered):
+        inventory.register(ctx)
+
+    assert ctx.started_vm is not None and catalog.vm_reads == reads
+    assert provider.installed == []
+
+
+def test_an_attempt_on_the_vault_reads_no_vm_at_its_start() -> None:
+    ctx = _context(MemoryCatalog(), MemoryProvider([]), Operation.DISCOVERY, "vault")
+
+    assert ctx.started_vm is None
+
+
 def test_a_register_fenced_out_at_its_end_leaves_the_vm_state_to_the_reaper() -> None:
     catalog, provider = MemoryCatalog(), MemoryProvider([HEALTHY])
     catalog.put_vm("v", HEALTHY)
@@ -176,7 +215,7 @@ def test_retry_of_a_register_that_already_succeeded_completes_instead_of_failing
     # which wrote the two apart, left a worker that died between them).
     catalog.put_vm_state("v", ctx.settled[0], ctx.fence)
 
-    again = inventory.register(ctx)
+    again = inventory.register(replace(ctx, started_vm=None))  # read now, as a retry's start
 
     assert again["registration"] == "Registered"
     assert provider.installed == [HEALTHY.id]

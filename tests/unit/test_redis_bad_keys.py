@@ -88,6 +88,24 @@ def test_saving_a_job_replaces_an_index_key_of_the_wrong_type_and_names_it(
     assert "string" in catalog.problems()[0].reason
 
 
+@pytest.mark.parametrize("start", [False, True], ids=["save", "start"])
+def test_a_job_write_that_replaces_an_index_key_asks_for_a_repair_pass_at_once(
+    catalog: RedisCatalog, raw: redis.Redis, start: bool
+) -> None:
+    catalog.create_job(_job("a"), T0)
+    catalog.record_tick(wire.INDEX_REPAIR_STARTED, T0)
+    raw.set(wire.IN_PROGRESS_KEY, "garbage")  # the entries it held are for the pass to put back
+
+    running = _job("a", JobStatus.IN_PROGRESS)
+    if start:
+        assert catalog.start_attempt(running, 60, expect=JobStatus.QUEUED).acquired
+    else:
+        assert catalog.save_job(running)
+
+    assert wire.INDEX_REPAIR_STARTED not in catalog.last_ticks()
+    assert [p.key for p in catalog.problems()] == [wire.IN_PROGRESS_KEY]
+
+
 @pytest.mark.parametrize("index", [wire.QUEUED_KEY, wire.job_index_key("v")])
 def test_creating_a_job_replaces_an_index_key_of_the_wrong_type(
     catalog: RedisCatalog, raw: redis.Redis, index: str

@@ -3,6 +3,7 @@ its new fencing token) in one atomic step, or nothing at all."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from backup_jobs import wire
 from backup_jobs.catalog import Catalog, Fence
 from backup_jobs.catalogs.redis import RedisCatalog
-from backup_jobs.models import Attempt, Job, JobStatus, Operation
+from backup_jobs.errors import CorruptRecord
+from backup_jobs.models import VM, Attempt, Job, JobStatus, Operation, RegistrationState
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ITEM = "cs/vm"
@@ -91,3 +93,61 @@ def test_start_attempt_replaces_a_lease_or_counter_that_is_not_a_string(
     assert lock.acquired and catalog.lock_holder("v", ITEM) == job.id
     assert stored is not None and stored.fencing_token == lock.token
     assert catalog.fence_is_current(Fence("v", ITEM, lock.token), job.id)
+
+
+def test_start_attempt_reads_the_vm_as_get_vm_would_when_asked(catalog: Catalog) -> None:
+    vm = VM("vm", "cs", "r1", agent_version="2.7.0.0")
+    catalog.put_vm("v", vm)
+    catalog.put_vm_state("v", replace(vm, registration=RegistrationState.REGISTERING))
+    job = _queued(catalog)
+
+    lock = catalog.start_attempt(_started(job), 60, expect=JobStatus.QUEUED, read_vm=True)
+
+    assert lock.acquired and lock.vm is not None
+    assert lock.vm.get() == catalog.get_vm("v", ITEM)
+    assert lock.vm.get().registration == RegistrationState.REGISTERING  # type: ignore[union-attr]
+
+
+def test_start_attempt_reads_no_vm_unless_asked_and_none_for_a_vm_it_does_not_know(
+    catalog: Catalog,
+) -> None:
+    first, second = _queued(catalog), Job("j2", "v", Operation.REGISTER, "cs/other", "x", T0, 3)
+    assert catalog.create_job(second, T0)
+
+    unasked = catalog.start_attempt(_started(first), 60, expect=JobStatus.QUEUED)
+    unknown = catalog.start_attempt(_started(second), 60, expect=JobStatus.QUEUED, read_vm=True)
+
+    assert unasked.acquired and unasked.vm is None
+    assert unknown.acquired and unknown.vm is not None and unknown.vm.get() is None
+
+
+def test_a_vm_record_a_start_cannot_read_raises_corrupt_record_when_used(
+    catalog: Catalog,
+) -> None:
+    catalog.put_vm("v", VM("vm", "cs", "r1"))
+    key = wire.vm_state_key("v", ITEM)
+    if isinstance(catalog, RedisCatalog):
+        catalog.client.set(key, "not json")
+    else:
+        catalog.records[key] = "not json"  # type: ignore[attr-defined]
+    job = _queued(catalog)
+
+    lock = catalog.start_attempt(_started(job), 60, expect=JobStatus.QUEUED, read_vm=True)
+
+    assert lock.acquired and lock.vm is not None
+    with pytest.raises(CorruptRecord) as raised:
+        lock.vm.get()
+    assert raised.value.item == key
+
+
+def test_a_vm_record_of_the_wrong_redis_type_read_by_a_start_is_named(scratch_url: str) -> None:
+    catalog = RedisCatalog.from_url(scratch_url)
+    catalog.put_vm("v", VM("vm", "cs", "r1"))
+    catalog.client.hset(wire.vm_state_key("v", ITEM), "registration", "Registered")
+    job = _queued(catalog)
+
+    lock = catalog.start_attempt(_started(job), 60, expect=JobStatus.QUEUED, read_vm=True)
+
+    assert lock.acquired and lock.vm is not None and lock.vm.problem is not None
+    assert lock.vm.problem.key == wire.vm_state_key("v", ITEM)
+    assert "hash" in lock.vm.problem.reason

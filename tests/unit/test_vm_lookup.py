@@ -99,6 +99,38 @@ def test_find_vms_names_an_unreadable_record_as_a_problem(catalog: Catalog, key:
         assert list(found) == [] and [p.key for p in found.problems] == [key]
 
 
+def test_get_vms_reads_ids_in_their_order_deleted_included_unknown_left_out(
+    catalog: Catalog,
+) -> None:
+    _fill(catalog)
+    _corrupt(catalog, wire.vm_state_key("v", "cs2/db01"))
+
+    found = catalog.get_vms("v", ["cs1/app01", "cs9/web01", "cs1/gone01", "cs2/db01", "cs1/web01"])
+
+    assert [(vm.id, vm.deleted) for vm in found] == [
+        ("cs1/app01", False),
+        ("cs1/gone01", True),
+        ("cs1/web01", False),
+    ]
+    assert [p.key for p in found.problems] == [wire.vm_state_key("v", "cs2/db01")]
+    assert found[0].registration == RegistrationState.REGISTERED
+    assert list(catalog.get_vms("other", ["cs1/web01"])) == list(catalog.get_vms("v", [])) == []
+
+
+def test_get_vms_reads_many_ids_a_batch_at_a_time(scratch_url: str) -> None:
+    catalog = RedisCatalog.from_url(scratch_url)
+    fleet = [VM(f"vm{i:03d}", "cs1", "r1") for i in range(450)]
+    for vm in fleet:
+        catalog.put_vm("v", vm)
+    calls = lambda: int(catalog.client.info("commandstats")["cmdstat_evalsha"]["calls"])  # noqa: E731
+    before = calls()
+
+    found = catalog.get_vms("v", [vm.id for vm in fleet])
+
+    assert [vm.id for vm in found] == [vm.id for vm in fleet] and found.problems == []
+    assert calls() - before == 3  # 200 VMs per script
+
+
 def test_a_vm_recorded_before_the_name_index_is_found_by_its_name_and_indexed(
     scratch_url: str,
 ) -> None:
@@ -134,6 +166,25 @@ def test_submitting_for_named_vms_never_reads_the_whole_inventory(client: Client
     assert [h.job().item for h in batch] == ["cs1/web01", "cs2/db01", "cs1/db01"]
     assert batch.refused == ()
     assert backup.job().item == stop.job().item == "cs1/app01"
+
+
+def test_a_batch_of_ids_is_read_in_one_go_not_one_lookup_per_name(client: Client) -> None:
+    looked_up: list[str] = []
+    find_vms = client.catalog.find_vms
+
+    def find_one(vault: str, name: str) -> Listing[VM]:
+        looked_up.append(name)
+        return find_vms(vault, name)
+
+    client.catalog.find_vms = find_one  # type: ignore[method-assign]
+
+    batch = client.register(["cs1/web01", "cs2/db01", "cs1/db01", "web01", "cs1/gone01"])
+
+    assert [h.job().item for h in batch] == ["cs1/web01", "cs2/db01", "cs1/db01"]
+    assert [(r.name, r.error.code) for r in batch.refused] == [
+        ("cs1/gone01", "VMNotFoundInInventory")
+    ]
+    assert looked_up == ["web01", "cs1/gone01"]  # a bare name; an id with no live VM
 
 
 def test_a_name_used_in_two_cloud_services_is_refused_naming_both(client: Client) -> None:
