@@ -7,8 +7,11 @@ once, in this order:
 - `cp --reflink=never` of the warm image (bytes through user space, as any backup's go), then
   the same followed by `sync FILE` (an fsync: the vault fsyncs, and plain `cp` only measures
   page-cache writeback);
-- a full backup into a new vault, an unchanged incremental, and one after rewriting 1 % of
-  the chunks (with new random data, in the random stripes, so the mix stays as stated);
+- a full backup into a new vault, then the same reads and writes alone (benchmarks/io_child.py:
+  the image's data read, files of the new blobs' sizes written and fsynced), whose CPU time
+  over the cores is what the I/O adds to the compute floor; an unchanged incremental, and one
+  after rewriting 1 % of the chunks (with new random data, in the random stripes, so the mix
+  stays as stated);
 - with the pages of the image and of every vault file dropped (sync, then
   ``POSIX_FADV_DONTNEED``): `cp` + `sync` of the image, and a restore of the last point, which
   is then compared with the image byte for byte (holes read as zeros);
@@ -38,6 +41,7 @@ from benchmarks.common import arguments, header, row, spread, workspace
 
 GIB = 1 << 30
 CHILD = Path(__file__).with_name("vault_child.py")
+IO_CHILD = Path(__file__).with_name("io_child.py")
 REPO = CHILD.resolve().parents[1]
 SAMPLE_BYTES = 64 << 20  # of each kind, for the compute floor
 COMPARE_BYTES = 16 << 20
@@ -168,6 +172,7 @@ def one_run(
     warm(image)
     result["cp_fsync"] = cp_side(image, copy)
     backup_side(ours, image, "full", result, fresh=True)
+    result["io_cpu"] = io_side(image, ours, work / "io")
     backup_side(ours, image, "same", result)
     if compare is not None:  # full backup and restore of the image as it is still
         backup_side(work / "other-vault", image, "full_other", result, fresh=True, code=compare)
@@ -205,6 +210,18 @@ def backup_side(
         Vault.create(vault_root)
     warm(image)
     vault_side(result, side, "backup", vault_root, image, code)
+
+
+def io_side(image: Path, vault_root: Path, scratch: Path) -> float:
+    """CPU seconds of the full backup's reads and writes alone (``io_child``), image warm."""
+    warm(image)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(IO_CHILD), str(image), str(vault_root), str(scratch)]
+    try:
+        _, out = whole_process(command, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return float(out)
 
 
 def verified_restore(
@@ -250,8 +267,11 @@ def report(size: int, results: list[dict[str, float]]) -> None:
     gb = size / 1e9
     rates = [{k[5:]: v for k, v in r.items() if k.startswith("rate ")} for r in results]
     floor = compute_floor.floor(rates, vm_image.SHARES, size)
+    cores = os.cpu_count() or 1
     for r in results:
         r["floor_backup"], r["floor_restore"] = floor.backup_seconds, floor.restore_seconds
+        r["io_floor"] = r["io_cpu"] / cores
+        r["floor_with_io"] = floor.backup_seconds + r["io_floor"]
     header(
         f"image {size / GIB:.2f} GiB ({vm_image.describe()})",
         f"{len(results)} interleaved runs, each side a whole process",
@@ -261,10 +281,13 @@ def report(size: int, results: list[dict[str, float]]) -> None:
         ("cp (page cache)", "cp", f"{gb / med['cp']:.2f} GB/s"),
         ("cp + fsync", "cp_fsync", "the backup's baseline"),
         ("compute floor, backup", "floor_backup", "SHA-256 + zstd-1, best rates of the runs"),
+        ("I/O alone, backup", "io_floor", "its reads and fsynced writes' CPU, over the cores"),
+        ("compute + I/O", "floor_with_io", f"x{ratio('floor_with_io', 'floor_backup')} floor"),
         (
             "full backup",
             "full",
-            f"x{ratio('full', 'floor_backup')} floor (goal <= 1.1); "
+            f"x{ratio('full', 'floor_backup')} floor (goal <= 1.1), "
+            f"x{ratio('full', 'floor_with_io')} compute + I/O; "
             f"cp+fsync / backup {ratio('cp_fsync', 'full')} (goal >= 1.0)",
         ),
         ("unchanged incremental", "same", f"{gb / med['same']:.2f} GB/s logical (goal >= 1.5)"),
