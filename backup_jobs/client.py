@@ -237,11 +237,14 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         says why it is refused): O(names), not O(VMs).
         """
         unique = list(dict.fromkeys(_names(names)))
-        ids = [name for name in unique if "/" in name]
+        ids = [name for name in unique if "/" in name and _is_utf8(name)]
         live = {vm.id: vm for vm in self.catalog.get_vms(self.vault.name, ids) if not vm.deleted}
         targets: dict[str, None] = {}
         refused: list[Refusal] = []
         for name in unique:
+            if not _is_utf8(name):  # no record key can hold it: Redis would fail the whole batch
+                refused.append(Refusal(name, VMNotFoundInInventory(name, _NOT_UTF8)))
+                continue
             try:
                 # Redis errors are not refusals: they raise.
                 vm = live.get(name) or inventory.find_vm(self.catalog, self.vault.name, name)
@@ -424,6 +427,18 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         vault storage; each figure with the filter of the listing it counts."""
         vault_dir = Path(self.vault.vault_dir) if self.vault.vault_dir else None
         return build_dashboard(self.catalog, self.vault.name, vault_dir, self._clock.now())
+
+
+_NOT_UTF8 = " to the vault: the name is not valid UTF-8 (VM names are)."
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name with lone surrogates (bytes that were not UTF-8, ``os.fsdecode``)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _names(names: object) -> list[str]:
