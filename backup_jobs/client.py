@@ -7,6 +7,7 @@ reads return typed values. Submitting never imports the worker code: tasks go by
 from __future__ import annotations
 
 import difflib
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -234,17 +235,24 @@ class Client(MaintenanceVerbs, RestoreVerbs):
 
         Names that are ids are read together (``Catalog.get_vms``); any other name, or an id
         that read found no live VM for, is looked up by itself (``inventory.find_vm``, which
-        says why it is refused): O(names), not O(VMs).
+        says why it is refused): O(names), not O(VMs); unknown names read every VM once,
+        together, for their "did you mean" hints.
         """
         unique = list(dict.fromkeys(_names(names)))
-        ids = [name for name in unique if "/" in name]
+        ids = [name for name in unique if "/" in name and _is_utf8(name)]
         live = {vm.id: vm for vm in self.catalog.get_vms(self.vault.name, ids) if not vm.deleted}
         targets: dict[str, None] = {}
         refused: list[Refusal] = []
+        whole = functools.cache(lambda: inventory.VMIndex(self.catalog.list_vms(self.vault.name)))
         for name in unique:
+            if not _is_utf8(name):  # no record key can hold it: Redis would fail the whole batch
+                refused.append(Refusal(name, VMNotFoundInInventory(name, _NOT_UTF8)))
+                continue
             try:
                 # Redis errors are not refusals: they raise.
-                vm = live.get(name) or inventory.find_vm(self.catalog, self.vault.name, name)
+                vm = live.get(name) or inventory.find_vm(
+                    self.catalog, self.vault.name, name, whole=whole
+                )
             except (VMNotFoundInInventory, AmbiguousVMName, CorruptRecord) as exc:
                 refused.append(Refusal(name, exc))
                 continue
@@ -424,6 +432,18 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         vault storage; each figure with the filter of the listing it counts."""
         vault_dir = Path(self.vault.vault_dir) if self.vault.vault_dir else None
         return build_dashboard(self.catalog, self.vault.name, vault_dir, self._clock.now())
+
+
+_NOT_UTF8 = " to the vault: the name is not valid UTF-8 (VM names are)."
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name with lone surrogates (bytes that were not UTF-8, ``os.fsdecode``)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _names(names: object) -> list[str]:

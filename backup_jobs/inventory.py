@@ -6,7 +6,7 @@ Pure: the catalog, provider and clock come in through ``JobContext``; no Celery,
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -109,12 +109,20 @@ def resolve_vm(vms: Iterable[VM], name: str) -> VM:
     return VMIndex(vms).resolve(name)
 
 
-def find_vm(catalog: Catalog, vault: str, name: str, *, include_deleted: bool = False) -> VM:
+def find_vm(
+    catalog: Catalog,
+    vault: str,
+    name: str,
+    *,
+    include_deleted: bool = False,
+    whole: Callable[[], VMIndex] | None = None,
+) -> VM:
     """The one live VM (or deleted one too, if asked) called ``name``, looked up directly.
 
     O(1) in the vault's size: only a name that matches nothing reads every VM, for the
-    error's "did you mean" hint. ``AmbiguousVMName`` for a bare name used in two cloud
-    services; ``CorruptRecord`` if the only VM of that name cannot be read.
+    error's "did you mean" hint (through ``whole``, if given: a batch reads them once for all
+    its unknown names). ``AmbiguousVMName`` for a bare name used in two cloud services;
+    ``CorruptRecord`` if the only VM of that name cannot be read.
     """
     found = catalog.find_vms(vault, name)
     matches = [vm for vm in found if include_deleted or not vm.deleted]
@@ -125,6 +133,8 @@ def find_vm(catalog: Catalog, vault: str, name: str, *, include_deleted: bool = 
     if found.problems:
         raise CorruptRecord(found.problems[0].key, found.problems[0].reason)
     # Unknown: the whole inventory's error, with its hint (or the VM, if it just appeared).
+    if whole is not None:
+        return whole().resolve(name)
     return VMIndex(catalog.list_vms(vault), include_deleted=include_deleted).resolve(name)
 
 

@@ -39,14 +39,26 @@ WRITER_LEASE_TTL_SECONDS = 600.0
 
 
 def write_atomically(path: Path, data: bytes, fault: FaultHook = no_fault) -> None:
-    """temp + fsync + rename + fsync of the directory."""
+    """temp + fsync + rename + fsync of the directory.
+
+    A write that fails leaves no temp file (GC removes only the chunk store's: one here, a
+    writer lease's on a full disk, say, would stay for good), and its ``OSError`` names the
+    temp file also when the write or fsync fails: theirs name no file.
+    """
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(temp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    fault(f"{path.suffix.lstrip('.')}_temp_written")
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        fault(f"{path.suffix.lstrip('.')}_temp_written")
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise type(exc)(exc.errno, exc.strerror, str(temp)) from exc
+        raise
     fsync_dir(path.parent)
 
 

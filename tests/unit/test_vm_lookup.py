@@ -213,6 +213,49 @@ def test_an_unknown_name_is_refused_with_the_names_it_is_close_to(client: Client
         client.backup_now("nosuch")
 
 
+def test_a_name_that_is_not_utf8_is_refused_by_itself_and_the_others_go_on(
+    client: Client,
+) -> None:
+    # Bytes that are not UTF-8 reach Python as lone surrogates (os.fsdecode): Redis cannot
+    # encode them into a key, and one such name failed the whole batch with UnicodeEncodeError.
+    bad = b"cs1/web\xff".decode("utf-8", "surrogateescape")
+
+    batch = client.register(["cs1/web01", bad, "web\udcff", "db01"])
+
+    assert [h.job().item for h in batch] == ["cs1/web01"]
+    assert [(r.name, r.error.code) for r in batch.refused] == [
+        (bad, "VMNotFoundInInventory"),
+        ("web\udcff", "VMNotFoundInInventory"),
+        ("db01", "AmbiguousVMName"),
+    ]
+    assert "not valid UTF-8" in str(batch.refused[0].error)
+
+
+def test_unknown_names_of_a_batch_read_the_whole_inventory_once_for_all_their_hints(
+    client: Client,
+) -> None:
+    # One read of every VM per unknown name: 1000 typos in a vault of 5000 VMs took minutes.
+    listings: list[str] = []
+    list_vms = client.catalog.list_vms
+
+    def counted(vault: str) -> Listing[VM]:
+        listings.append(vault)
+        return list_vms(vault)
+
+    client.catalog.list_vms = counted  # type: ignore[method-assign]
+    names = ["web02", "cs9/web01", "nosuch", "cs1/web01", "db02"]
+
+    batch = client.register(names)
+
+    assert [h.job().item for h in batch] == ["cs1/web01"]
+    assert [(r.name, r.error.code) for r in batch.refused] == [
+        (name, "VMNotFoundInInventory") for name in ["web02", "cs9/web01", "nosuch", "db02"]
+    ]
+    assert "Did you mean: web01" in str(batch.refused[0].error)
+    assert "db01" in str(batch.refused[3].error)
+    assert len(listings) == 1
+
+
 def test_a_vm_whose_record_is_unreadable_is_refused_naming_the_record(client: Client) -> None:
     key = wire.vm_state_key("v", "cs1/app01")
     _corrupt(client.catalog, key)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_jobs.vault import Vault, verify
+from backup_jobs.vault import Vault, repository, verify
 from backup_jobs.vault.chunkstores import filesystem
 from tests.vault.conftest import SMALL_CHUNK, back_up, restored_bytes, write_image
 
@@ -91,3 +91,43 @@ def test_a_full_vault_disk_names_the_blob_it_could_not_write(
     assert str(raised.value.filename).endswith(".tmp")
     monkeypatch.undo()
     assert not [p for p in (tmp_path / "vault" / "chunks").rglob("*") if p.is_file()]
+
+
+def test_a_full_vault_disk_names_the_lease_it_could_not_write_and_leaves_no_temp_file(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backup's first write is its writer lease: on a disk already full, that write fails;
+    # GC removes only the chunk store's temp files, so one left in leases/ stayed for good.
+    image = write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)])
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(repository.os, "fsync", full)
+    with pytest.raises(OSError, match="No space") as raised:
+        back_up(vault, image)
+
+    assert raised.value.errno == errno.ENOSPC
+    assert str(tmp_path / "vault" / "leases") in str(raised.value.filename)
+    monkeypatch.undo()
+    assert not [p for p in (tmp_path / "vault").rglob("*.tmp")]
+    manifest = back_up(vault, image)
+    assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
+
+
+def test_an_index_that_cannot_be_written_leaves_no_temp_file(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)])
+    real_replace = repository.os.replace
+
+    def refuse_index(src: str, dst: str) -> None:
+        if str(dst).endswith(".idx"):
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(repository.os, "replace", refuse_index)
+    with pytest.raises(OSError, match="quota"):
+        back_up(vault, image)
+
+    assert not [p for p in (tmp_path / "vault").rglob("*.tmp")]
