@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from backup_jobs.vault import Vault
-from backup_jobs.vault.codec import PROBE_BYTES, PROBES, ChunkCodec
+from backup_jobs.vault.codec import PROBE_BYTES, PROBES, ZSTD_LEVEL, ChunkCodec
 from backup_jobs.vault.crypto import Keys
 from backup_jobs.vault.format import (
+    BLOB_HEADER,
     ZERO_DIGEST,
     DiskIndex,
     FormatError,
@@ -157,6 +159,26 @@ def test_a_compressible_stretch_as_long_as_the_probes_spacing_is_found_wherever_
 
         assert unpack_blob(blob)[0].flags == 1, start
         assert size in counting.lengths and len(blob) < size - part // 2
+
+
+@pytest.mark.parametrize("period", [4 << 10, 64 << 10, 256 << 10, 1 << 20])
+def test_incompressible_data_repeated_within_a_chunk_is_stored_as_small_as_zstd_makes_it(
+    period: int,
+) -> None:
+    # A compressed file and its copies side by side in one chunk: every probe looks random,
+    # but zstd, which sees the whole chunk, shrinks it to one copy's worth (if its window
+    # reaches back that far).
+    size = 4 << 20
+    chunk = os.urandom(period) * (size // period)
+    whole = len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(chunk))
+    codec = ChunkCodec()
+
+    blob = b"".join(codec.encode(chunk, codec.digest(chunk)))
+
+    assert len(blob) - BLOB_HEADER.size == min(whole, size)
+    assert bytes(codec.decode(blob, codec.digest(chunk))) == chunk
+    if period <= 64 << 10:
+        assert len(blob) < size // 2
 
 
 def test_encrypted_digests_are_keyed_and_blobs_hide_the_content() -> None:
