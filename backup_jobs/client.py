@@ -253,8 +253,12 @@ class Client(MaintenanceVerbs, RestoreVerbs):
                 vm = live.get(name) or inventory.find_vm(
                     self.catalog, self.vault.name, name, whole=whole
                 )
-            except (VMNotFoundInInventory, AmbiguousVMName, CorruptRecord) as exc:
+            except (VMNotFoundInInventory, AmbiguousVMName) as exc:
                 refused.append(Refusal(name, exc))
+                continue
+            except CorruptRecord as exc:  # its action points to `problem list`: put it there
+                refused.append(Refusal(name, exc))
+                jobs.record_problem(self.catalog, exc, "submission", self._clock)
                 continue
             try:
                 check(vm, self.vault)

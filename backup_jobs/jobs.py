@@ -35,7 +35,7 @@ from backup_jobs.errors import (
     OperationInProgress,
     Transient,
 )
-from backup_jobs.models import VM, Attempt, Job, JobStatus, Operation
+from backup_jobs.models import VM, Attempt, Job, JobStatus, Operation, Problem
 
 VAULT_ITEM = "vault"
 
@@ -274,7 +274,18 @@ def fail_attempt(
         failed = failed.evolve(status=JobStatus.WAITING_TO_RETRY, next_retry_at=retry_at)
     else:
         failed = failed.evolve(status=JobStatus.FAILED, ended_at=now)
-    return save_ended(catalog, failed, fence, expect)
+    saved = save_ended(catalog, failed, fence, expect)
+    if isinstance(error, CorruptRecord):  # its action points to `problem list`: it is there
+        with contextlib.suppress(BackupJobsError):  # Redis gone: the job's record says it all
+            record_problem(catalog, error, f"{job.operation.value} job {job.id}", clock)
+    return saved
+
+
+def record_problem(catalog: Catalog, error: BackupJobsError, by: str, clock: Clock) -> Problem:
+    """Remember a record that ``by`` could not read (``CorruptRecord``: its key and why)."""
+    problem = Problem(error.item or "(unknown key)", error.detail or error.message, by, clock.now())
+    catalog.record_problem(problem)
+    return problem
 
 
 def end_attempt(job: Job, status: JobStatus, error: BackupJobsError | None, clock: Clock) -> Job:

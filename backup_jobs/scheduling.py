@@ -23,9 +23,10 @@ from backup_jobs.clock import Clock
 from backup_jobs.dispatcher import Dispatcher
 from backup_jobs.errors import CorruptRecord
 from backup_jobs.items import RunOutcome, ScheduleEvent
+from backup_jobs.jobs import record_problem
 from backup_jobs.models import Operation
 from backup_jobs.policies import Policy, next_run
-from backup_jobs.ticks import UNREADABLE_BACKOFF_SECONDS, TickReport, record_problem
+from backup_jobs.ticks import UNREADABLE_BACKOFF_SECONDS, TickReport
 
 # After a long outage, at most this many past runs of one item are accounted in one tick.
 MAX_CATCH_UP = 1000

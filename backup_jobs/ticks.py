@@ -42,6 +42,7 @@ from backup_jobs.jobs import (
     fail_attempt,
     mark_sent,
     queued_since,
+    record_problem,
 )
 from backup_jobs.models import Job, JobStatus, Listing, Problem
 
@@ -221,10 +222,3 @@ def _each(
             later = clock.now() + timedelta(seconds=UNREADABLE_BACKOFF_SECONDS)
             catalog.postpone(index, job_id, later)
     return report
-
-
-def record_problem(catalog: Catalog, error: BackupJobsError, by: str, clock: Clock) -> Problem:
-    """Remember a record a tick could not read (a job's, or another that handling it read)."""
-    problem = Problem(error.item or "(unknown key)", error.detail or error.message, by, clock.now())
-    catalog.record_problem(problem)
-    return problem

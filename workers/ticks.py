@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from backup_jobs import logs, maintenance_ticks, scheduling, ticks, wire
+from backup_jobs import jobs, logs, maintenance_ticks, scheduling, ticks, wire
 from backup_jobs.catalog import Catalog
 from backup_jobs.clock import Clock
 from backup_jobs.errors import BackupJobsError, CorruptRecord
@@ -62,7 +62,7 @@ def run_tick(name: str) -> dict[str, Any]:
     try:
         report = TICKS[name](catalog, clock)
     except CorruptRecord as exc:
-        report = ticks.TickReport(problems=[ticks.record_problem(catalog, exc, name, clock)])
+        report = ticks.TickReport(problems=[jobs.record_problem(catalog, exc, name, clock)])
     except BackupJobsError as exc:
         log.warning("tick_skipped", tick=name, code=exc.code, reason=exc.message)
         return {"tick": name, "skipped": exc.code}

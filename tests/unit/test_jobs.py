@@ -87,6 +87,23 @@ def test_last_retryable_failure_is_final(clock: FrozenClock) -> None:
         assert error["recommended_action"].startswith("All 3 attempts failed. Check why workers")
 
 
+def test_an_attempt_that_meets_an_unreadable_record_names_it_in_the_problem_list(
+    clock: FrozenClock,
+) -> None:
+    # CorruptRecord's action says `problem list` shows every record found unreadable.
+    catalog = MemoryCatalog()
+    job = _submit(catalog, clock)
+    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
+    assert started is not None
+
+    error = errors.CorruptRecord("bj:vmstate:v:cs/vm", "not JSON")
+    jobs.fail_attempt(catalog, started.job, error, 0, clock, started.fence)
+
+    [problem] = catalog.problems()
+    assert (problem.key, problem.reason) == ("bj:vmstate:v:cs/vm", "not JSON")
+    assert problem.seen_by == f"Register job {job.id}" and problem.seen_at == T0
+
+
 class RefusingDispatcher:
     """A broker that refuses every message."""
 

@@ -264,6 +264,8 @@ def test_a_vm_whose_record_is_unreadable_is_refused_naming_the_record(client: Cl
 
     assert [h.job().item for h in batch] == ["cs1/web01"]
     assert [(r.name, r.error.code) for r in batch.refused] == [("app01", "CorruptRecord")]
+    # Its action says `problem list` shows every record found unreadable: it is there.
+    assert [(p.key, p.seen_by) for p in client.problems()] == [(key, "submission")]
     with pytest.raises(errors.CorruptRecord) as raised:
         client.backup_now("cs1/app01")
     assert raised.value.item == key
