@@ -207,21 +207,48 @@ class RedisCatalog(RedisProtection, RedisJobs):
         record = dump(vm.properties_dict())
         names = wire.vm_name_key(vault, vm.name)
 
-        def write() -> bool:
+        def write() -> tuple[bool, bool]:
             pipe = self._redis.pipeline(transaction=True)
             pipe.set(wire.vm_key(vault, vm.id), record)
             pipe.sadd(wire.vm_index_key(vault), vm.id)
             pipe.sadd(names, vm.id)
-            *written, named = pipe.execute(raise_on_error=False)
-            for error in (*written, named):
-                if isinstance(error, Exception) and (error is not named or not _wrong_type(error)):
+            stored, indexed, named = pipe.execute(raise_on_error=False)
+            for error in (stored, indexed, named):
+                if isinstance(error, Exception) and (error is stored or not _wrong_type(error)):
                     raise error
-            return isinstance(named, Exception)
+            return isinstance(indexed, Exception), isinstance(named, Exception)
 
-        if self._call(write):
+        bad_index, bad_name = self._call(write)
+        if bad_name:
             # The name index is derived data: one of the wrong Redis type is replaced.
             self._call(lambda: self._redis.delete(names), names)
             self._call(lambda: self._redis.sadd(names, vm.id), names)
+        if bad_index:
+            self._rebuild_vm_index(vault)
+
+    def _rebuild_vm_index(self, vault: str) -> None:
+        """Replace a vault's VM index of the wrong Redis type by the ids of the VM records the
+        keyspace holds (a SCAN: once, for a damaged key), and name it as a problem.
+
+        Discovery is what a ``CorruptRecord`` of that key tells the user to run: it must not
+        fail on it too. The ids come from the records, so VMs the provider no longer lists
+        (deleted ones, kept in the catalog) stay listed.
+        """
+        index = wire.vm_index_key(vault)
+        prefix = wire.vm_key(vault, "")
+        pattern = "".join("\\" + c if c in "[]*?\\" else c for c in prefix) + "*"
+
+        def rebuild() -> int:
+            ids = [_text(key)[len(prefix) :] for key in self._redis.scan_iter(pattern, count=1000)]
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(index)
+            if ids:
+                pipe.sadd(index, *ids)
+            pipe.execute()
+            return len(ids)
+
+        count = self._call(rebuild, index)
+        self._noted(index, f"it was not a set; rebuilt from the {count} VM records", "discovery")
 
     def put_vm_state(self, vault: str, vm: VM, fence: Fence | None = None) -> None:
         """Replace a VM's state, checking the fence atomically."""

@@ -360,3 +360,23 @@ def test_saving_and_creating_jobs_asks_no_index_type_while_every_index_is_fine(
 
     assert types_asked() == before
     assert catalog.problems() == []
+
+
+@pytest.mark.parametrize("vault", ["v", "odd*[v]?"])
+def test_discovery_replaces_a_vm_index_of_the_wrong_type_with_every_vm_record(
+    catalog: RedisCatalog, raw: redis.Redis, vault: str
+) -> None:
+    # A CorruptRecord of the index tells the user to run discovery: discovery must mend it,
+    # keeping the VMs the provider no longer lists (deleted ones the catalog keeps).
+    for name in ("gone", "kept"):
+        catalog.put_vm(vault, VM(name, "cs", "r1"))
+    catalog.put_vm("other", VM("elsewhere", "cs", "r1"))
+    raw.set(wire.vm_index_key(vault), "junk")
+
+    catalog.put_vm(vault, VM("kept", "cs", "r1"))
+
+    assert [vm.id for vm in catalog.list_vms(vault)] == ["cs/gone", "cs/kept"]
+    [problem] = catalog.problems()
+    assert problem.key == wire.vm_index_key(vault) and "rebuilt from the 2 VM records" in (
+        problem.reason
+    )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from backup_jobs import Client, errors, wire
 from backup_jobs.catalog import Catalog
@@ -271,11 +273,24 @@ def test_a_vm_whose_record_is_unreadable_is_refused_naming_the_record(client: Cl
     assert raised.value.item == key
 
 
-def test_put_vm_still_fails_when_a_write_other_than_the_name_index_is_refused(
-    scratch_url: str,
+def test_put_vm_still_fails_when_an_index_write_is_refused_for_another_reason(
+    scratch_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # An index of the wrong type is replaced; any other refusal (out of memory) is an error.
     catalog = RedisCatalog.from_url(scratch_url)
-    catalog.client.set(wire.vm_index_key("v"), "garbage")
+    real = catalog.client.pipeline
 
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+
+        def refused(raise_on_error: bool = True) -> list[Any]:
+            replies = execute(raise_on_error=raise_on_error)
+            return [replies[0], redis.ResponseError("OOM command not allowed"), *replies[2:]]
+
+        pipe.execute = refused
+        return pipe
+
+    monkeypatch.setattr(catalog.client, "pipeline", refusing)
     with pytest.raises(errors.BackupJobsError):
         catalog.put_vm("v", VM("web01", "cs1", "r1"))
