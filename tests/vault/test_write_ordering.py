@@ -8,6 +8,7 @@ write that fails, even the last one to finish, fails the backup and commits noth
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from backup_jobs.vault import Vault, repository, verify
-from backup_jobs.vault.chunkstores import filesystem
 from tests.vault.conftest import SMALL_CHUNK, back_up, restored_bytes, write_image
 
 
@@ -73,44 +73,31 @@ def test_a_failed_blob_write_that_finishes_last_fails_the_backup_and_commits_not
     assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
 
 
-def test_a_full_vault_disk_names_the_blob_it_could_not_write(
-    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("call", "folder"),
+    [("writev", "chunks"), ("fsync", "leases")],
+    ids=["blob", "lease"],
+)
+def test_a_full_vault_disk_names_the_file_it_could_not_write_and_leaves_no_temp_file(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, folder: str
 ) -> None:
-    # writev and fsync name no file: a library caller would see only "No space left on device".
+    # writev and fsync name no file: a library caller saw only "No space left on device". A
+    # backup's first write is its writer lease, which fails first on a disk already full (an
+    # fsync refused); GC removes only the chunk store's temp files: one left in leases/ stayed.
     image = write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)])
 
-    def full(fd: int, buffers: object) -> int:
+    def full(*args: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(filesystem.os, "writev", full)
+    monkeypatch.setattr(os, call, full)
     with pytest.raises(OSError, match="No space") as raised:
         back_up(vault, image)
 
     assert raised.value.errno == errno.ENOSPC
-    assert str(tmp_path / "vault" / "chunks") in str(raised.value.filename)
-    assert str(raised.value.filename).endswith(".tmp")
-    monkeypatch.undo()
-    assert not [p for p in (tmp_path / "vault" / "chunks").rglob("*") if p.is_file()]
-
-
-def test_a_full_vault_disk_names_the_lease_it_could_not_write_and_leaves_no_temp_file(
-    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A backup's first write is its writer lease: on a disk already full, that write fails;
-    # GC removes only the chunk store's temp files, so one left in leases/ stayed for good.
-    image = write_image(tmp_path / "os.raw", [("data", 2 * SMALL_CHUNK)])
-
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(repository.os, "fsync", full)
-    with pytest.raises(OSError, match="No space") as raised:
-        back_up(vault, image)
-
-    assert raised.value.errno == errno.ENOSPC
-    assert str(tmp_path / "vault" / "leases") in str(raised.value.filename)
+    assert str(tmp_path / "vault" / folder) in str(raised.value.filename)
     monkeypatch.undo()
     assert not [p for p in (tmp_path / "vault").rglob("*.tmp")]
+    assert not [p for p in (tmp_path / "vault" / "chunks").rglob("*") if p.is_file()]
     manifest = back_up(vault, image)
     assert restored_bytes(vault, manifest.id, tmp_path) == image.read_bytes()
 
