@@ -53,10 +53,10 @@ def write_atomically(path: Path, data: bytes, fault: FaultHook = no_fault) -> No
             os.fsync(out.fileno())
         fault(f"{path.suffix.lstrip('.')}_temp_written")
         os.replace(temp, path)
-    except BaseException as exc:
+    except OSError as exc:  # a refused write: a crash leaves its temp file, as a real one would
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        if isinstance(exc, OSError) and exc.filename is None:
+        if exc.filename is None:
             raise type(exc)(exc.errno, exc.strerror, str(temp)) from exc
         raise
     fsync_dir(path.parent)

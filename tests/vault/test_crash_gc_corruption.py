@@ -267,17 +267,26 @@ def test_swapped_encrypted_blob_fails_authentication(tmp_path: Path, encrypted_v
 
 
 def test_gc_removes_only_temp_files_older_than_any_write_takes(vault: Vault) -> None:
+    # A crash leaves its temp file: a blob's, and a whole file's (a manifest, a writer lease,
+    # the config) next to where it was going.
     folder = vault.root / "chunks" / "abcd"
     folder.mkdir(parents=True)
-    temp = folder / (".abcd" + "0" * 60 + ".1234abcd.tmp")
-    temp.write_bytes(b"half a blob")
+    temps = [
+        folder / (".abcd" + "0" * 60 + ".1234abcd.tmp"),
+        vault.root / "manifests" / ".20260101T000000Z-cs-vm-ab12.json.1234abcd.tmp",
+        vault.root / "leases" / f".{'0' * 32}.json.1234abcd.tmp",
+        vault.root / ".config.json.1234abcd.tmp",
+    ]
+    for temp in temps:
+        temp.write_bytes(b"half a file")
 
     collect_garbage(vault, margin_seconds=0, now=time.time() + 5)
-    survived = temp.exists()
+    survived = [temp.exists() for temp in temps]
     report = collect_garbage(vault, margin_seconds=0, now=time.time() + 3600)
 
-    assert survived
-    assert report.temporaries_removed == 1 and not temp.exists()
+    assert all(survived)
+    assert report.temporaries_removed == len(temps) and not any(t.exists() for t in temps)
+    assert (vault.root / "config.json").exists() and verify(vault).ok
 
 
 class FlakyIndexVault(Vault):
