@@ -66,8 +66,12 @@ def resolve_item(catalog: Catalog, vault: str, name: str) -> str:
         raise TypeError(f"item must be a VM name or 'vault', not {name!r}")
     if name in (jobs.VAULT_ITEM, vault):
         return jobs.VAULT_ITEM
-    if "/" in name and len(catalog.find_vms(vault, name)) == 1:
-        return name  # also a VM deleted from the fleet: known by its id, it keeps its jobs
+    if "/" in name:
+        found = catalog.find_vms(vault, name)
+        # Known by its id, it keeps its jobs: a VM deleted from the fleet, and one whose record
+        # cannot be read (a filter needs no more than the id; the listing's own reads say why).
+        if len(found) == 1 or found.problems:
+            return name
     return inventory.find_vm(catalog, vault, name).id
 
 

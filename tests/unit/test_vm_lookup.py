@@ -258,6 +258,17 @@ def test_unknown_names_of_a_batch_read_the_whole_inventory_once_for_all_their_hi
     assert len(listings) == 1
 
 
+def test_the_jobs_of_a_vm_whose_record_is_unreadable_are_listed_by_its_id(
+    client: Client,
+) -> None:
+    job = client.register(["cs1/web01"])[0].job()
+    _corrupt(client.catalog, wire.vm_state_key("v", "cs1/web01"))
+
+    assert [j.id for j in client.jobs(item="cs1/web01")] == [job.id]
+    with pytest.raises(errors.CorruptRecord):  # a bare name needs the record: it says why
+        client.jobs(item="web01")
+
+
 def test_a_vm_whose_record_is_unreadable_is_refused_naming_the_record(client: Client) -> None:
     key = wire.vm_state_key("v", "cs1/app01")
     _corrupt(client.catalog, key)
