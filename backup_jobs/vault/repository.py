@@ -31,6 +31,7 @@ from backup_jobs.vault.format import (
     Manifest,
     ManifestDisk,
 )
+from backup_jobs.vault.oserrors import naming
 from backup_jobs.vault.pipeline import FaultHook, no_fault
 
 CONFIG_FILE = "config.json"
@@ -47,17 +48,16 @@ def write_atomically(path: Path, data: bytes, fault: FaultHook = no_fault) -> No
     """
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(temp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        fault(f"{path.suffix.lstrip('.')}_temp_written")
-        os.replace(temp, path)
-    except OSError as exc:  # a refused write: a crash leaves its temp file, as a real one would
+        with naming(temp):
+            with open(temp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            fault(f"{path.suffix.lstrip('.')}_temp_written")
+            os.replace(temp, path)
+    except OSError:  # a refused write: a crash leaves its temp file, as a real one would
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        if exc.filename is None:
-            raise type(exc)(exc.errno, exc.strerror, str(temp)) from exc
         raise
     fsync_dir(path.parent)
 

@@ -13,6 +13,7 @@ from backup_jobs.vault.backup import DEFAULT_THREADS, WRITE_THREADS
 from backup_jobs.vault.chunkstore import ChunkMissing, damaged_blob
 from backup_jobs.vault.format import ZERO_DIGEST, FormatError, Manifest, ManifestDisk
 from backup_jobs.vault.imagefile import ImageWriter
+from backup_jobs.vault.oserrors import naming
 from backup_jobs.vault.pipeline import Progress, bounded_map, ignore_progress, never
 from backup_jobs.vault.repository import Vault
 from backup_jobs.vault.sparse import nonzero_runs
@@ -128,29 +129,26 @@ def _restore_disk(
             raise Cancelled(manifest.vm)
 
     try:
-        done[0] += index.image_size - sum(
-            min(index.chunk_size, index.image_size - i * index.chunk_size) for i in wanted
-        )
-        request.progress(done[0], total)
-        for _, nbytes in bounded_map(
-            restore_chunk, wanted, request.threads, before_each=check_cancel
-        ):
-            done[0] += nbytes
+        with naming(partial):  # a write refused (no space, I/O error) names the image
+            done[0] += index.image_size - sum(
+                min(index.chunk_size, index.image_size - i * index.chunk_size) for i in wanted
+            )
             request.progress(done[0], total)
-    except OSError as exc:
-        _discard(image, partial)
-        if exc.filename is None:  # a write refused (no space, I/O error): name the file
-            raise OSError(exc.errno, exc.strerror, str(partial)) from exc
-        raise
+            for _, nbytes in bounded_map(
+                restore_chunk, wanted, request.threads, before_each=check_cancel
+            ):
+                done[0] += nbytes
+                request.progress(done[0], total)
     except BaseException:
         _discard(image, partial)
         raise
     try:
-        image.finish()
-    except OSError as exc:
+        with naming(partial):
+            image.finish()
+    except OSError:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
-        raise OSError(exc.errno, exc.strerror, str(partial)) from exc
+        raise
     return partial
 
 

@@ -15,6 +15,7 @@ import errno
 import os
 
 from backup_jobs.vault.buffers import ALIGNMENT, ThreadBuffers
+from backup_jobs.vault.oserrors import naming
 
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -29,7 +30,7 @@ class BlobReader:
     def read(self, path: str) -> memoryview:
         """The file's bytes, valid until this thread's next ``read``; ``OSError`` as ``open``,
         naming ``path`` also when the read fails (``preadv`` names no file: a directory, EIO)."""
-        try:
+        with naming(path):
             if self._direct:
                 try:
                     return self._read(path, _DIRECT)
@@ -38,10 +39,6 @@ class BlobReader:
                         raise
                     self._direct = False
             return self._read(path, 0)
-        except OSError as exc:
-            if exc.filename is not None:
-                raise
-            raise type(exc)(exc.errno, exc.strerror, path) from exc
 
     def _read(self, path: str, flags: int) -> memoryview:
         fd = os.open(path, os.O_RDONLY | flags)

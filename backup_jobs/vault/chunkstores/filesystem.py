@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from backup_jobs.vault.chunkstore import ChunkMissing
 from backup_jobs.vault.chunkstores.blobreader import BlobReader
+from backup_jobs.vault.oserrors import naming
 from backup_jobs.vault.pipeline import FaultHook, no_fault
 
 T = TypeVar("T")
@@ -194,14 +195,11 @@ def _write_durably(path: Path, parts: Sequence[bytes]) -> None:
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_all(fd, parts)
-        os.fsync(fd)
-        # Written once, read rarely: give the pages back now rather than evict others.
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError as exc:
-        if exc.filename is not None:
-            raise
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        with naming(path):
+            _write_all(fd, parts)
+            os.fsync(fd)
+            # Written once, read rarely: give the pages back now rather than evict others.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
