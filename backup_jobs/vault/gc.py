@@ -85,9 +85,7 @@ def collect_garbage(
     # A temp file is an interrupted write only if it is far older than any write takes: a
     # fresh one belongs to a backup that may have started after this GC looked at the leases.
     older_than = min(cutoff, started - WRITER_LEASE_TTL_SECONDS)
-    temporaries = vault.store.remove_temporaries(older_than) + _remove_temporaries(
-        vault, older_than
-    )
+    temporaries = vault.store.remove_temporaries(older_than) + vault.remove_temporaries(older_than)
     return GcReport(
         cutoff, len(live), rescued, purged, condemned, temporaries, orphans, (), None, freed
     )
@@ -120,19 +118,6 @@ def _mark(vault: Vault) -> tuple[set[str], set[str], tuple[str, ...]]:
             unreadable.append(path.stem)
         committed.add(path.stem)
     return live, committed, tuple(unreadable)
-
-
-def _remove_temporaries(vault: Vault, older_than: float) -> int:
-    """Delete the temp files of whole-file writes (a manifest, a writer lease, the config)
-    that a crash interrupted, older than ``older_than``; an index's go with its folder."""
-    removed = 0
-    for folder in (vault.root, vault.root / "manifests", vault.root / "leases"):
-        for path in folder.glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):  # its writer may remove it meanwhile
-                if path.stat().st_mtime < older_than:
-                    path.unlink()
-                    removed += 1
-    return removed
 
 
 def _remove_orphan_indexes(vault: Vault, committed: set[str], cutoff: float) -> int:

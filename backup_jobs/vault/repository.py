@@ -20,7 +20,12 @@ from pathlib import Path
 
 from backup_jobs.errors import ConfigurationError, RecoveryPointNotFound, VaultIntegrityError
 from backup_jobs.vault.chunkstore import ChunkStore
-from backup_jobs.vault.chunkstores.filesystem import FilesystemChunkStore, fsync_dir
+from backup_jobs.vault.chunkstores.filesystem import (
+    TEMP_SUFFIX,
+    FilesystemChunkStore,
+    fsync_dir,
+    remove_stale,
+)
 from backup_jobs.vault.codec import ChunkCodec
 from backup_jobs.vault.crypto import Keys
 from backup_jobs.vault.format import (
@@ -46,7 +51,7 @@ def write_atomically(path: Path, data: bytes, fault: FaultHook = no_fault) -> No
     writer lease's on a full disk, say, would stay for good), and its ``OSError`` names the
     temp file also when the write or fsync fails: theirs name no file.
     """
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
     try:
         with naming(temp):
             with open(temp, "wb") as out:
@@ -209,6 +214,15 @@ class Vault:
             return DiskIndex.decode(data)
         except FormatError as exc:
             raise VaultIntegrityError(manifest.id, f"{where}: {exc}") from exc
+
+    def remove_temporaries(self, older_than: float) -> int:
+        """Delete the temp files of whole-file writes (``write_atomically``: a manifest, a writer
+        lease, the config) that a crash left, older than ``older_than``; how many. An index's
+        go with its orphan folder."""
+        folders = (self.root, self.root / "manifests", self.root / "leases")
+        return remove_stale(
+            (temp for folder in folders for temp in folder.glob(f".*{TEMP_SUFFIX}")), older_than
+        )
 
     # --- writer leases ------------------------------------------------------------------------
 

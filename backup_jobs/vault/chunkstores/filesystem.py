@@ -14,7 +14,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -157,19 +157,15 @@ class FilesystemChunkStore:
 
     def remove_temporaries(self, older_than: float) -> int:
         """Delete temp files of interrupted writes older than ``older_than``."""
-        removed = 0
         if not self.root.exists():
             return 0
-        for folder in os.scandir(self.root):
-            for entry in os.scandir(folder.path):
-                if not entry.name.endswith(TEMP_SUFFIX):
-                    continue
-                # A writer removes its own temp file at any moment: vanishing is normal here.
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < older_than:
-                        os.unlink(entry.path)
-                        removed += 1
-        return removed
+        temps = (
+            entry.path
+            for folder in os.scandir(self.root)
+            for entry in os.scandir(folder.path)
+            if entry.name.endswith(TEMP_SUFFIX)
+        )
+        return remove_stale(temps, older_than)
 
     def sync(self) -> None:
         """fsync every fan-out directory with a blob written or found since, then ``chunks/``.
@@ -231,6 +227,20 @@ def _walk(root: Path, *, size: bool = False) -> Iterator[tuple[str, float]]:
                 yield entry.name, found.st_size if size else found.st_mtime
             except FileNotFoundError:
                 continue
+
+
+def remove_stale(paths: Iterable[str | Path], older_than: float) -> int:
+    """Delete each of ``paths`` last modified before ``older_than``; how many it deleted.
+
+    A writer removes its own temp file at any moment: one that vanishes meanwhile is skipped.
+    """
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_mtime < older_than:
+                os.unlink(path)
+                removed += 1
+    return removed
 
 
 def _fsync_if_there(folder: Path) -> None:
