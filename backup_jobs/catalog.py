@@ -58,6 +58,13 @@ class VMRead:
     vm: VM | None = None
     problem: Problem | None = None
 
+    @classmethod
+    def of(cls, found: Listing[VM]) -> VMRead:
+        """The read of one VM from a listing of it: its first problem, else the VM or None."""
+        if found.problems:
+            return cls(problem=found.problems[0])
+        return cls(next(iter(found), None))
+
     def get(self) -> VM | None:
         """The VM or None, as ``Catalog.get_vm`` returns it; ``CorruptRecord`` if unreadable."""
         if self.problem is not None:

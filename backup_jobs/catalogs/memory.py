@@ -293,14 +293,8 @@ class MemoryCatalog(MemoryProtection):
                 self.release_lock(job.vault, job.item, job.id)
                 return LockResult(False, holder=job.id)
             if lock.acquired and read_vm:
-                return replace(lock, vm=self._read_vm(job.vault, job.item))
+                return replace(lock, vm=VMRead.of(self._vms(job.vault, [job.item])))
             return lock
-
-    def _read_vm(self, vault: str, vm_id: str) -> VMRead:
-        found = self._vms(vault, [vm_id])
-        if found.problems:
-            return VMRead(problem=found.problems[0])
-        return VMRead(next(iter(found), None))
 
     def renew_lock(self, vault: str, item: str, holder: str, ttl_seconds: float) -> bool:
         """Extend the lease if ``holder`` still holds it."""

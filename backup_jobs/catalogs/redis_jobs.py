@@ -261,10 +261,9 @@ class _RedisPage(JobPage):
 
 def _vm_read(job: Job, raws: list[str | None], wrong: dict[str, Problem]) -> VMRead:
     """The job's VM from its two records (properties, state) as a start read them."""
-    if wrong:
-        return VMRead(problem=next(iter(wrong.values())))
-    found = vms_listing(job.vault, [(job.item, raws[0], raws[1])] if raws else [])
-    return VMRead(problem=found.problems[0]) if found.problems else VMRead(next(iter(found), None))
+    found = vms_listing(job.vault, [(job.item, raws[0], raws[1])] if raws and not wrong else [])
+    found.problems[:0] = wrong.values()
+    return VMRead.of(found)
 
 
 def _utf8(member: bytes) -> bool:
