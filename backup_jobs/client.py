@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backup_jobs import cancels, inventory, jobs, jobs_page, protection
+from backup_jobs import cancels, inventory, jobs, jobs_page, protection, wire
 from backup_jobs.attention import Attention
 from backup_jobs.catalog import Catalog
 from backup_jobs.client_maintenance import MaintenanceVerbs
@@ -239,13 +239,15 @@ class Client(MaintenanceVerbs, RestoreVerbs):
         together, for their "did you mean" hints.
         """
         unique = list(dict.fromkeys(_names(names)))
-        ids = [name for name in unique if "/" in name and _is_utf8(name)]
+        ids = [name for name in unique if "/" in name and wire.encodable(name)]
         live = {vm.id: vm for vm in self.catalog.get_vms(self.vault.name, ids) if not vm.deleted}
         targets: dict[str, None] = {}
         refused: list[Refusal] = []
         whole = functools.cache(lambda: inventory.VMIndex(self.catalog.list_vms(self.vault.name)))
         for name in unique:
-            if not _is_utf8(name):  # no record key can hold it: Redis would fail the whole batch
+            if not wire.encodable(
+                name
+            ):  # no record key can hold it: Redis would fail the whole batch
                 refused.append(Refusal(name, VMNotFoundInInventory(name, _NOT_UTF8)))
                 continue
             try:
@@ -439,15 +441,6 @@ class Client(MaintenanceVerbs, RestoreVerbs):
 
 
 _NOT_UTF8 = " to the vault: the name is not valid UTF-8 (VM names are)."
-
-
-def _is_utf8(name: str) -> bool:
-    """False for a name with lone surrogates (bytes that were not UTF-8, ``os.fsdecode``)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _names(names: object) -> list[str]:

@@ -10,6 +10,18 @@ from backup_jobs.models import Operation
 
 KEY_PREFIX = "bj"
 
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` can go into a key or a record: it is valid UTF-8. Python keeps bytes
+    that were not (a command-line argument, ``os.fsdecode``) as lone surrogates, which Redis
+    and JSON refuse deep inside whatever carried them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 QUEUE_CONTROL = "control"
 QUEUE_BACKUP = "backup"
 QUEUE_MAINTENANCE = "maintenance"

@@ -9,6 +9,7 @@ import traceback
 
 import click
 
+from backup_jobs import wire
 from backup_jobs.cli.common import echo_error
 from backup_jobs.cli.dashboard import dashboard
 from backup_jobs.cli.fleet import fleet_group
@@ -88,11 +89,9 @@ def _refuse_undecodable(args: list[str]) -> None:
     surrogates): every name, id and path goes to Redis or into JSON, which would refuse it
     deep inside a command, as an internal error."""
     for arg in args:
-        try:
-            arg.encode()
-        except UnicodeEncodeError:
+        if not wire.encodable(arg):
             shown = arg.encode(errors="surrogateescape").decode(errors="backslashreplace")
-            raise click.UsageError(f"argument '{shown}' is not valid UTF-8") from None
+            raise click.UsageError(f"argument '{shown}' is not valid UTF-8")
 
 
 def _fail(error: BackupJobsError) -> None:
