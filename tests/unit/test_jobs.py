@@ -25,6 +25,13 @@ def _submit(catalog: MemoryCatalog, clock: FrozenClock, item: str = "cs/vm") -> 
     return job
 
 
+def _started(catalog: MemoryCatalog, clock: FrozenClock) -> jobs.Started:
+    """A submitted job's first attempt, begun."""
+    started = jobs.begin_attempt(catalog, _submit(catalog, clock).id, 1, "t", 60, 900, clock)
+    assert started is not None
+    return started
+
+
 def test_attempt_takes_the_lease_and_records_its_fencing_token(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
     job = _submit(catalog, clock)
@@ -42,9 +49,8 @@ def test_duplicate_delivery_of_a_running_or_finished_attempt_does_nothing(
     clock: FrozenClock,
 ) -> None:
     catalog = MemoryCatalog()
-    job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
-    assert started is not None
+    started = _started(catalog, clock)
+    job = started.job
 
     assert jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock) is None
     jobs.complete(catalog, started, {"ok": 1}, clock)
@@ -92,9 +98,8 @@ def test_an_attempt_that_meets_an_unreadable_record_names_it_in_the_problem_list
 ) -> None:
     # CorruptRecord's action says `problem list` shows every record found unreadable.
     catalog = MemoryCatalog()
-    job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
-    assert started is not None
+    started = _started(catalog, clock)
+    job = started.job
 
     error = errors.CorruptRecord("bj:vmstate:v:cs/vm", "not JSON")
     jobs.fail_attempt(catalog, started.job, error, 0, clock, started.fence)
@@ -165,9 +170,7 @@ def test_a_lease_held_by_a_job_being_started_is_not_taken_over(clock: FrozenCloc
 
 def test_a_failed_attempt_ends_the_sub_task_it_left_running(clock: FrozenClock) -> None:
     catalog = MemoryCatalog()
-    job = _submit(catalog, clock)
-    started = jobs.begin_attempt(catalog, job.id, 1, "t", 60, 900, clock)
-    assert started is not None
+    started = _started(catalog, clock)
     steps = (
         SubTask("Take Snapshot", JobStatus.COMPLETED, T0, T0),
         SubTask("Transfer data to vault", JobStatus.IN_PROGRESS, T0, None, 10, 100),
